@@ -14,7 +14,7 @@ from mover.errors import NativeBuildError
 
 def load_cdc() -> ModuleType:
     try:
-        from mover._native import cdc  # type: ignore[attr-defined]
+        from mover._native import cdc
     except ImportError as exc:
         raise NativeBuildError(
             f"mover's native core is not built ({exc}); "

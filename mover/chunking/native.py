@@ -7,10 +7,14 @@ it: a benchmark or a test that asked for the vector kernel must never measure th
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from mover._native import load_cdc
 from mover.chunking.params import DEFAULT_PARAMS, ChunkerParams
 from mover.errors import NativeBuildError
+
+if TYPE_CHECKING:
+    from mover._native.cdc import Chunker
 
 KERNEL_ENV = "MOVER_CDC_KERNEL"
 _PREFERENCE = ("avx512", "scalar")
@@ -40,10 +44,10 @@ def select_kernel(requested: str | None = None) -> str:
     return str(wanted)
 
 
-def make_chunker(params: ChunkerParams = DEFAULT_PARAMS, kernel: str | None = None):  # type: ignore[no-untyped-def]
+def make_chunker(params: ChunkerParams = DEFAULT_PARAMS, kernel: str | None = None) -> Chunker:
     """A streaming Chunker (see mover._native.cdc.Chunker) for params."""
     cdc = load_cdc()
-    return cdc.Chunker(
+    chunker: Chunker = cdc.Chunker(
         params.gear_bytes,
         params.mask_s,
         params.mask_l,
@@ -52,6 +56,7 @@ def make_chunker(params: ChunkerParams = DEFAULT_PARAMS, kernel: str | None = No
         params.max_size,
         select_kernel(kernel),
     )
+    return chunker
 
 
 def is_zero(data: bytes | bytearray | memoryview) -> bool:

@@ -1,0 +1,5 @@
+import sys
+
+from mover.cli.main import main
+
+sys.exit(main())

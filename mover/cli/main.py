@@ -1,0 +1,47 @@
+"""The `mover` command: verbs, and the one place errors become exit codes.
+
+Exit codes: 0 success; 1 a mover error (repository, data, I/O); 2 bad usage or input;
+3 the native core is missing or unsupported; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mover import __version__
+from mover.cli.benchmark import benchmark
+from mover.cli.output import error_line
+from mover.errors import MoverError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mover")
+def cli() -> None:
+    """mover: fast, deduplicating, encrypted backup of volumes."""
+
+
+cli.add_command(benchmark)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="mover", standalone_mode=False)
+    except MoverError as exc:
+        error_line(str(exc))
+        return exc.exit_code
+    except click.exceptions.Abort:
+        error_line("interrupted")
+        return 130
+    except click.ClickException as exc:
+        error_line(exc.format_message())
+        return 2
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""How commands speak: JSON for scripts, tables and one-line errors for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+
+def emit_json(payload: object) -> None:
+    json.dump(payload, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        text = i in (0, len(columns) - 1)
+        table.add_column(column, justify="left" if text else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def status(message: str) -> None:
+    """Progress notes go to stderr so that stdout stays clean for --json."""
+    if sys.stderr.isatty():
+        Console(stderr=True).print(f"[dim]{message}[/dim]")
+
+
+def error_line(message: str) -> None:
+    sys.stderr.write(f"mover: error: {message}\n")
+
+
+def human_rate(bytes_per_s: float) -> str:
+    return f"{bytes_per_s / 1e6:,.0f} MB/s"
