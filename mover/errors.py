@@ -22,3 +22,31 @@ class NativeBuildError(MoverError):
     """The compiled core is missing or cannot run on this machine."""
 
     exit_code = 3
+
+
+class RepositoryError(MoverError):
+    """The repository is missing, not a repository, locked out (wrong password) or damaged."""
+
+
+class WrongPassword(RepositoryError):
+    """The password opens none of the repository's keys."""
+
+
+class IntegrityError(RepositoryError):
+    """Stored data does not match its id or its authentication tag: it was damaged or altered."""
+
+
+class SourceError(MoverError):
+    """The backup source or the restore target cannot be used as asked."""
+
+
+class StorageError(MoverError):
+    """The storage backend failed; `temporary` says whether retrying may help."""
+
+    def __init__(self, message: str, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+
+class ObjectNotFound(StorageError):
+    """The named object does not exist."""

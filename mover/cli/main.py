@@ -13,6 +13,7 @@ import click
 from mover import __version__
 from mover.cli.benchmark import benchmark
 from mover.cli.output import error_line
+from mover.cli.repo_cmds import backup, check, forget, init, prune, restore, snapshots, stats
 from mover.errors import MoverError
 
 
@@ -22,7 +23,8 @@ def cli() -> None:
     """mover: fast, deduplicating, encrypted backup of volumes."""
 
 
-cli.add_command(benchmark)
+for command in (init, backup, restore, snapshots, check, forget, prune, stats, benchmark):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:

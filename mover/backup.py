@@ -1,0 +1,230 @@
+"""The backup pipeline.
+
+    reader+chunker (this thread) -> workers (zero test, keyed BLAKE3, dedup lookup, zstd, AEAD)
+    -> in-order consumer (tree, packer) -> uploader thread -> index -> snapshot
+
+Memory is bounded by configuration: one read buffer, at most `inflight` chunks in the workers,
+one pack being filled and one being uploaded, and pending index entries flushed every
+INDEX_FLUSH chunks. The chunker, BLAKE3, zstd and the AEAD release the GIL on large buffers, so
+the workers keep every core busy. Objects are written in dependency order (packs, then the index
+that points into them, then the snapshot), so a crash at any point leaves only unreferenced
+objects behind.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+from mover.chunking import is_zero, make_chunker
+from mover.content import blob
+from mover.content.pack import KIND_DATA, KIND_TREE, PackBuilder, PackEntry
+from mover.errors import SourceError
+from mover.repository import Repository
+from mover.snapshot import Snapshot
+from mover.tree import TreeBuilder
+
+READ_SIZE = 8 << 20
+INDEX_FLUSH = 65536
+
+
+@dataclass
+class BackupStats:
+    bytes_read: int = 0
+    new_bytes: int = 0
+    reused_bytes: int = 0
+    zero_bytes: int = 0
+    stored_bytes: int = 0
+    new_chunks: int = 0
+    reused_chunks: int = 0
+    packs: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.__dict__.items() if k != "seconds"}
+
+
+Progress = Callable[[BackupStats], None]
+
+
+@dataclass
+class _Result:
+    length: int
+    chunk_id: bytes | None  # None: all zeros
+    sealed: bytes | None  # None: already stored (or zeros)
+
+
+@dataclass
+class _Writer:
+    """Fills packs, uploads them on one background thread, writes index files."""
+
+    repo: Repository
+    stats: BackupStats
+    uploader: ThreadPoolExecutor
+    pack: PackBuilder = field(default_factory=PackBuilder)
+    uploads: deque[Future[None]] = field(default_factory=deque)
+    pending_index: list[tuple[bytes, PackEntry]] = field(default_factory=list)
+    seen: set[bytes] = field(default_factory=set)
+
+    def known(self, chunk_id: bytes) -> bool:
+        return chunk_id in self.seen or chunk_id in self.repo.index
+
+    def add(self, chunk_id: bytes, sealed: bytes, kind: int) -> None:
+        self.seen.add(chunk_id)
+        self.pack.add(chunk_id, sealed, kind)
+        self.stats.stored_bytes += len(sealed)
+        if len(self.pack) >= self.repo.config.pack_size:
+            self.flush_pack()
+
+    def flush_pack(self) -> None:
+        if not self.pack.entries:
+            return
+        pack_id, data = self.pack.finish(self.repo.sealer)
+        self.pending_index += [(pack_id, e) for e in self.pack.entries]
+        self.pack = PackBuilder()
+        self.stats.packs += 1
+        # At most one pack waits while another uploads: bounded memory, overlapped I/O.
+        while len(self.uploads) >= 2:
+            self.uploads.popleft().result()
+        self.uploads.append(self.uploader.submit(self.repo.write_pack, pack_id, data))
+        if len(self.pending_index) >= INDEX_FLUSH:
+            self.flush_index()
+
+    def flush_index(self) -> None:
+        while self.uploads:
+            self.uploads.popleft().result()
+        if self.pending_index:
+            self.repo.write_index(self.pending_index)
+            self.pending_index = []
+
+    def store_node(self, node: bytes) -> bytes:
+        node_id = self.repo.master.chunk_id_of(node)
+        if not self.known(node_id):
+            level = self.repo.config.zstd_level
+            self.add(node_id, blob.encode(self.repo.sealer, node_id, node, level), KIND_TREE)
+        return node_id
+
+
+def source_size(fd: int) -> int | None:
+    """Bytes a file or block device holds; None for pipes and other streams."""
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    if stat.S_ISBLK(st.st_mode):
+        return os.lseek(fd, 0, os.SEEK_END)
+    return None
+
+
+def run_backup(
+    repo: Repository,
+    source: BinaryIO,
+    source_name: str,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> Snapshot:
+    started = time.monotonic()
+    threads = threads or os.cpu_count() or 1
+    expected = source_size(source.fileno())
+    if expected is not None:
+        source.seek(0)
+    stats = BackupStats()
+    repo.index  # noqa: B018 -- load before the workers start reading it
+    master, sealer, level = repo.master, repo.sealer, repo.config.zstd_level
+
+    with (
+        ThreadPoolExecutor(threads, thread_name_prefix="mover-chunk") as workers,
+        ThreadPoolExecutor(1, thread_name_prefix="mover-upload") as uploader,
+    ):
+        writer = _Writer(repo, stats, uploader)
+
+        def process(chunk: bytes) -> _Result:
+            if is_zero(chunk):
+                return _Result(len(chunk), None, None)
+            chunk_id = master.chunk_id_of(chunk)
+            if writer.known(chunk_id):  # optimistic: the consumer decides for good
+                return _Result(len(chunk), chunk_id, None)
+            return _Result(len(chunk), chunk_id, blob.encode(sealer, chunk_id, chunk, level))
+
+        tree = TreeBuilder(writer.store_node)
+        inflight: deque[Future[_Result]] = deque()
+        max_inflight = 2 * threads + 2
+
+        def consume_one() -> None:
+            result = inflight.popleft().result()
+            tree.add(result.length, result.chunk_id)
+            if result.chunk_id is None:
+                stats.zero_bytes += result.length
+            elif writer.known(result.chunk_id):
+                stats.reused_bytes += result.length
+                stats.reused_chunks += 1
+            else:
+                assert result.sealed is not None  # known() only grows, see process()
+                writer.add(result.chunk_id, result.sealed, KIND_DATA)
+                stats.new_bytes += result.length
+                stats.new_chunks += 1
+            if progress:
+                progress(stats)
+
+        def submit(chunk: bytes) -> None:
+            while len(inflight) >= max_inflight:
+                consume_one()
+            inflight.append(workers.submit(process, chunk))
+
+        chunker = make_chunker(repo.config.chunker)
+        buffer = bytearray(READ_SIZE)
+        view = memoryview(buffer)
+        pending = bytearray()  # the start of a chunk that began in an earlier buffer
+        try:
+            while True:
+                n = source.readinto(view)  # type: ignore[attr-defined]
+                if not n:
+                    break
+                base = stats.bytes_read
+                stats.bytes_read += n
+                start = 0
+                for cut in chunker.feed(view[:n]):
+                    end = cut - base
+                    if pending:
+                        pending += view[start:end]
+                        submit(bytes(pending))
+                        pending.clear()
+                    else:
+                        submit(bytes(view[start:end]))
+                    start = end
+                pending += view[start:n]
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read {source_name}: {exc.strerror or exc}; no snapshot was written"
+            ) from None
+        if chunker.finish():
+            submit(bytes(pending))
+        while inflight:
+            consume_one()
+        if expected is not None and stats.bytes_read < expected:
+            raise SourceError(
+                f"{source_name} shrank during the read: expected {expected} bytes, got "
+                f"{stats.bytes_read}; no snapshot was written"
+            )
+        root = tree.finish()
+        writer.flush_pack()
+        writer.flush_index()
+
+    stats.seconds = time.monotonic() - started
+    snapshot = Snapshot(
+        time=datetime.now(UTC).isoformat(timespec="microseconds"),
+        hostname=socket.gethostname(),
+        source=source_name,
+        size=tree.size,
+        tree=root.hex(),
+        stats=stats.as_dict(),
+    )
+    snapshot_id = repo.write_snapshot(snapshot)
+    return Snapshot(**{**snapshot.__dict__, "id": snapshot_id})

@@ -1,0 +1,277 @@
+"""Repository verbs: init, backup, restore, snapshots, check, forget, prune, stats."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+
+from mover.backup import BackupStats, run_backup, source_size
+from mover.check import run_check
+from mover.chunking import DEFAULT_PARAMS, ChunkerParams
+from mover.cli.context import backend_for, json_option, open_repo, password, repo_option
+from mover.cli.output import emit_json, emit_table
+from mover.cli.progress import byte_progress
+from mover.cli.sizes import parse_size
+from mover.crypto import KdfParams
+from mover.errors import RepositoryError, SourceError, UsageError
+from mover.maintenance import forget as forget_snapshots
+from mover.maintenance import prune as prune_repo
+from mover.repository import DEFAULT_PACK_SIZE, DEFAULT_ZSTD_LEVEL, RepoConfig, Repository
+from mover.restore import RestoreStats, run_restore
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+@click.command()
+@repo_option
+@click.option("--chunk-min", default=str(DEFAULT_PARAMS.min_size), show_default=True)
+@click.option("--chunk-avg", default=str(DEFAULT_PARAMS.avg_size), show_default=True)
+@click.option("--chunk-max", default=str(DEFAULT_PARAMS.max_size), show_default=True)
+@click.option("--pack-size", default=str(DEFAULT_PACK_SIZE), show_default=True)
+@click.option(
+    "--compression",
+    type=click.IntRange(0, 22),
+    default=DEFAULT_ZSTD_LEVEL,
+    show_default=True,
+    help="zstd level; 0 stores chunks uncompressed.",
+)
+@click.option(
+    "--kdf-memory",
+    default="64MiB",
+    show_default=True,
+    help="Argon2id memory for the password key (lower only for tests or tiny nodes).",
+)
+@json_option
+def init(
+    repo: str | None,
+    chunk_min: str,
+    chunk_avg: str,
+    chunk_max: str,
+    pack_size: str,
+    compression: int,
+    kdf_memory: str,
+    as_json: bool,
+) -> None:
+    """Create an encrypted repository in an empty or new directory."""
+    backend = backend_for(repo)
+    params = ChunkerParams(
+        parse_size(chunk_min, "--chunk-min"),
+        parse_size(chunk_avg, "--chunk-avg"),
+        parse_size(chunk_max, "--chunk-max"),
+        os.urandom(32),
+    )
+    pack = parse_size(pack_size, "--pack-size", minimum=1 << 16)
+    if pack > 1 << 31:
+        raise UsageError(f"--pack-size {pack_size} is above 2 GiB; packs are read in ranges")
+    memory_kib = parse_size(kdf_memory, "--kdf-memory", minimum=8 << 10) // 1024
+    if backend.root.exists() and not backend.root.is_dir():
+        raise UsageError(f"{backend.root} exists and is not a directory")
+    secret = password(confirm=True)
+    backend.root.mkdir(parents=True, exist_ok=True)
+    repository = Repository.init(
+        backend, secret, RepoConfig(params, pack, compression), KdfParams(memory_kib=memory_kib)
+    )
+    if as_json:
+        emit_json({"id": repository.id, "location": backend.location})
+    else:
+        click.echo(f"created repository {repository.id} at {backend.location}")
+
+
+def _open_source(source: str) -> tuple[BinaryIO, str]:
+    if source == "-":
+        return sys.stdin.buffer, "-"
+    path = Path(source)
+    try:
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by the caller
+    except FileNotFoundError:
+        raise SourceError(f"source {source} does not exist") from None
+    except IsADirectoryError:
+        raise SourceError(f"source {source} is a directory; give a file or block device") from None
+    except OSError as exc:
+        raise SourceError(f"cannot open source {source}: {exc.strerror}") from None
+    return f, str(path.resolve())  # type: ignore[return-value]
+
+
+@click.command()
+@repo_option
+@click.argument("source")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None)
+@json_option
+def backup(repo: str | None, source: str, threads: int | None, as_json: bool) -> None:
+    """Back up SOURCE (an image file, a block device, or - for stdin) as a new snapshot."""
+    f, name = _open_source(source)
+    try:
+        repository = open_repo(repo)
+        total = source_size(f.fileno()) if source != "-" else None
+        with byte_progress("backup", total, not as_json) as bar:
+
+            def on_progress(stats: BackupStats) -> None:
+                if bar is not None:
+                    bar.update(
+                        bar.task_ids[0],
+                        completed=stats.bytes_read,
+                        detail=f"new {_mib(stats.new_bytes)}, reused {_mib(stats.reused_bytes)}",
+                    )
+
+            snapshot = run_backup(repository, f, name, threads, on_progress)
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+    if as_json:
+        emit_json(snapshot.public())
+        return
+    s = snapshot.stats
+    click.echo(
+        f"snapshot {snapshot.id[:8]} saved: {_mib(snapshot.size)} read, {_mib(s['new_bytes'])} "
+        f"new, {_mib(s['reused_bytes'])} reused, {_mib(s['zero_bytes'])} zeros, "
+        f"{_mib(s['stored_bytes'])} stored"
+    )
+
+
+@click.command()
+@repo_option
+@click.argument("snapshot")
+@click.argument("target")
+@click.option("--force", is_flag=True, help="Overwrite an existing non-empty target file.")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None)
+@json_option
+def restore(
+    repo: str | None, snapshot: str, target: str, force: bool, threads: int | None, as_json: bool
+) -> None:
+    """Restore SNAPSHOT (an id, a unique id prefix, or `latest`) to TARGET (a file or device)."""
+    repository = open_repo(repo)
+    found = repository.find_snapshot(snapshot)
+    with byte_progress("restore", found.size, not as_json) as bar:
+
+        def on_progress(stats: RestoreStats) -> None:
+            if bar is not None:
+                bar.update(bar.task_ids[0], completed=stats.bytes_written + stats.hole_bytes)
+
+        stats = run_restore(repository, found, target, force, threads, on_progress)
+    if as_json:
+        emit_json(
+            {
+                "snapshot": found.id,
+                "target": target,
+                "size": found.size,
+                "bytes_written": stats.bytes_written,
+                "hole_bytes": stats.hole_bytes,
+            }
+        )
+    else:
+        click.echo(
+            f"restored snapshot {found.id[:8]} to {target}: {_mib(found.size)} "
+            f"({_mib(stats.hole_bytes)} of it holes)"
+        )
+
+
+@click.command()
+@repo_option
+@json_option
+def snapshots(repo: str | None, as_json: bool) -> None:
+    """List snapshots, oldest first, with the root hash that identifies each volume's content."""
+    found = open_repo(repo).snapshots()
+    if as_json:
+        emit_json([s.public() for s in found])
+        return
+    emit_table(
+        "snapshots",
+        ["id", "time", "size", "source", "root"],
+        [[s.id[:8], s.time[:19], _mib(s.size), s.source, s.tree[:16]] for s in found],
+    )
+
+
+@click.command()
+@repo_option
+@click.option("--read-data", is_flag=True, help="Also read and verify every stored byte.")
+@json_option
+def check(repo: str | None, read_data: bool, as_json: bool) -> None:
+    """Verify the repository's structure (and with --read-data, every byte)."""
+    report = run_check(open_repo(repo), read_data)
+    if as_json:
+        emit_json(
+            {
+                "ok": report.ok,
+                "snapshots": report.snapshots,
+                "packs": report.packs,
+                "chunks": report.chunks,
+                "errors": report.errors,
+                "damaged_snapshots": report.damaged_snapshots,
+            }
+        )
+    else:
+        for error in report.errors:
+            click.echo(f"error: {error}", err=True)
+        if report.ok:
+            click.echo(
+                f"no errors: {report.snapshots} snapshots, {report.packs} packs, "
+                f"{report.chunks} chunks{' (all data read)' if read_data else ''}"
+            )
+    if not report.ok:
+        damaged = ", ".join(s[:8] for s in report.damaged_snapshots) or "none"
+        raise RepositoryError(
+            f"check found {len(report.errors)} errors; damaged snapshots: {damaged}"
+        )
+
+
+@click.command()
+@repo_option
+@click.argument("snapshot_ids", nargs=-1, required=True)
+@json_option
+def forget(repo: str | None, snapshot_ids: tuple[str, ...], as_json: bool) -> None:
+    """Remove snapshots (data stays until `prune`)."""
+    removed = forget_snapshots(open_repo(repo), list(snapshot_ids))
+    if as_json:
+        emit_json({"removed": removed})
+    else:
+        for snapshot_id in removed:
+            click.echo(f"removed snapshot {snapshot_id[:8]}")
+
+
+@click.command()
+@repo_option
+@json_option
+def prune(repo: str | None, as_json: bool) -> None:
+    """Delete data that no snapshot references (do not run while a backup runs)."""
+    stats = prune_repo(open_repo(repo))
+    if as_json:
+        emit_json(stats.__dict__)
+    else:
+        click.echo(
+            f"pruned: {stats.packs_deleted} packs deleted, {stats.packs_written} written, "
+            f"{_mib(stats.bytes_freed)} freed"
+        )
+
+
+@click.command()
+@repo_option
+@json_option
+def stats(repo: str | None, as_json: bool) -> None:
+    """Snapshots, logical and stored bytes, and the deduplication ratio."""
+    repository = open_repo(repo)
+    found = repository.snapshots()
+    logical = sum(s.size for s in found)
+    packs = list(repository.backend.list("data/"))
+    stored = sum(repository.backend.size(p) for p in packs)
+    body = {
+        "snapshots": len(found),
+        "logical_bytes": logical,
+        "stored_bytes": stored,
+        "packs": len(packs),
+        "chunks": len(repository.index),
+        "ratio": round(logical / stored, 3) if stored else None,
+    }
+    if as_json:
+        emit_json(body)
+    else:
+        emit_table(
+            f"repository {repository.id}",
+            ["what", "value"],
+            [[k, str(v)] for k, v in body.items()],
+        )

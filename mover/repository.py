@@ -1,0 +1,220 @@
+"""A repository: config and keys, and reading and writing its objects on a backend.
+
+Layout (docs/format.md): config, keys/<id>, data/<xx>/<pack id>, index/<id>, snapshots/<id>.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import blake3
+
+from mover.chunking import ChunkerParams
+from mover.content import blob
+from mover.content import index as index_file
+from mover.content.index import Index, Location
+from mover.content.pack import PackEntry, pack_name
+from mover.crypto import KdfParams, MasterKey, unwrap, wrap
+from mover.errors import IntegrityError, ObjectNotFound, RepositoryError, UsageError
+from mover.snapshot import Snapshot
+from mover.storage.base import Backend
+
+FORMAT_VERSION = 1
+CONFIG = "config"
+DEFAULT_PACK_SIZE = 32 << 20
+DEFAULT_ZSTD_LEVEL = 3
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    chunker: ChunkerParams
+    pack_size: int = DEFAULT_PACK_SIZE
+    zstd_level: int = DEFAULT_ZSTD_LEVEL
+
+    def to_json(self) -> bytes:
+        c = self.chunker
+        return json.dumps(
+            {
+                "chunker": {
+                    "algorithm": "fastcdc-v1",
+                    "min_size": c.min_size,
+                    "avg_size": c.avg_size,
+                    "max_size": c.max_size,
+                    "seed": c.seed.hex(),
+                },
+                "pack_size": self.pack_size,
+                "zstd_level": self.zstd_level,
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RepoConfig:
+        body = json.loads(raw)
+        c = body["chunker"]
+        params = ChunkerParams(
+            c["min_size"], c["avg_size"], c["max_size"], bytes.fromhex(c["seed"])
+        )
+        return cls(params, body["pack_size"], body["zstd_level"])
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class Repository:
+    def __init__(self, backend: Backend, master: MasterKey, config: RepoConfig, repo_id: str):
+        self.backend = backend
+        self.master = master
+        self.sealer = master.sealer()
+        self.config = config
+        self.id = repo_id
+        self._index: Index | None = None
+
+    # -- creation and opening -------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        backend: Backend,
+        password: bytes,
+        config: RepoConfig,
+        kdf: KdfParams | None = None,
+    ) -> Repository:
+        if backend.exists(CONFIG):
+            raise RepositoryError(
+                f"{backend.location} already holds a repository; nothing was changed"
+            )
+        if any(True for _ in backend.list("")):
+            raise RepositoryError(
+                f"{backend.location} is not empty; init a repository in an empty or new directory"
+            )
+        kdf = kdf or KdfParams()
+        master = MasterKey.generate()
+        repo_id = secrets.token_hex(16)
+        salt = os.urandom(16)
+        key_doc = {
+            "kdf": "argon2id",
+            "memory_kib": kdf.memory_kib,
+            "iterations": kdf.iterations,
+            "lanes": kdf.lanes,
+            "salt": _b64(salt),
+            "wrapped": _b64(wrap(master, password, kdf, salt)),
+        }
+        key_raw = json.dumps(key_doc).encode()
+        backend.write(f"keys/{blake3.blake3(key_raw).hexdigest()}", key_raw)
+        sealed = master.sealer().seal(config.to_json(), b"config")
+        doc = {"mover_repository": FORMAT_VERSION, "id": repo_id, "sealed": _b64(sealed)}
+        # Written last: a directory without config is not (yet) a repository.
+        backend.write(CONFIG, json.dumps(doc).encode())
+        return cls(backend, master, config, repo_id)
+
+    @classmethod
+    def open(cls, backend: Backend, password: bytes) -> Repository:
+        try:
+            doc = json.loads(backend.read(CONFIG))
+            version = doc["mover_repository"]
+        except ObjectNotFound:
+            raise RepositoryError(
+                f"{backend.location} is not a mover repository (no config); "
+                "create one with `mover init`"
+            ) from None
+        except (ValueError, KeyError, TypeError):
+            raise RepositoryError(f"{backend.location}: config is not a mover config") from None
+        if version != FORMAT_VERSION:
+            raise RepositoryError(
+                f"{backend.location} uses repository format {version}; "
+                f"this mover reads format {FORMAT_VERSION}: upgrade mover"
+            )
+        master = None
+        for name in backend.list("keys/"):
+            key_doc = json.loads(backend.read(name))
+            kdf = KdfParams(key_doc["memory_kib"], key_doc["iterations"], key_doc["lanes"])
+            try:
+                master = unwrap(
+                    base64.b64decode(key_doc["wrapped"]),
+                    password,
+                    kdf,
+                    base64.b64decode(key_doc["salt"]),
+                )
+                break
+            except RepositoryError:
+                continue
+        if master is None:
+            unwrap(b"", password, KdfParams(8, 1, 1), b"0" * 16)  # raises WrongPassword
+            raise AssertionError("unreachable")
+        raw = master.sealer().open(base64.b64decode(doc["sealed"]), b"config", "config")
+        return cls(backend, master, RepoConfig.from_json(raw), doc["id"])
+
+    # -- index ----------------------------------------------------------------------------
+
+    @property
+    def index(self) -> Index:
+        if self._index is None:
+            index = Index()
+            for name in self.backend.list("index/"):
+                for chunk_id, location in self.read_index_file(name):
+                    index.add(chunk_id, location)
+            self._index = index
+        return self._index
+
+    def read_index_file(self, name: str) -> Iterator[tuple[bytes, Location]]:
+        return index_file.decode(self.sealer, self.backend.read(name), name)
+
+    def write_index(self, entries: list[tuple[bytes, PackEntry]]) -> str:
+        sealed = index_file.encode(self.sealer, entries)
+        name = f"index/{blake3.blake3(sealed).hexdigest()}"
+        self.backend.write(name, sealed)
+        for pack_id, e in entries:
+            self.index.add(e.chunk_id, Location(pack_id, e.offset, e.length, e.kind))
+        return name
+
+    # -- blobs and packs ------------------------------------------------------------------
+
+    def write_pack(self, pack_id: bytes, data: bytes) -> None:
+        self.backend.write(pack_name(pack_id), data)
+
+    def read_blob(self, chunk_id: bytes) -> bytes:
+        location = self.index.get(chunk_id)
+        if location is None:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is in no index: repository damaged")
+        sealed = self.backend.read(pack_name(location.pack_id), location.offset, location.length)
+        return blob.decode(self.master, self.sealer, chunk_id, sealed)
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def write_snapshot(self, snapshot: Snapshot) -> str:
+        body = snapshot.to_json()
+        snapshot_id = self.master.chunk_id_of(b"snapshot" + body).hex()
+        self.backend.write(f"snapshots/{snapshot_id}", self.sealer.seal(body, b"snapshot"))
+        return snapshot_id
+
+    def snapshots(self) -> list[Snapshot]:
+        found = []
+        for name in self.backend.list("snapshots/"):
+            snapshot_id = name.rsplit("/", 1)[1]
+            raw = self.sealer.open(self.backend.read(name), b"snapshot", f"snapshot {name}")
+            found.append(Snapshot.from_json(raw, snapshot_id))
+        return sorted(found, key=lambda s: (s.time, s.id))
+
+    def find_snapshot(self, ref: str) -> Snapshot:
+        """By id, unique id prefix, or `latest`."""
+        snapshots = self.snapshots()
+        if ref == "latest":
+            if not snapshots:
+                raise UsageError("the repository has no snapshots yet")
+            return snapshots[-1]
+        if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
+            raise UsageError(
+                f"{ref!r} is not a snapshot id: give `latest` or at least 4 hex digits of an id"
+            )
+        matches = [s for s in snapshots if s.id.startswith(ref)]
+        if not matches:
+            raise UsageError(f"no snapshot {ref!r} in this repository; see `mover snapshots`")
+        if len(matches) > 1:
+            raise UsageError(f"snapshot id prefix {ref!r} is ambiguous; give more digits")
+        return matches[0]

@@ -1,0 +1,41 @@
+"""The storage interface every backend implements, with its contract.
+
+Names are relative paths with "/" separators ("data/ab/abcd...", "snapshots/..."), made of
+[A-Za-z0-9._-] segments. Objects are immutable: written once, whole, never modified in place.
+
+Contract:
+- write(name, data): atomic. A reader sees either no object or all of `data`, never a part,
+  also when the writer dies mid-call. Writing a name that exists with the same content is a
+  no-op; callers write only content-addressed or freshly random names, so a different content
+  under an existing name is a bug and raises StorageError.
+- read(name, offset, length): the bytes [offset, offset+length) (to the end when length is
+  None). A range past the end raises StorageError: short reads are never silent.
+- list(prefix): names under prefix, in no particular order; never includes unfinished writes.
+- delete(name): removes; deleting a missing object raises ObjectNotFound.
+- size(name): bytes stored; missing raises ObjectNotFound.
+- Errors: ObjectNotFound when the object is missing; StorageError otherwise, with temporary=True
+  when retrying may succeed (timeouts, throttling), decided by the backend.
+- `data` passed to write is not kept after the call returns; buffers returned by read belong to
+  the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+
+class Backend(Protocol):
+    location: str
+
+    def write(self, name: str, data: bytes | memoryview) -> None: ...
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes: ...
+
+    def list(self, prefix: str) -> Iterator[str]: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def size(self, name: str) -> int: ...
+
+    def exists(self, name: str) -> bool: ...

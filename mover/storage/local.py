@@ -1,0 +1,110 @@
+"""A repository in a local directory: the embedded default, needing no service."""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from mover.errors import ObjectNotFound, StorageError
+
+TMP_SUFFIX = ".tmp"
+
+
+class LocalBackend:
+    """Atomic writes by temp file + fsync + rename + directory fsync (see storage.base)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.location = str(self.root)
+
+    def _path(self, name: str) -> Path:
+        return self.root / name
+
+    def write(self, name: str, data: bytes | memoryview) -> None:
+        path = self._path(name)
+        if path.exists():
+            if path.stat().st_size == len(data):
+                return
+            raise StorageError(f"object {name} exists with a different size; refusing to replace")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(name)
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read() if length is None else f.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {name} is missing from {self.location}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror}") from None
+        if length is not None and len(data) != length:
+            raise StorageError(
+                f"object {name} is shorter than expected "
+                f"(wanted {length} bytes at {offset}, got {len(data)})"
+            )
+        return data
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for file in files:
+                if file.startswith(".") and file.endswith(TMP_SUFFIX):
+                    continue
+                yield os.path.relpath(os.path.join(dirpath, file), self.root).replace(os.sep, "/")
+
+    def delete(self, name: str) -> None:
+        try:
+            self._path(name).unlink()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {name} is missing from {self.location}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot delete {name}: {exc.strerror}") from None
+
+    def size(self, name: str) -> int:
+        try:
+            return self._path(name).stat().st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {name} is missing from {self.location}") from None
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def leftovers(self) -> list[Path]:
+        """Temp files of writers that died mid-write (never visible as objects)."""
+        return [p for p in self.root.rglob(f".*{TMP_SUFFIX}") if p.is_file()]
+
+    def remove_leftovers(self) -> int:
+        removed = 0
+        for path in self.leftovers():
+            try:
+                path.unlink()
+                removed += 1
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+        return removed
