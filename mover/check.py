@@ -77,7 +77,8 @@ def run_check(
                 for chunk_id in leaf_chunks(node):
                     if chunk_id not in index:
                         report.errors.append(
-                            f"snapshot {snapshot.id[:8]}: chunk {chunk_id.hex()[:16]} is in no index"
+                            f"snapshot {snapshot.id[:8]}: chunk {chunk_id.hex()[:16]} "
+                            "is in no index"
                         )
                         damaged = True
                     elif chunk_id in bad_chunks:

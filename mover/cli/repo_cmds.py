@@ -88,14 +88,14 @@ def _open_source(source: str) -> tuple[BinaryIO, str]:
         return sys.stdin.buffer, "-"
     path = Path(source)
     try:
-        f = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by the caller
+        f: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by the caller
     except FileNotFoundError:
         raise SourceError(f"source {source} does not exist") from None
     except IsADirectoryError:
         raise SourceError(f"source {source} is a directory; give a file or block device") from None
     except OSError as exc:
         raise SourceError(f"cannot open source {source}: {exc.strerror}") from None
-    return f, str(path.resolve())  # type: ignore[return-value]
+    return f, str(path.resolve())
 
 
 @click.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import uuid
@@ -94,7 +95,7 @@ class LocalBackend:
     def exists(self, name: str) -> bool:
         return self._path(name).exists()
 
-    def leftovers(self) -> list[Path]:
+    def leftovers(self) -> builtins.list[Path]:
         """Temp files of writers that died mid-write (never visible as objects)."""
         return [p for p in self.root.rglob(f".*{TMP_SUFFIX}") if p.is_file()]
 
