@@ -84,3 +84,24 @@ class SampleData:
 
     def generate(self, size: int) -> bytes:
         return b"".join(self.blocks(size))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m mover.sampledata [--size 256MiB] [--seed 0] PATH: write a sample image."""
+    import argparse
+
+    from mover.cli.sizes import parse_size
+
+    parser = argparse.ArgumentParser(description="Write a deterministic sample volume image.")
+    parser.add_argument("path")
+    parser.add_argument("--size", default="256MiB")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    size = parse_size(args.size, "--size", minimum=1)
+    with open(args.path, "wb") as out:
+        for block in SampleData(args.seed).blocks(size):
+            out.write(block)
+
+
+if __name__ == "__main__":
+    main()

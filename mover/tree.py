@@ -36,8 +36,9 @@ LoadNode = Callable[[bytes], bytes]
 class TreeBuilder:
     """Streams extents in, keeps one partial node per level: memory O(FANOUT x depth)."""
 
-    def __init__(self, store: StoreNode) -> None:
+    def __init__(self, store: StoreNode, fanout: int = FANOUT) -> None:
         self._store = store
+        self._fanout = fanout
         self._leaf = bytearray()
         self._leaf_count = 0
         self._leaf_span = 0
@@ -52,7 +53,7 @@ class TreeBuilder:
         self._leaf_count += 1
         self._leaf_span += length
         self.size += length
-        if self._leaf_count == FANOUT:
+        if self._leaf_count == self._fanout:
             self._flush_leaf()
 
     def _flush_leaf(self) -> None:
@@ -66,7 +67,7 @@ class TreeBuilder:
         if level == len(self._levels):
             self._levels.append([])
         self._levels[level].append((node_id, span))
-        if len(self._levels[level]) == FANOUT:
+        if len(self._levels[level]) == self._fanout:
             self._flush_level(level)
 
     def _flush_level(self, level: int) -> None:
