@@ -39,9 +39,17 @@ def mask_for_bits(bits: int) -> int:
 
 
 def gear_table(seed: bytes) -> tuple[int, ...]:
-    """256 pseudo-random 64-bit values derived from seed (BLAKE3 key derivation)."""
+    """256 pseudo-random 64-bit values derived from seed (BLAKE3 key derivation), except
+    gear[0] = 0.
+
+    With gear[0] = 0 the hash of an all-zero window is 0, which passes every mask: inside a zero
+    run every position from min_size on is a cut, so a zero run of length L becomes all-zero
+    chunks of min_size covering all but at most min_size + 64 bytes at each end. Those chunks are
+    recognised by the zero test and stored as holes, never hashed or stored, wherever the run
+    starts: that is how block devices' free space costs nothing.
+    """
     stream = blake3.blake3(seed, derive_key_context=GEAR_CONTEXT).digest(256 * 8)
-    return struct.unpack("<256Q", stream)
+    return (0, *struct.unpack("<256Q", stream)[1:])
 
 
 @dataclass(frozen=True)

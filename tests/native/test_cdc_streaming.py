@@ -94,3 +94,15 @@ def test_mean_chunk_size_near_avg_on_random_data(kernel: str, avg: int) -> None:
     sizes = [b - a for a, b in zip([0, *cuts], cuts, strict=False)][:-1]
     assert len(sizes) >= 30
     assert abs(statistics.mean(sizes) - avg) <= 0.25 * avg
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("run_start", [0, 1, 4095, 300_001])
+def test_zero_runs_become_zero_chunks(kernel: str, run_start: int) -> None:
+    """A zero run is cut into all-zero chunks (stored as holes) wherever it starts."""
+    params = ChunkerParams(4096, 16384, 65536, b"zeros")
+    run = 1 << 20
+    data = random_bytes(run_start, 1) + bytes(run) + random_bytes(200_000, 2)
+    cuts = feed_all(params, kernel, split_random(data, 4, 50_000))
+    zero_bytes = sum(b - a for a, b in zip([0, *cuts], cuts, strict=False) if not any(data[a:b]))
+    assert zero_bytes >= run - 2 * (params.min_size + 64)
