@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import socket
-import stat
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,9 +29,11 @@ from mover.content.pack import KIND_DATA, KIND_TREE, PackBuilder, PackEntry
 from mover.errors import SourceError
 from mover.repository import Repository
 from mover.snapshot import Snapshot
+from mover.source import pieces, source_size
 from mover.tree import TreeBuilder
 
 READ_SIZE = 8 << 20
+ZEROS = bytes(READ_SIZE)
 INDEX_FLUSH = 65536
 
 
@@ -113,16 +114,6 @@ class _Writer:
         return node_id
 
 
-def source_size(fd: int) -> int | None:
-    """Bytes a file or block device holds; None for pipes and other streams."""
-    st = os.fstat(fd)
-    if stat.S_ISREG(st.st_mode):
-        return st.st_size
-    if stat.S_ISBLK(st.st_mode):
-        return os.lseek(fd, 0, os.SEEK_END)
-    return None
-
-
 def run_backup(
     repo: Repository,
     source: BinaryIO,
@@ -146,8 +137,6 @@ def run_backup(
         writer = _Writer(repo, stats, uploader)
 
         def process(chunk: bytes) -> _Result:
-            if is_zero(chunk):
-                return _Result(len(chunk), None, None)
             chunk_id = master.chunk_id_of(chunk)
             if writer.known(chunk_id):  # optimistic: the consumer decides for good
                 return _Result(len(chunk), chunk_id, None)
@@ -173,39 +162,39 @@ def run_backup(
             if progress:
                 progress(stats)
 
-        def submit(chunk: bytes) -> None:
+        def submit(chunk: memoryview | bytearray) -> None:
             while len(inflight) >= max_inflight:
                 consume_one()
-            inflight.append(workers.submit(process, chunk))
+            if is_zero(chunk):  # 38 GB/s, and exits at the first non-zero byte
+                done: Future[_Result] = Future()
+                done.set_result(_Result(len(chunk), None, None))
+                inflight.append(done)
+            else:
+                inflight.append(workers.submit(process, bytes(chunk)))
 
         chunker = make_chunker(repo.config.chunker)
-        buffer = bytearray(READ_SIZE)
-        view = memoryview(buffer)
-        pending = bytearray()  # the start of a chunk that began in an earlier buffer
+        pending = bytearray()  # the start of a chunk that began in an earlier piece
         try:
-            while True:
-                n = source.readinto(view)  # type: ignore[attr-defined]
-                if not n:
-                    break
+            for piece in pieces(source, bytearray(READ_SIZE), ZEROS):
                 base = stats.bytes_read
-                stats.bytes_read += n
+                stats.bytes_read += len(piece)
                 start = 0
-                for cut in chunker.feed(view[:n]):
+                for cut in chunker.feed(piece):
                     end = cut - base
                     if pending:
-                        pending += view[start:end]
-                        submit(bytes(pending))
+                        pending += piece[start:end]
+                        submit(pending)
                         pending.clear()
                     else:
-                        submit(bytes(view[start:end]))
+                        submit(piece[start:end])
                     start = end
-                pending += view[start:n]
+                pending += piece[start:]
         except OSError as exc:
             raise SourceError(
                 f"cannot read {source_name}: {exc.strerror or exc}; no snapshot was written"
             ) from None
         if chunker.finish():
-            submit(bytes(pending))
+            submit(pending)
         while inflight:
             consume_one()
         if expected is not None and stats.bytes_read < expected:

@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 import click
 
-from mover.backup import BackupStats, run_backup, source_size
+from mover.backup import BackupStats, run_backup
 from mover.check import run_check
 from mover.chunking import DEFAULT_PARAMS, ChunkerParams
 from mover.cli.context import backend_for, json_option, open_repo, password, repo_option
@@ -22,6 +22,7 @@ from mover.maintenance import forget as forget_snapshots
 from mover.maintenance import prune as prune_repo
 from mover.repository import DEFAULT_PACK_SIZE, DEFAULT_ZSTD_LEVEL, RepoConfig, Repository
 from mover.restore import RestoreStats, run_restore
+from mover.source import source_size
 
 
 def _mib(n: int) -> str:
