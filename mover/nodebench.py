@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import blake3
 import zstandard
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from mover.chunking import (
     DEFAULT_PARAMS,
@@ -147,6 +148,15 @@ def _zstd_work(level: int) -> Work:
     return work
 
 
+def _aead_work(aead: AESGCM | ChaCha20Poly1305) -> Work:
+    def work(part: memoryview) -> None:
+        nonce = bytes(12)  # a benchmark: nothing is kept, so one nonce is harmless here
+        for piece in _pieces(part):
+            aead.encrypt(nonce, piece, b"")
+
+    return work
+
+
 def _zero_work(part: memoryview) -> None:
     for piece in _pieces(part):
         if not is_zero(piece):
@@ -179,6 +189,13 @@ def run(
         ),
         ("zstd_1", "zstd level 1 compress, 1 MiB pieces", _zstd_work(1), mixed),
         ("zstd_3", "zstd level 3 compress, 1 MiB pieces", _zstd_work(3), mixed),
+        ("aes_gcm", "AES-256-GCM encrypt, 1 MiB pieces", _aead_work(AESGCM(key)), mixed),
+        (
+            "chacha20",
+            "ChaCha20-Poly1305 encrypt, 1 MiB pieces",
+            _aead_work(ChaCha20Poly1305(key)),
+            mixed,
+        ),
         ("zero_test", "all-zero test on zero-filled data", _zero_work, zeros),
     ]
     result = NodeBenchmark(size=size, threads=threads, kernels=kernels, params=params)

@@ -18,7 +18,15 @@ def test_benchmark_json_names_every_stage() -> None:
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     stages = report["stages"]
-    for name in ("chunk_scalar", "blake3", "chunk_hash", "zstd_1", "zstd_3", "zero_test"):
+    for name in (
+        "chunk_scalar",
+        "blake3",
+        "chunk_hash",
+        "zstd_1",
+        "zstd_3",
+        "aes_gcm",
+        "zero_test",
+    ):
         assert stages[name]["one_core_bytes_per_s"] > 0
         assert stages[name]["all_cores_bytes_per_s"] > 0
     assert report["data_bytes"] == 4 << 20
