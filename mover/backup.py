@@ -35,6 +35,7 @@ from mover.tree import TreeBuilder
 READ_SIZE = 8 << 20
 ZEROS = bytes(READ_SIZE)
 INDEX_FLUSH = 65536
+INFLIGHT_BYTES = 64 << 20
 
 
 @dataclass
@@ -71,7 +72,7 @@ class _Writer:
     stats: BackupStats
     uploader: ThreadPoolExecutor
     pack: PackBuilder = field(default_factory=PackBuilder)
-    uploads: deque[Future[None]] = field(default_factory=deque)
+    uploads: deque[Future[list[tuple[bytes, PackEntry]]]] = field(default_factory=deque)
     pending_index: list[tuple[bytes, PackEntry]] = field(default_factory=list)
     seen: set[bytes] = field(default_factory=set)
 
@@ -85,23 +86,27 @@ class _Writer:
         if len(self.pack) >= self.repo.config.pack_size:
             self.flush_pack()
 
+    def _upload(self, pack: PackBuilder) -> list[tuple[bytes, PackEntry]]:
+        pack_id, data = pack.finish(self.repo.sealer)
+        self.repo.write_pack(pack_id, data)
+        return [(pack_id, e) for e in pack.entries]
+
     def flush_pack(self) -> None:
         if not self.pack.entries:
             return
-        pack_id, data = self.pack.finish(self.repo.sealer)
-        self.pending_index += [(pack_id, e) for e in self.pack.entries]
-        self.pack = PackBuilder()
-        self.stats.packs += 1
         # At most one pack waits while another uploads: bounded memory, overlapped I/O.
         while len(self.uploads) >= 2:
-            self.uploads.popleft().result()
-        self.uploads.append(self.uploader.submit(self.repo.write_pack, pack_id, data))
+            self.pending_index += self.uploads.popleft().result()
+        self.uploads.append(self.uploader.submit(self._upload, self.pack))
+        self.pack = PackBuilder()
+        self.stats.packs += 1
         if len(self.pending_index) >= INDEX_FLUSH:
             self.flush_index()
 
     def flush_index(self) -> None:
+        """Index entries are written only for packs whose upload has completed."""
         while self.uploads:
-            self.uploads.popleft().result()
+            self.pending_index += self.uploads.popleft().result()
         if self.pending_index:
             self.repo.write_index(self.pending_index)
             self.pending_index = []
@@ -144,10 +149,14 @@ def run_backup(
 
         tree = TreeBuilder(writer.store_node)
         inflight: deque[Future[_Result]] = deque()
-        max_inflight = 2 * threads + 2
+        inflight_bytes = [0]
+        # Chunks in flight, bounded by bytes: a window wide enough that a slow chunk at the
+        # head of the in-order queue does not leave the other workers idle.
+        max_inflight_bytes = max(INFLIGHT_BYTES, 4 * threads * repo.config.chunker.max_size)
 
         def consume_one() -> None:
             result = inflight.popleft().result()
+            inflight_bytes[0] -= result.length
             tree.add(result.length, result.chunk_id)
             if result.chunk_id is None:
                 stats.zero_bytes += result.length
@@ -163,8 +172,9 @@ def run_backup(
                 progress(stats)
 
         def submit(chunk: memoryview | bytearray) -> None:
-            while len(inflight) >= max_inflight:
+            while inflight and inflight_bytes[0] >= max_inflight_bytes:
                 consume_one()
+            inflight_bytes[0] += len(chunk)
             if is_zero(chunk):  # 38 GB/s, and exits at the first non-zero byte
                 done: Future[_Result] = Future()
                 done.set_result(_Result(len(chunk), None, None))

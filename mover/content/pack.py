@@ -38,18 +38,21 @@ def pack_name(pack_id: bytes) -> str:
 
 
 class PackBuilder:
+    """Collects sealed blobs; the one copy into the pack's bytes happens in finish(), which
+    the backup runs on its upload thread, off the pipeline's in-order path."""
+
     def __init__(self) -> None:
-        self.buffer = bytearray()
+        self.parts: list[bytes] = []
         self.entries: list[PackEntry] = []
-        self.ids: set[bytes] = set()
+        self.size = 0
 
     def add(self, chunk_id: bytes, sealed: bytes, kind: int) -> None:
-        self.entries.append(PackEntry(chunk_id, len(self.buffer), len(sealed), kind))
-        self.ids.add(chunk_id)
-        self.buffer += sealed
+        self.entries.append(PackEntry(chunk_id, self.size, len(sealed), kind))
+        self.parts.append(sealed)
+        self.size += len(sealed)
 
     def __len__(self) -> int:
-        return len(self.buffer)
+        return self.size
 
     def finish(self, sealer: Sealer) -> tuple[bytes, bytes]:
         """(pack id, pack bytes)."""
@@ -57,7 +60,7 @@ class PackBuilder:
         for e in self.entries:
             header += _ENTRY.pack(e.chunk_id, e.offset, e.length, e.kind)
         sealed = sealer.seal(bytes(header), b"pack header")
-        data = bytes(self.buffer + sealed + struct.pack("<I", len(sealed)))
+        data = b"".join([*self.parts, sealed, struct.pack("<I", len(sealed))])
         return blake3.blake3(data).digest(), data
 
 
