@@ -3,11 +3,16 @@
 prune writes before it deletes: live blobs of partly-used packs are copied, still sealed, into
 new packs; then one index of everything live is written; only then are old index files and
 unreferenced packs deleted. A crash at any step leaves duplicates, never a missing chunk.
-Not yet safe against a backup running at the same time (see the many-writers issue).
+
+Packs that no index names are left by backups that died before writing their index, or belong
+to a backup still running (its index comes after its packs). prune deletes them only once they
+are older than a grace period. Not yet safe against a backup running at the same time in
+general (see the many-writers issue): run prune when no backup runs.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from mover.content.pack import PackBuilder, PackEntry, pack_name
@@ -21,6 +26,8 @@ REPACK_BELOW = 0.8
 @dataclass
 class PruneStats:
     packs_deleted: int = 0
+    unindexed_deleted: int = 0
+    leftovers_deleted: int = 0
     packs_written: int = 0
     bytes_freed: int = 0
     chunks_dropped: int = 0
@@ -44,8 +51,9 @@ def live_chunks(repo: Repository) -> set[bytes]:
     return live
 
 
-def prune(repo: Repository) -> PruneStats:
+def prune(repo: Repository, unindexed_grace: float = 3600.0) -> PruneStats:
     stats = PruneStats()
+    now = time.time()
     live = live_chunks(repo)
     by_pack: dict[bytes, list[tuple[bytes, int, int, int]]] = {}
     for chunk_id, loc in repo.index.items():
@@ -86,6 +94,15 @@ def prune(repo: Repository) -> PruneStats:
         stats.bytes_freed += repo.backend.size(name)
         repo.backend.delete(name)
         stats.packs_deleted += 1
+    indexed = {pack_name(pack_id) for pack_id in by_pack}
+    for name in list(repo.backend.list("data/")):
+        if name not in indexed and now - repo.backend.mtime(name) >= unindexed_grace:
+            stats.bytes_freed += repo.backend.size(name)
+            repo.backend.delete(name)
+            stats.unindexed_deleted += 1
+    remove_leftovers = getattr(repo.backend, "remove_leftovers", None)
+    if remove_leftovers is not None:  # temp files of writers that died mid-write
+        stats.leftovers_deleted = remove_leftovers(unindexed_grace)
     repo._index = None  # re-read on next use
     return stats
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from mover.errors import IntegrityError, SourceError
+from mover.errors import IntegrityError, MoverError, SourceError
 from mover.repository import Repository
 from mover.snapshot import Snapshot
 from mover.tree import Extent, walk
@@ -121,7 +121,11 @@ def run_restore(
                 finish_one()
         os.fsync(fd)
     except OSError as exc:
-        raise SourceError(f"cannot write restore target {target}: {exc.strerror}") from None
+        raise SourceError(
+            f"cannot write restore target {target}: {exc.strerror}; {target} is incomplete"
+        ) from None
+    except MoverError as exc:
+        raise type(exc)(f"{exc}; restore stopped, {target} is incomplete") from None
     finally:
         os.close(fd)
     return stats

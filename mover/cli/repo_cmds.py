@@ -15,7 +15,7 @@ from mover.chunking import DEFAULT_PARAMS, ChunkerParams
 from mover.cli.context import backend_for, json_option, open_repo, password, repo_option
 from mover.cli.output import emit_json, emit_table
 from mover.cli.progress import byte_progress
-from mover.cli.sizes import parse_size
+from mover.cli.sizes import parse_duration, parse_size
 from mover.crypto import KdfParams
 from mover.errors import RepositoryError, SourceError, UsageError
 from mover.maintenance import forget as forget_snapshots
@@ -237,15 +237,23 @@ def forget(repo: str | None, snapshot_ids: tuple[str, ...], as_json: bool) -> No
 
 @click.command()
 @repo_option
+@click.option(
+    "--unindexed-grace",
+    default="1h",
+    show_default=True,
+    help="Delete packs that no index names (left by killed backups) only when older than this.",
+)
 @json_option
-def prune(repo: str | None, as_json: bool) -> None:
+def prune(repo: str | None, unindexed_grace: str, as_json: bool) -> None:
     """Delete data that no snapshot references (do not run while a backup runs)."""
-    stats = prune_repo(open_repo(repo))
+    grace = parse_duration(unindexed_grace, "--unindexed-grace")
+    stats = prune_repo(open_repo(repo), grace)
     if as_json:
         emit_json(stats.__dict__)
     else:
         click.echo(
             f"pruned: {stats.packs_deleted} packs deleted, {stats.packs_written} written, "
+            f"{stats.unindexed_deleted} unindexed packs deleted, "
             f"{_mib(stats.bytes_freed)} freed"
         )
 

@@ -1,4 +1,5 @@
-"""Byte sizes on the command line: 4096, 64KiB, 1MiB, 2GiB, 1.5GB."""
+"""Byte sizes (4096, 64KiB, 1MiB, 2GiB, 1.5GB) and durations (90s, 15m, 1h, 2d) on the
+command line."""
 
 from __future__ import annotations
 
@@ -34,3 +35,14 @@ def parse_size(text: str, what: str, minimum: int = 0) -> int:
     if value < minimum:
         raise UsageError(f"{what}: {text!r} is below the minimum of {minimum} bytes")
     return value
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|)\s*$")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, what: str) -> float:
+    match = _DURATION.match(text)
+    if not match:
+        raise UsageError(f"{what}: {text!r} is not a duration; write e.g. 0, 90s, 15m, 1h or 2d")
+    return float(match.group(1)) * _SECONDS[match.group(2)]

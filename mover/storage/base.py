@@ -13,6 +13,7 @@ Contract:
 - list(prefix): names under prefix, in no particular order; never includes unfinished writes.
 - delete(name): removes; deleting a missing object raises ObjectNotFound.
 - size(name): bytes stored; missing raises ObjectNotFound.
+- mtime(name): when the object was written, seconds since the epoch (for grace periods).
 - Errors: ObjectNotFound when the object is missing; StorageError otherwise, with temporary=True
   when retrying may succeed (timeouts, throttling), decided by the backend.
 - `data` passed to write is not kept after the call returns; buffers returned by read belong to
@@ -37,5 +38,7 @@ class Backend(Protocol):
     def delete(self, name: str) -> None: ...
 
     def size(self, name: str) -> int: ...
+
+    def mtime(self, name: str) -> float: ...
 
     def exists(self, name: str) -> bool: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import errno
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,12 @@ class LocalBackend:
         except FileNotFoundError:
             raise ObjectNotFound(f"object {name} is missing from {self.location}") from None
 
+    def mtime(self, name: str) -> float:
+        try:
+            return self._path(name).stat().st_mtime
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {name} is missing from {self.location}") from None
+
     def exists(self, name: str) -> bool:
         return self._path(name).exists()
 
@@ -99,10 +106,14 @@ class LocalBackend:
         """Temp files of writers that died mid-write (never visible as objects)."""
         return [p for p in self.root.rglob(f".*{TMP_SUFFIX}") if p.is_file()]
 
-    def remove_leftovers(self) -> int:
+    def remove_leftovers(self, older_than: float = 0.0) -> int:
+        """Delete temp files of dead writers older than `older_than` seconds."""
         removed = 0
+        now = time.time()
         for path in self.leftovers():
             try:
+                if now - path.stat().st_mtime < older_than:
+                    continue
                 path.unlink()
                 removed += 1
             except OSError as exc:
