@@ -21,6 +21,7 @@ from mover.snapshot import Snapshot
 from mover.tree import Extent, walk
 
 ZERO_BLOCK = bytes(4 << 20)
+RESTORE_WINDOW = 64 << 20  # bytes of chunks fetched ahead of the writer
 
 
 @dataclass
@@ -76,47 +77,50 @@ def run_restore(
     fd, is_device = open_target(target, snapshot.size, force)
     stats = RestoreStats()
 
-    def write_extent(extent: Extent) -> int:
-        if extent.chunk_id is None:
-            if is_device:
-                done = 0
-                while done < extent.length:
-                    n = min(len(ZERO_BLOCK), extent.length - done)
-                    os.pwrite(fd, memoryview(ZERO_BLOCK)[:n], extent.offset + done)
-                    done += n
-            return 0
+    def fetch(extent: Extent) -> bytes:
+        assert extent.chunk_id is not None
         data = repo.read_blob(extent.chunk_id)
         if len(data) != extent.length:
             raise IntegrityError(
                 f"chunk {extent.chunk_id.hex()[:16]} has {len(data)} bytes, the tree says "
                 f"{extent.length}"
             )
+        return data
+
+    def write_at(data: bytes | memoryview, offset: int) -> None:
         view = memoryview(data)
-        offset = extent.offset
         while view:
             written = os.pwrite(fd, view, offset)
             view, offset = view[written:], offset + written
-        return extent.length
 
+    # Workers fetch, decrypt, decompress and verify; this thread writes, in order. Writers on
+    # several threads contend for the target's inode lock (perf showed rwsem spinning) and
+    # the page-cache copy is the same work whichever thread does it.
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="mover-restore") as pool:
-            inflight: deque[tuple[Extent, Future[int]]] = deque()
+            inflight: deque[tuple[Extent, Future[bytes] | None]] = deque()
+            window = max(2 * threads + 2, RESTORE_WINDOW // repo.config.chunker.avg_size)
 
             def finish_one() -> None:
                 extent, future = inflight.popleft()
-                future.result()
-                if extent.chunk_id is None:
+                if future is None:
+                    if is_device:  # a device holds old data: holes are written as zeros
+                        for start in range(0, extent.length, len(ZERO_BLOCK)):
+                            n = min(len(ZERO_BLOCK), extent.length - start)
+                            write_at(memoryview(ZERO_BLOCK)[:n], extent.offset + start)
                     stats.hole_bytes += extent.length
                 else:
+                    write_at(future.result(), extent.offset)
                     stats.bytes_written += extent.length
                     stats.chunks += 1
                 if progress:
                     progress(stats)
 
             for extent in walk(repo.read_blob, root):
-                while len(inflight) >= 2 * threads + 2:
+                while len(inflight) >= window:
                     finish_one()
-                inflight.append((extent, pool.submit(write_extent, extent)))
+                future = None if extent.chunk_id is None else pool.submit(fetch, extent)
+                inflight.append((extent, future))
             while inflight:
                 finish_one()
         os.fsync(fd)
