@@ -3,16 +3,20 @@
     reader+chunker (this thread) -> workers (zero test, keyed BLAKE3, dedup lookup, zstd, AEAD)
     -> in-order consumer (tree, packer) -> uploader thread -> index -> snapshot
 
-Memory is bounded by configuration: one read buffer, at most `inflight` chunks in the workers,
-one pack being filled and one being uploaded, and pending index entries flushed every
-INDEX_FLUSH chunks. The chunker, BLAKE3, zstd and the AEAD release the GIL on large buffers, so
-the workers keep every core busy. Objects are written in dependency order (packs, then the index
-that points into them, then the snapshot), so a crash at any point leaves only unreferenced
-objects behind.
+Memory is bounded by configuration: one read buffer, at most INFLIGHT_BYTES (or four max-size
+chunks a worker) of chunks in flight, one pack being filled and at most two being uploaded, and
+pending index entries flushed every INDEX_FLUSH chunks. The chunker, BLAKE3 and zstd release the
+GIL on large buffers, so the workers keep every core busy (py-spy: both workers >90% busy, in
+zstd, on a first backup). AES-GCM from `cryptography` holds the GIL, measured: it does not scale
+with threads, but at ~15 GB/s it costs a few percent of one core.
+
+Objects are written in dependency order (packs, then the index that points into them, then the
+snapshot), so a crash at any point leaves only unreferenced objects behind.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -149,14 +153,15 @@ def run_backup(
 
         tree = TreeBuilder(writer.store_node)
         inflight: deque[Future[_Result]] = deque()
-        inflight_bytes = [0]
+        inflight_bytes = 0
         # Chunks in flight, bounded by bytes: a window wide enough that a slow chunk at the
         # head of the in-order queue does not leave the other workers idle.
         max_inflight_bytes = max(INFLIGHT_BYTES, 4 * threads * repo.config.chunker.max_size)
 
         def consume_one() -> None:
+            nonlocal inflight_bytes
             result = inflight.popleft().result()
-            inflight_bytes[0] -= result.length
+            inflight_bytes -= result.length
             tree.add(result.length, result.chunk_id)
             if result.chunk_id is None:
                 stats.zero_bytes += result.length
@@ -172,9 +177,10 @@ def run_backup(
                 progress(stats)
 
         def submit(chunk: memoryview | bytearray) -> None:
-            while inflight and inflight_bytes[0] >= max_inflight_bytes:
+            nonlocal inflight_bytes
+            while inflight and inflight_bytes >= max_inflight_bytes:
                 consume_one()
-            inflight_bytes[0] += len(chunk)
+            inflight_bytes += len(chunk)
             if is_zero(chunk):  # 38 GB/s, and exits at the first non-zero byte
                 done: Future[_Result] = Future()
                 done.set_result(_Result(len(chunk), None, None))
@@ -229,4 +235,4 @@ def run_backup(
         stats=stats.as_dict(),
     )
     snapshot_id = repo.write_snapshot(snapshot)
-    return Snapshot(**{**snapshot.__dict__, "id": snapshot_id})
+    return dataclasses.replace(snapshot, id=snapshot_id)
