@@ -38,29 +38,48 @@ def pack_name(pack_id: bytes) -> str:
 
 
 class PackBuilder:
-    """Collects sealed blobs; the one copy into the pack's bytes happens in finish(), which
-    the backup runs on its upload thread, off the pipeline's in-order path."""
+    """Collects sealed blobs into one pack.
 
-    def __init__(self) -> None:
+    Given a `buffer`, blobs are copied into it as they arrive and finish() returns a view of
+    it: the backup recycles two such buffers (one filling, one uploading), so packs cost no
+    allocation, no page faults and no second copy (measured: peak RSS 224 -> 160 MiB from 32 to
+    16 MiB packs with joined copies; the pool removes the joined copies). Without one, blobs are
+    kept as parts and joined in finish().
+    """
+
+    def __init__(self, buffer: bytearray | None = None) -> None:
+        self.buffer = buffer
         self.parts: list[bytes] = []
         self.entries: list[PackEntry] = []
         self.size = 0
 
     def add(self, chunk_id: bytes, sealed: bytes, kind: int) -> None:
         self.entries.append(PackEntry(chunk_id, self.size, len(sealed), kind))
-        self.parts.append(sealed)
+        if self.buffer is None:
+            self.parts.append(sealed)
+        else:
+            end = self.size + len(sealed)
+            if end > len(self.buffer):  # larger than planned: grow once, stays in the pool
+                self.buffer.extend(bytes(end - len(self.buffer)))
+            self.buffer[self.size : end] = sealed
         self.size += len(sealed)
 
     def __len__(self) -> int:
         return self.size
 
-    def finish(self, sealer: Sealer) -> tuple[bytes, bytes]:
-        """(pack id, pack bytes)."""
+    def finish(self, sealer: Sealer) -> tuple[bytes, bytes | memoryview]:
+        """(pack id, pack bytes); a view into `buffer` when there is one."""
         header = bytearray(MAGIC + struct.pack("<I", len(self.entries)))
         for e in self.entries:
             header += _ENTRY.pack(e.chunk_id, e.offset, e.length, e.kind)
         sealed = sealer.seal(bytes(header), b"pack header")
-        data = b"".join([*self.parts, sealed, struct.pack("<I", len(sealed))])
+        trailer = sealed + struct.pack("<I", len(sealed))
+        if self.buffer is None:
+            data: bytes | memoryview = b"".join([*self.parts, trailer])
+        else:
+            self.add(b"", trailer, -1)
+            self.entries.pop()
+            data = memoryview(self.buffer)[: self.size]
         return blake3.blake3(data).digest(), data
 
 
