@@ -50,3 +50,8 @@ class StorageError(MoverError):
 
 class ObjectNotFound(StorageError):
     """The named object does not exist."""
+
+
+class ObjectLocked(StorageError):
+    """The object is under an S3 Object Lock retention (or legal hold) and cannot be deleted
+    yet; this is the protection working, not a fault."""

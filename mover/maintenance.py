@@ -4,6 +4,10 @@ prune writes before it deletes: live blobs of partly-used packs are copied, stil
 new packs; then one index of everything live is written; only then are old index files and
 unreferenced packs deleted. A crash at any step leaves duplicates, never a missing chunk.
 
+Under S3 Object Lock, deletes of objects still in retention are refused (ObjectLocked): prune
+keeps them, counts them in `locked`, and keeps every pack that a kept index file still names, so
+the index never points into a deleted pack. A later prune, after the retention, removes them.
+
 Packs that no index names are left by backups that died before writing their index, or belong
 to a backup still running (its index comes after its packs). prune deletes them only once they
 are older than a grace period. Not yet safe against a backup running at the same time in
@@ -16,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from mover.content.pack import PackBuilder, PackEntry, pack_name
+from mover.errors import ObjectLocked
 from mover.repository import Repository
 from mover.tree import leaf_chunks, nodes
 
@@ -31,6 +36,7 @@ class PruneStats:
     packs_written: int = 0
     bytes_freed: int = 0
     chunks_dropped: int = 0
+    locked: int = 0  # objects prune would delete but Object Lock retention still protects
 
 
 def forget(repo: Repository, snapshot_ids: list[str]) -> list[str]:
@@ -86,25 +92,40 @@ def prune(repo: Repository, unindexed_grace: float = 3600.0) -> PruneStats:
 
     old_indexes = list(repo.backend.list("index/"))
     new_index = repo.write_index(keep) if keep else None
+    still_named: set[bytes] = set()  # packs that an index we could not delete points into
     for name in old_indexes:
-        if name != new_index:
-            repo.backend.delete(name)
+        if name != new_index and not _delete(repo, name, stats):
+            still_named.update(loc.pack_id for _, loc in repo.read_index_file(name))
     for pack_id in drop:
         name = pack_name(pack_id)
-        stats.bytes_freed += repo.backend.size(name)
-        repo.backend.delete(name)
-        stats.packs_deleted += 1
+        if pack_id in still_named:
+            continue
+        size = repo.backend.size(name)
+        if _delete(repo, name, stats):
+            stats.bytes_freed += size
+            stats.packs_deleted += 1
     indexed = {pack_name(pack_id) for pack_id in by_pack}
     for name in list(repo.backend.list("data/")):
         if name not in indexed and now - repo.backend.mtime(name) >= unindexed_grace:
-            stats.bytes_freed += repo.backend.size(name)
-            repo.backend.delete(name)
-            stats.unindexed_deleted += 1
+            size = repo.backend.size(name)
+            if _delete(repo, name, stats):
+                stats.bytes_freed += size
+                stats.unindexed_deleted += 1
     remove_leftovers = getattr(repo.backend, "remove_leftovers", None)
     if remove_leftovers is not None:  # temp files of writers that died mid-write
         stats.leftovers_deleted = remove_leftovers(unindexed_grace)
     repo._index = None  # re-read on next use
     return stats
+
+
+def _delete(repo: Repository, name: str, stats: PruneStats) -> bool:
+    """False when Object Lock retention refused the delete (counted, not an error)."""
+    try:
+        repo.backend.delete(name)
+    except ObjectLocked:
+        stats.locked += 1
+        return False
+    return True
 
 
 def _write(

@@ -23,6 +23,8 @@ from mover.crypto import KdfParams, MasterKey, unwrap, wrap
 from mover.errors import IntegrityError, ObjectNotFound, RepositoryError, UsageError
 from mover.snapshot import Snapshot
 from mover.storage.base import Backend
+from mover.storage.s3config import ObjectLock
+from mover.storage.stack import apply_object_lock
 
 FORMAT_VERSION = 1
 CONFIG = "config"
@@ -35,22 +37,26 @@ class RepoConfig:
     chunker: ChunkerParams
     pack_size: int = DEFAULT_PACK_SIZE
     zstd_level: int = DEFAULT_ZSTD_LEVEL
+    # S3 Object Lock retention for every object written (None: none). In the sealed config so
+    # that every writer applies the same retention and no one can lower it unnoticed.
+    object_lock: ObjectLock | None = None
 
     def to_json(self) -> bytes:
         c = self.chunker
-        return json.dumps(
-            {
-                "chunker": {
-                    "algorithm": "fastcdc-v1",
-                    "min_size": c.min_size,
-                    "avg_size": c.avg_size,
-                    "max_size": c.max_size,
-                    "seed": c.seed.hex(),
-                },
-                "pack_size": self.pack_size,
-                "zstd_level": self.zstd_level,
-            }
-        ).encode()
+        body: dict[str, object] = {
+            "chunker": {
+                "algorithm": "fastcdc-v1",
+                "min_size": c.min_size,
+                "avg_size": c.avg_size,
+                "max_size": c.max_size,
+                "seed": c.seed.hex(),
+            },
+            "pack_size": self.pack_size,
+            "zstd_level": self.zstd_level,
+        }
+        if self.object_lock is not None:
+            body["object_lock"] = {"mode": self.object_lock.mode, "days": self.object_lock.days}
+        return json.dumps(body).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> RepoConfig:
@@ -59,7 +65,9 @@ class RepoConfig:
         params = ChunkerParams(
             c["min_size"], c["avg_size"], c["max_size"], bytes.fromhex(c["seed"])
         )
-        return cls(params, body["pack_size"], body["zstd_level"])
+        lock = body.get("object_lock")
+        object_lock = ObjectLock(lock["mode"], lock["days"]) if lock else None
+        return cls(params, body["pack_size"], body["zstd_level"], object_lock)
 
 
 def _b64(data: bytes) -> str:
@@ -84,7 +92,10 @@ class Repository:
         password: bytes,
         config: RepoConfig,
         kdf: KdfParams | None = None,
+        master: MasterKey | None = None,
     ) -> Repository:
+        """A new repository with a fresh master key, or with `master` (a replica that shares
+        the key of the repository it copies, see mover.replicate)."""
         if backend.exists(CONFIG):
             raise RepositoryError(
                 f"{backend.location} already holds a repository; nothing was changed"
@@ -93,8 +104,10 @@ class Repository:
             raise RepositoryError(
                 f"{backend.location} is not empty; init a repository in an empty or new directory"
             )
+        if not apply_object_lock(backend, config.object_lock) and config.object_lock:
+            raise UsageError(f"{backend.location}: Object Lock retention needs an s3:// repository")
         kdf = kdf or KdfParams()
-        master = MasterKey.generate()
+        master = master or MasterKey.generate()
         repo_id = secrets.token_hex(16)
         salt = os.urandom(16)
         key_doc = {
@@ -148,7 +161,14 @@ class Repository:
             unwrap(b"", password, KdfParams(8, 1, 1), b"0" * 16)  # raises WrongPassword
             raise AssertionError("unreachable")
         raw = master.sealer().open(base64.b64decode(doc["sealed"]), b"config", "config")
-        return cls(backend, master, RepoConfig.from_json(raw), doc["id"])
+        config = RepoConfig.from_json(raw)
+        # Every writer applies the repository's retention (a no-op off S3, e.g. a local replica).
+        apply_object_lock(backend, config.object_lock)
+        return cls(backend, master, config, doc["id"])
+
+    def close(self) -> None:
+        """Releases the backend (connections, the S3 event loop thread)."""
+        self.backend.close()
 
     # -- index ----------------------------------------------------------------------------
 
@@ -175,7 +195,7 @@ class Repository:
 
     # -- blobs and packs ------------------------------------------------------------------
 
-    def write_pack(self, pack_id: bytes, data: bytes) -> None:
+    def write_pack(self, pack_id: bytes, data: bytes | memoryview) -> None:
         self.backend.write(pack_name(pack_id), data)
 
     def read_blob(self, chunk_id: bytes) -> bytes:

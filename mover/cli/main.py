@@ -13,6 +13,7 @@ import click
 from mover import __version__
 from mover.cli.benchmark import benchmark
 from mover.cli.output import error_line
+from mover.cli.replicate_cmd import replicate_cmd
 from mover.cli.repo_cmds import backup, check, forget, init, prune, restore, snapshots, stats
 from mover.errors import MoverError
 
@@ -25,6 +26,7 @@ def cli() -> None:
 
 for command in (init, backup, restore, snapshots, check, forget, prune, stats, benchmark):
     cli.add_command(command)
+cli.add_command(replicate_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

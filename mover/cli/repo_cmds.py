@@ -12,7 +12,14 @@ import click
 from mover.backup import BackupStats, run_backup
 from mover.check import run_check
 from mover.chunking import DEFAULT_PARAMS, ChunkerParams
-from mover.cli.context import backend_for, json_option, open_repo, password, repo_option
+from mover.cli.context import (
+    backend_for_init,
+    check_object_lock,
+    json_option,
+    open_repo,
+    password,
+    repo_option,
+)
 from mover.cli.output import emit_json, emit_table
 from mover.cli.progress import byte_progress
 from mover.cli.sizes import parse_duration, parse_size
@@ -23,6 +30,7 @@ from mover.maintenance import prune as prune_repo
 from mover.repository import DEFAULT_PACK_SIZE, DEFAULT_ZSTD_LEVEL, RepoConfig, Repository
 from mover.restore import RestoreStats, run_restore
 from mover.source import source_size
+from mover.storage.s3config import ObjectLock
 
 
 def _mib(n: int) -> str:
@@ -48,6 +56,20 @@ def _mib(n: int) -> str:
     show_default=True,
     help="Argon2id memory for the password key (lower only for tests or tiny nodes).",
 )
+@click.option(
+    "--s3-object-lock-days",
+    type=click.IntRange(1, 36500),
+    default=None,
+    help="S3 Object Lock: keep every object the repository writes undeletable this many days "
+    "(the bucket must have Object Lock enabled).",
+)
+@click.option(
+    "--s3-object-lock-mode",
+    type=click.Choice(["compliance", "governance"], case_sensitive=False),
+    default="compliance",
+    show_default=True,
+    help="compliance: no one can delete early; governance: only with the bypass permission.",
+)
 @json_option
 def init(
     repo: str | None,
@@ -57,10 +79,12 @@ def init(
     pack_size: str,
     compression: int,
     kdf_memory: str,
+    s3_object_lock_days: int | None,
+    s3_object_lock_mode: str,
     as_json: bool,
 ) -> None:
-    """Create an encrypted repository in an empty or new directory."""
-    backend = backend_for(repo)
+    """Create an encrypted repository in an empty or new directory, or an S3 bucket/prefix."""
+    backend = backend_for_init(repo)
     params = ChunkerParams(
         parse_size(chunk_min, "--chunk-min"),
         parse_size(chunk_avg, "--chunk-avg"),
@@ -71,12 +95,16 @@ def init(
     if pack > 1 << 31:
         raise UsageError(f"--pack-size {pack_size} is above 2 GiB; packs are read in ranges")
     memory_kib = parse_size(kdf_memory, "--kdf-memory", minimum=8 << 10) // 1024
-    if backend.root.exists() and not backend.root.is_dir():
-        raise UsageError(f"{backend.root} exists and is not a directory")
+    lock = None
+    if s3_object_lock_days is not None:
+        lock = ObjectLock(s3_object_lock_mode.upper(), s3_object_lock_days)
+        check_object_lock(backend)
     secret = password(confirm=True)
-    backend.root.mkdir(parents=True, exist_ok=True)
     repository = Repository.init(
-        backend, secret, RepoConfig(params, pack, compression), KdfParams(memory_kib=memory_kib)
+        backend,
+        secret,
+        RepoConfig(params, pack, compression, lock),
+        KdfParams(memory_kib=memory_kib),
     )
     if as_json:
         emit_json({"id": repository.id, "location": backend.location})
@@ -255,6 +283,7 @@ def prune(repo: str | None, unindexed_grace: str, as_json: bool) -> None:
             f"pruned: {stats.packs_deleted} packs deleted, {stats.packs_written} written, "
             f"{stats.unindexed_deleted} unindexed packs deleted, "
             f"{_mib(stats.bytes_freed)} freed"
+            + (f"; {stats.locked} objects kept: still under Object Lock" if stats.locked else "")
         )
 
 

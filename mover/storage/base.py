@@ -14,8 +14,18 @@ Contract:
 - delete(name): removes; deleting a missing object raises ObjectNotFound.
 - size(name): bytes stored; missing raises ObjectNotFound.
 - mtime(name): when the object was written, seconds since the epoch (for grace periods).
-- Errors: ObjectNotFound when the object is missing; StorageError otherwise, with temporary=True
-  when retrying may succeed (timeouts, throttling), decided by the backend.
+- exists(name): whether the object is there (a missing object is not an error).
+- close(): releases connections, threads and event loops; idempotent; no other call after it.
+  Whoever opens a backend closes it (the CLI does, for every command).
+- Errors: ObjectNotFound when the object is missing; ObjectLocked when a delete is refused by a
+  retention lock; StorageError otherwise, with temporary=True when retrying may succeed
+  (timeouts, throttling, connection resets, a corrupted transfer), decided by the backend.
+  Wrappers (mover.storage.retrying...) act on that classification only, never on messages.
+- A write that fails leaves nothing visible under its name: no partial object, and no object
+  whose bytes differ from `data` (a backend with a transport verifies what arrived, e.g. by
+  Content-MD5, and removes or never completes a mismatched upload). So a write may always be
+  retried by re-sending the whole of `data`.
+- Thread safety: every method may be called from many threads at once.
 - `data` passed to write is not kept after the call returns; buffers returned by read belong to
   the caller.
 """
@@ -42,3 +52,5 @@ class Backend(Protocol):
     def mtime(self, name: str) -> float: ...
 
     def exists(self, name: str) -> bool: ...
+
+    def close(self) -> None: ...

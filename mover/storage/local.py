@@ -102,6 +102,9 @@ class LocalBackend:
     def exists(self, name: str) -> bool:
         return self._path(name).exists()
 
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes its own files."""
+
     def leftovers(self) -> builtins.list[Path]:
         """Temp files of writers that died mid-write (never visible as objects)."""
         return [p for p in self.root.rglob(f".*{TMP_SUFFIX}") if p.is_file()]

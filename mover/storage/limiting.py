@@ -1,0 +1,45 @@
+"""A bound on calls in flight: pipeline threads beyond it wait here, holding no connection.
+
+It also bounds memory: each write in flight holds its buffer until the call returns.
+Listing is not limited (one sequential caller at a time, and it is lazy).
+"""
+
+from __future__ import annotations
+
+import threading
+
+from mover.storage.base import Backend
+from mover.storage.wrapper import Wrapper
+
+
+class LimitingBackend(Wrapper):
+    def __init__(self, inner: Backend, concurrency: int) -> None:
+        super().__init__(inner)
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self._slots = threading.BoundedSemaphore(concurrency)
+
+    def write(self, name: str, data: bytes | memoryview) -> None:
+        with self._slots:
+            self.inner.write(name, data)
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        with self._slots:
+            return self.inner.read(name, offset, length)
+
+    def delete(self, name: str) -> None:
+        with self._slots:
+            self.inner.delete(name)
+
+    def size(self, name: str) -> int:
+        with self._slots:
+            return self.inner.size(name)
+
+    def mtime(self, name: str) -> float:
+        with self._slots:
+            return self.inner.mtime(name)
+
+    def exists(self, name: str) -> bool:
+        with self._slots:
+            return self.inner.exists(name)

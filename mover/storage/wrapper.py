@@ -1,0 +1,55 @@
+"""The base of every storage wrapper: passes each call to the backend below unchanged.
+
+A wrapper adds one concern (retries, a concurrency limit, a bandwidth limit, metrics) by
+overriding the calls it cares about. Wrappers are composed in one place, mover.storage.stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from mover.storage.base import Backend
+
+
+class Wrapper:
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.location = inner.location
+
+    def write(self, name: str, data: bytes | memoryview) -> None:
+        self.inner.write(name, data)
+
+    def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        return self.inner.read(name, offset, length)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        return self.inner.list(prefix)
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+    def size(self, name: str) -> int:
+        return self.inner.size(name)
+
+    def mtime(self, name: str) -> float:
+        return self.inner.mtime(name)
+
+    def exists(self, name: str) -> bool:
+        return self.inner.exists(name)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def remove_leftovers(self, older_than: float = 0.0) -> int:
+        """Passed down to a backend that has leftovers of dead writers (temp files, incomplete
+        multipart uploads); 0 where it has none."""
+        remove = getattr(self.inner, "remove_leftovers", None)
+        return int(remove(older_than)) if remove is not None else 0
+
+
+def layers(backend: Backend) -> Iterator[Backend]:
+    """The backend and every backend below it, outermost first."""
+    current: Backend | None = backend
+    while current is not None:
+        yield current
+        current = getattr(current, "inner", None)
