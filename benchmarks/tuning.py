@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     names = args.datasets.split(",")
     ensure_installed(names)
     work = Path(tempfile.mkdtemp(prefix="mover-tuning-", dir=args.workdir))
+    work.chmod(0o755)  # the db dataset runs PostgreSQL as the postgres user inside it
     rows: list[dict[str, Any]] = []
     try:
         for name in names:

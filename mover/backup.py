@@ -4,7 +4,8 @@
     -> in-order consumer (tree, packer) -> uploader thread -> index -> snapshot
 
 Memory is bounded by configuration: one read buffer, at most INFLIGHT_BYTES (or two max-size
-chunks a worker) of chunks in flight, two recycled pack buffers (one filling, one uploading), and
+chunks a worker) of chunks in flight, recycled pack buffers (one filling, one for each upload in
+flight: one on a local disk, REMOTE_UPLOADS on an object store), and
 pending index entries flushed every INDEX_FLUSH chunks. The chunker, BLAKE3 and zstd release the
 GIL on large buffers, so the workers keep every core busy (py-spy: both workers >90% busy, in
 zstd, on a first backup). AES-GCM from `cryptography` holds the GIL, measured: it does not scale
@@ -34,13 +35,16 @@ from mover.errors import SourceError
 from mover.repository import Repository
 from mover.snapshot import Snapshot
 from mover.source import pieces, source_size
+from mover.storage.local import LocalBackend
+from mover.storage.stack import base_of
 from mover.tree import TreeBuilder
 
 READ_SIZE = 8 << 20
 ZEROS = bytes(READ_SIZE)
 INDEX_FLUSH = 65536
 INFLIGHT_BYTES = 16 << 20
-PACK_BUFFERS = 2
+LOCAL_UPLOADS = 1  # a local disk gains nothing from parallel pack writes
+REMOTE_UPLOADS = 4  # object stores: packs below the multipart threshold go up one per request
 
 
 @dataclass
@@ -76,6 +80,7 @@ class _Writer:
     repo: Repository
     stats: BackupStats
     uploader: ThreadPoolExecutor
+    upload_slots: int
     pack: PackBuilder = field(init=False)
     free: list[bytearray] = field(default_factory=list)  # pack buffers not in use
     uploads: deque[Future[list[tuple[bytes, PackEntry]]]] = field(default_factory=deque)
@@ -87,7 +92,7 @@ class _Writer:
         # largest blob that may overflow it, plus the header.
         config = self.repo.config
         capacity = config.pack_size + config.chunker.max_size + (1 << 20)
-        self.free = [bytearray(capacity) for _ in range(PACK_BUFFERS)]
+        self.free = [bytearray(capacity) for _ in range(self.upload_slots + 1)]
         self.pack = PackBuilder(self.free.pop())
 
     def known(self, chunk_id: bytes) -> bool:
@@ -113,7 +118,7 @@ class _Writer:
             return
         self.uploads.append(self.uploader.submit(self._upload, self.pack))
         self.stats.packs += 1
-        # One pack uploads while the next fills: bounded memory, overlapped I/O.
+        # Packs upload while the next fills; a free buffer bounds how many: bounded memory.
         while not self.free:
             self.pending_index += self.uploads.popleft().result()
         self.pack = PackBuilder(self.free.pop())
@@ -136,6 +141,10 @@ class _Writer:
         return node_id
 
 
+def upload_threads(repo: Repository) -> int:
+    return LOCAL_UPLOADS if isinstance(base_of(repo.backend), LocalBackend) else REMOTE_UPLOADS
+
+
 def run_backup(
     repo: Repository,
     source: BinaryIO,
@@ -151,12 +160,13 @@ def run_backup(
     stats = BackupStats()
     repo.index  # noqa: B018 -- load before the workers start reading it
     master, sealer, level = repo.master, repo.sealer, repo.config.zstd_level
+    uploads = upload_threads(repo)
 
     with (
         ThreadPoolExecutor(threads, thread_name_prefix="mover-chunk") as workers,
-        ThreadPoolExecutor(1, thread_name_prefix="mover-upload") as uploader,
+        ThreadPoolExecutor(uploads, thread_name_prefix="mover-upload") as uploader,
     ):
-        writer = _Writer(repo, stats, uploader)
+        writer = _Writer(repo, stats, uploader, uploads)
 
         def process(chunk: bytes) -> _Result:
             chunk_id = master.chunk_id_of(chunk)

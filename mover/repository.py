@@ -28,7 +28,7 @@ from mover.storage.stack import apply_object_lock
 
 FORMAT_VERSION = 1
 CONFIG = "config"
-DEFAULT_PACK_SIZE = 32 << 20
+DEFAULT_PACK_SIZE = 16 << 20  # restic's default too; two pack buffers bound backup memory
 DEFAULT_ZSTD_LEVEL = 3
 
 

@@ -47,8 +47,8 @@ def test_gear_table_and_masks_unchanged() -> None:
     assert mask_for_bits(12) == 0xFFF0
     assert mask_for_bits(16) == 0xFFFF
     assert mask_for_bits(22) == 0xFC0000000000FFFF
-    assert DEFAULT_PARAMS.mask_s == mask_for_bits(22)
-    assert DEFAULT_PARAMS.mask_l == mask_for_bits(18)
+    assert DEFAULT_PARAMS.mask_s == mask_for_bits(20)
+    assert DEFAULT_PARAMS.mask_l == mask_for_bits(16)
     # low16(mask_l) within low16(mask_s): the vector filter's premise
     for bits in range(1, 63):
         assert mask_for_bits(bits) & mask_for_bits(bits + 1) == mask_for_bits(bits)
