@@ -29,6 +29,7 @@ from mover.chunking.native import KERNEL_ENV
 from mover.sampledata import BLOCK, SampleData
 
 Work = Callable[[memoryview], None]  # processes one contiguous part of the data
+PREFERRED_MIN_RATE = 500e6  # bytes/s the compression stage should sustain on this node
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,34 @@ class NodeBenchmark:
     params: ChunkerParams
     stages: list[StageResult] = field(default_factory=list)
 
+    def stage(self, name: str) -> StageResult | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def preferred_zstd_level(self) -> tuple[int, str]:
+        """The zstd level this node should use: the strongest whose all-cores rate keeps up
+        with PREFERRED_MIN_RATE (a fast local disk or a 10 GbE link), since compression is the
+        slowest stage for new data (benchmarks/tuning.py: level 3 stores 2-8% less than 1)."""
+        for level in (3, 1):
+            result = self.stage(f"zstd_{level}")
+            if result and result.all_cores >= PREFERRED_MIN_RATE:
+                return level, (
+                    f"zstd {level} compresses {result.all_cores / 1e6:,.0f} MB/s on all cores, "
+                    f">= {PREFERRED_MIN_RATE / 1e6:,.0f} MB/s"
+                )
+        return 1, (
+            f"no level reaches {PREFERRED_MIN_RATE / 1e6:,.0f} MB/s here; level 1 is the fastest "
+            "that still compresses (0 = none if the data is known to be incompressible)"
+        )
+
     def as_json(self) -> dict[str, object]:
+        level, reason = self.preferred_zstd_level()
         return {
+            "preferred": {
+                "zstd_level": level,
+                "chunk_avg_size": self.params.avg_size,
+                "kernel": self.kernels[-1],
+                "reason": reason,
+            },
             "data_bytes": self.size,
             "threads": self.threads,
             "kernels": self.kernels,

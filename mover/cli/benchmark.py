@@ -63,3 +63,8 @@ def benchmark(size: str, threads: int | None, min_time: float, as_json: bool) ->
         ["stage", "one core", "all cores", "scaling", "what"],
         rows,
     )
+    level, reason = result.preferred_zstd_level()
+    click.echo(
+        f"preferred here: `mover init --compression {level}` with the {result.kernels[-1]} "
+        f"chunker kernel ({reason})"
+    )

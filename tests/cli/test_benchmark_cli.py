@@ -30,6 +30,13 @@ def test_benchmark_json_names_every_stage() -> None:
         assert stages[name]["one_core_bytes_per_s"] > 0
         assert stages[name]["all_cores_bytes_per_s"] > 0
     assert report["data_bytes"] == 4 << 20
+    preferred = report["preferred"]
+    assert preferred["zstd_level"] in (1, 3)
+    assert preferred["kernel"] == report["kernels"][-1]
+    level = preferred["zstd_level"]
+    assert (stages[f"zstd_{level}"]["all_cores_bytes_per_s"] >= 500e6) == (
+        "MB/s on all cores" in preferred["reason"]
+    )
     assert set(report["kernels"]) <= {"scalar", "avx512"}
     assert all(f"chunk_{k}" in stages for k in report["kernels"])
 
@@ -38,6 +45,7 @@ def test_benchmark_table_for_people() -> None:
     proc = run("benchmark", "--size", "2MiB", "--min-time", "0", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     assert "zstd_3" in proc.stdout
+    assert "preferred here: `mover init --compression" in proc.stdout
     assert "MB/s" in proc.stdout
 
 
