@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from mover.errors import UsageError
 
 MiB = 1 << 20
-# Above this a write is a multipart upload. Packs are 32 MiB by default and the backup uploads
-# one pack at a time: parts are what lets one pack use several connections.
-DEFAULT_MULTIPART_THRESHOLD = 16 * MiB
+# Above this a write is a multipart upload. Packs are 16 MiB by default but end up to one
+# chunk (1 MiB) larger, and several upload at once (backup.REMOTE_UPLOADS): a threshold above
+# a full pack keeps each pack one PUT (measured with 16 MiB: every pack went up as 3 parts).
+# Larger objects (packs of repositories made with a big --pack-size) go up in parts.
+DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
 DEFAULT_PART_SIZE = 8 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 PARTS_IN_FLIGHT = 4  # per object; the connection pool bounds the total
