@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
-import contextlib
 import hashlib
 import os
 import threading
@@ -89,6 +88,9 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
+
+
+ABORT_TRIES = 4
 
 
 class S3Backend:
@@ -421,11 +423,21 @@ class S3Backend:
             raise
 
     async def _abort(self, key: str, upload_id: str) -> None:
-        # Best effort: what a failed abort leaves, prune aborts later (remove_leftovers).
-        with contextlib.suppress(Exception):
-            await self._client.abort_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id
-            )
+        # A few tries: an abort that meets a transient error (seen: a 500 from the server under
+        # load) would leave a stored, billed, invisible upload. What still fails, prune aborts
+        # later (remove_leftovers).
+        for attempt in range(ABORT_TRIES):
+            try:
+                await self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id
+                )
+                return
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                    return  # an earlier try went through
+                await asyncio.sleep(0.05 * (attempt + 1))
+            except Exception:
+                await asyncio.sleep(0.05 * (attempt + 1))
 
     async def _upload_parts_and_complete(
         self, name: str, key: str, upload_id: str, body: memoryview
