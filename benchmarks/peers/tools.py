@@ -226,8 +226,8 @@ class Mover(Tool):
     label = "mover"
     source_dir: Path | None = None  # set by pin_mover(): run mover from there
     settings = (
-        "defaults: `mover init` (Argon2id 64 MiB, FastCDC 256 KiB / 1 MiB / 4 MiB, zstd 3, "
-        "32 MiB packs, AES-256-GCM), `mover backup FILE`, `mover restore ID FILE` (fsyncs)"
+        "defaults: `mover init` (Argon2id 64 MiB, FastCDC 64 KiB / 256 KiB / 1 MiB, zstd 3, "
+        "16 MiB packs, AES-256-GCM), `mover backup FILE`, `mover restore ID FILE` (fsyncs)"
     )
 
     def env(self) -> dict[str, str]:
