@@ -30,21 +30,18 @@ from typing import BinaryIO
 
 from mover.chunking import is_zero, make_chunker
 from mover.content import blob
-from mover.content.pack import KIND_DATA, KIND_TREE, PackBuilder, PackEntry
+from mover.content.pack import KIND_DATA, KIND_TREE
+from mover.content.packwriter import PackWriter, upload_threads
 from mover.errors import SourceError
 from mover.repository import Repository
 from mover.snapshot import Snapshot
 from mover.source import pieces, source_size
-from mover.storage.local import LocalBackend
-from mover.storage.stack import base_of
 from mover.tree import TreeBuilder
 
 READ_SIZE = 8 << 20
 ZEROS = bytes(READ_SIZE)
 INDEX_FLUSH = 65536
 INFLIGHT_BYTES = 16 << 20
-LOCAL_UPLOADS = 1  # a local disk gains nothing from parallel pack writes
-REMOTE_UPLOADS = 4  # object stores: packs below the multipart threshold go up one per request
 
 
 @dataclass
@@ -75,63 +72,23 @@ class _Result:
 
 @dataclass
 class _Writer:
-    """Fills packs, uploads them on one background thread, writes index files."""
+    """Decides what is new (dedup within this backup and against the index) and packs it."""
 
     repo: Repository
     stats: BackupStats
-    uploader: ThreadPoolExecutor
-    upload_slots: int
-    pack: PackBuilder = field(init=False)
-    free: list[bytearray] = field(default_factory=list)  # pack buffers not in use
-    uploads: deque[Future[list[tuple[bytes, PackEntry]]]] = field(default_factory=deque)
-    pending_index: list[tuple[bytes, PackEntry]] = field(default_factory=list)
+    packs: PackWriter
     seen: set[bytes] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        # Two buffers: one filling while the other uploads. Sized for a full pack plus the
-        # largest blob that may overflow it, plus the header.
-        config = self.repo.config
-        capacity = config.pack_size + config.chunker.max_size + (1 << 20)
-        self.free = [bytearray(capacity) for _ in range(self.upload_slots + 1)]
-        self.pack = PackBuilder(self.free.pop())
 
     def known(self, chunk_id: bytes) -> bool:
         return chunk_id in self.seen or chunk_id in self.repo.index
 
     def add(self, chunk_id: bytes, sealed: bytes, kind: int) -> None:
         self.seen.add(chunk_id)
-        self.pack.add(chunk_id, sealed, kind)
         self.stats.stored_bytes += len(sealed)
-        if len(self.pack) >= self.repo.config.pack_size:
-            self.flush_pack()
-
-    def _upload(self, pack: PackBuilder) -> list[tuple[bytes, PackEntry]]:
-        pack_id, data = pack.finish(self.repo.sealer)
-        self.repo.write_pack(pack_id, data)
-        del data  # release the view before the buffer is reused
-        assert pack.buffer is not None
-        self.free.append(pack.buffer)
-        return [(pack_id, e) for e in pack.entries]
-
-    def flush_pack(self) -> None:
-        if not self.pack.entries:
-            return
-        self.uploads.append(self.uploader.submit(self._upload, self.pack))
-        self.stats.packs += 1
-        # Packs upload while the next fills; a free buffer bounds how many: bounded memory.
-        while not self.free:
-            self.pending_index += self.uploads.popleft().result()
-        self.pack = PackBuilder(self.free.pop())
-        if len(self.pending_index) >= INDEX_FLUSH:
-            self.flush_index()
-
-    def flush_index(self) -> None:
-        """Index entries are written only for packs whose upload has completed."""
-        while self.uploads:
-            self.pending_index += self.uploads.popleft().result()
-        if self.pending_index:
-            self.repo.write_index(self.pending_index)
-            self.pending_index = []
+        self.packs.add(chunk_id, sealed, kind)
+        self.stats.packs = self.packs.packs_written
+        if len(self.packs.pending) >= INDEX_FLUSH:
+            self.packs.flush_index()
 
     def store_node(self, node: bytes) -> bytes:
         node_id = self.repo.master.chunk_id_of(node)
@@ -139,10 +96,6 @@ class _Writer:
             level = self.repo.config.zstd_level
             self.add(node_id, blob.encode(self.repo.sealer, node_id, node, level), KIND_TREE)
         return node_id
-
-
-def upload_threads(repo: Repository) -> int:
-    return LOCAL_UPLOADS if isinstance(base_of(repo.backend), LocalBackend) else REMOTE_UPLOADS
 
 
 def run_backup(
@@ -166,7 +119,7 @@ def run_backup(
         ThreadPoolExecutor(threads, thread_name_prefix="mover-chunk") as workers,
         ThreadPoolExecutor(uploads, thread_name_prefix="mover-upload") as uploader,
     ):
-        writer = _Writer(repo, stats, uploader, uploads)
+        writer = _Writer(repo, stats, PackWriter(repo, uploader, uploads))
 
         def process(chunk: bytes) -> _Result:
             chunk_id = master.chunk_id_of(chunk)
@@ -245,8 +198,8 @@ def run_backup(
                 f"{min(stats.bytes_read, now)}; no snapshot was written"
             )
         root = tree.finish()
-        writer.flush_pack()
-        writer.flush_index()
+        writer.packs.flush_index()
+        stats.packs = writer.packs.packs_written
 
     stats.seconds = time.monotonic() - started
     snapshot = Snapshot(

@@ -34,16 +34,15 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from mover.backup import LOCAL_UPLOADS, REMOTE_UPLOADS
 from mover.content import blob
 from mover.content.index import Location
-from mover.content.pack import PackBuilder, PackEntry, pack_name
+from mover.content.pack import pack_name
+from mover.content.packwriter import PackWriter, upload_threads
 from mover.crypto import KdfParams
 from mover.errors import IntegrityError, RepositoryError
 from mover.repository import CONFIG, RepoConfig, Repository
 from mover.snapshot import Snapshot
 from mover.storage.base import Backend
-from mover.storage.local import LocalBackend
 from mover.storage.stack import base_of, metrics_of
 from mover.tree import leaf_chunks, nodes
 
@@ -143,64 +142,27 @@ def _ranges(needed: Iterable[tuple[bytes, Location]]) -> list[_Range]:
 
 
 class _Sender:
-    """Packs sealed blobs for the target, uploads packs on a small pool, writes the index at
-    checkpoints, always after the packs it names are stored."""
+    """Packs blobs for the target; the target's index is written at checkpoints, always after
+    the packs it names are stored."""
 
-    def __init__(
-        self,
-        target: Repository,
-        stats: ReplicateStats,
-        uploader: ThreadPoolExecutor,
-        uploads: int,
-        every: float,
-    ) -> None:
-        self.target = target
+    def __init__(self, packs: PackWriter, stats: ReplicateStats, every: float) -> None:
+        self.packs = packs
         self.stats = stats
-        self.uploader = uploader
         self.every = every
-        # Recycled pack buffers, one filling and one for each upload in flight, as in backup.
-        config = target.config
-        capacity = config.pack_size + config.chunker.max_size + (1 << 20)
-        self.free = [bytearray(capacity) for _ in range(uploads + 1)]
-        self.pack = PackBuilder(self.free.pop())
-        self.uploads: deque[Future[list[tuple[bytes, PackEntry]]]] = deque()
-        self.pending: list[tuple[bytes, PackEntry]] = []
         self.last_checkpoint = time.monotonic()
 
     def add(self, chunk_id: bytes, sealed: bytes | memoryview, kind: int) -> None:
-        self.pack.add(chunk_id, sealed, kind)
+        self.packs.add(chunk_id, sealed, kind)
         self.stats.chunks_sent += 1
         self.stats.blob_bytes_sent += len(sealed)
-        if len(self.pack) >= self.target.config.pack_size:
-            self.flush_pack()
+        self.stats.packs_written = self.packs.packs_written
         if time.monotonic() - self.last_checkpoint >= self.every:
             self.checkpoint()
 
-    def _upload(self, pack: PackBuilder) -> list[tuple[bytes, PackEntry]]:
-        pack_id, data = pack.finish(self.target.sealer)
-        self.target.write_pack(pack_id, data)
-        del data  # release the view before the buffer is reused
-        assert pack.buffer is not None
-        self.free.append(pack.buffer)
-        return [(pack_id, e) for e in pack.entries]
-
-    def flush_pack(self) -> None:
-        if not self.pack.entries:
-            return
-        self.uploads.append(self.uploader.submit(self._upload, self.pack))
-        self.stats.packs_written += 1
-        while not self.free:  # a free buffer bounds the uploads in flight
-            self.pending += self.uploads.popleft().result()
-        self.pack = PackBuilder(self.free.pop())
-
     def checkpoint(self) -> None:
         """Everything added so far becomes durable and known to the target's index."""
-        self.flush_pack()
-        while self.uploads:
-            self.pending += self.uploads.popleft().result()
-        if self.pending:
-            self.target.write_index(self.pending)
-            self.pending = []
+        self.packs.flush_index()
+        self.stats.packs_written = self.packs.packs_written
         self.last_checkpoint = time.monotonic()
 
 
@@ -320,13 +282,13 @@ def replicate(
     metrics = metrics_of(target.backend)
     written_before = metrics.get("write", "bytes") if metrics else 0
     queued: set[bytes] = set()
-    uploads = LOCAL_UPLOADS if isinstance(base_of(target.backend), LocalBackend) else REMOTE_UPLOADS
+    uploads = upload_threads(target)
 
     with (
         ThreadPoolExecutor(threads, thread_name_prefix="mover-fetch") as fetchers,
         ThreadPoolExecutor(uploads, thread_name_prefix="mover-send") as uploader,
     ):
-        sender = _Sender(target, stats, uploader, uploads, checkpoint_interval)
+        sender = _Sender(PackWriter(target, uploader, uploads), stats, checkpoint_interval)
         for snapshot in wanted:
             if snapshot.id in present:
                 stats.snapshots_present.append(snapshot.id)
