@@ -26,7 +26,6 @@ import os
 import random
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.child import run_child, tree_bytes
 from mover.cli.sizes import parse_size
 from mover.sampledata import BLOCK, SampleData
 
@@ -98,27 +98,14 @@ def make_day2(image: Path, day2: Path, size: int) -> tuple[int, int]:
     return len(regions), changed
 
 
-def tree_bytes(root: Path) -> int:
-    return sum(
-        os.path.getsize(os.path.join(d, name)) for d, _, names in os.walk(root) for name in names
-    )
-
-
 def run_step(name: str, args: list[str], repo: Path, source_bytes: int, logs: Path) -> Step:
     env = {**os.environ, "MOVER_PASSWORD": PASSWORD}
     before = tree_bytes(repo) if repo.exists() else 0
     out_path, err_path = logs / f"{name}.out", logs / f"{name}.err"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        start = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "mover", *args, "--repo", str(repo), "--json"],
-            stdout=out,
-            stderr=err,
-            env=env,
+        child = run_child(
+            [sys.executable, "-m", "mover", *args, "--repo", str(repo), "--json"], out, err, env
         )
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)  # wait4 reaped it
     if child.returncode != 0:
         sys.exit(
             f"step {name!r} failed: `mover {' '.join(args)}` exited {child.returncode}\n"
@@ -128,10 +115,10 @@ def run_step(name: str, args: list[str], repo: Path, source_bytes: int, logs: Pa
     return Step(
         name=name,
         source_bytes=source_bytes,
-        wall_s=wall,
-        user_s=usage.ru_utime,
-        sys_s=usage.ru_stime,
-        max_rss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+        wall_s=child.wall_s,
+        user_s=child.user_s,
+        sys_s=child.sys_s,
+        max_rss_mib=child.max_rss_kib / 1024,
         repo_added=tree_bytes(repo) - before,
         output=json.loads(text) if text.strip() else None,
     )

@@ -47,7 +47,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.backup_bench import REGION, first_difference, make_day2, tree_bytes, write_image
+from benchmarks.backup_bench import REGION, first_difference, make_day2, write_image
+from benchmarks.child import run_child, tree_bytes
 from mover.cli.sizes import parse_size
 
 PASSWORD = "s3-bench"
@@ -248,12 +249,8 @@ class Bench:
         command = [sys.executable, "-m", "mover", *args, "--json"]
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             moto_before = self.moto.cpu_s()
-            start = time.perf_counter()
-            child = subprocess.Popen(command, stdout=out, stderr=err, env=env)
-            _, status, usage = os.wait4(child.pid, 0)
-            wall = time.perf_counter() - start
+            child = run_child(command, out, err, env)
             moto_cpu = self.moto.cpu_s() - moto_before
-        child.returncode = os.waitstatus_to_exitcode(status)  # wait4 reaped it
         if child.returncode != 0:
             sys.exit(
                 f"step {name!r} failed: `mover {' '.join(args)}` exited {child.returncode}\n"
@@ -264,16 +261,16 @@ class Bench:
             name=name,
             repo=kind,
             source_bytes=source_bytes,
-            wall_s=wall,
-            user_s=usage.ru_utime,
-            sys_s=usage.ru_stime,
-            max_rss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+            wall_s=child.wall_s,
+            user_s=child.user_s,
+            sys_s=child.sys_s,
+            max_rss_mib=child.max_rss_kib / 1024,
             moto_cpu_s=moto_cpu,
             stored_added=self.stored(stored_in) - before,
             output=json.loads(text) if text.strip() else None,
         )
         self.steps.append(step)
-        print(f"{kind}: {name}: {wall:.1f} s", flush=True)
+        print(f"{kind}: {name}: {child.wall_s:.1f} s", flush=True)
         return step
 
     def verify(self, restored: Path, original: Path, what: str) -> None:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.child import tree_bytes
 from benchmarks.peers.datasets import Dataset, build
 from benchmarks.peers.tools import ensure_installed
 from mover.backup import run_backup
@@ -33,11 +34,6 @@ from mover.storage.local import LocalBackend
 
 AVG_SIZES = [64 << 10, 256 << 10, 1 << 20, 4 << 20]
 LEVELS = [0, 1, 2, 3]
-
-
-def tree_bytes(root: Path, prefix: str = "") -> int:
-    base = root / prefix if prefix else root
-    return sum(p.stat().st_size for p in base.rglob("*") if p.is_file())
 
 
 def cpu_seconds() -> float:
@@ -56,13 +52,13 @@ def measure(ds: Dataset, avg: int, level: int, work: Path) -> dict[str, Any]:
         before = tree_bytes(repo_dir)
         cpu, start = cpu_seconds(), time.perf_counter()
         with open(path, "rb", buffering=0) as f:
-            snapshot = run_backup(repo, f, str(path))  # type: ignore[arg-type]
+            snapshot = run_backup(repo, f, str(path))
         wall = time.perf_counter() - start
         row[f"{day}_wall_s"] = round(wall, 3)
         row[f"{day}_cpu_s"] = round(cpu_seconds() - cpu, 3)
         row[f"{day}_mb_s"] = round(snapshot.size / wall / 1e6, 1)
         row[f"{day}_added"] = tree_bytes(repo_dir) - before
-    row["index_bytes"] = tree_bytes(repo_dir, "index")
+    row["index_bytes"] = tree_bytes(repo_dir / "index")
     row["chunks"] = len(repo.index)
     shutil.rmtree(repo_dir)
     return row

@@ -8,14 +8,13 @@ compared with `cmp`. Its own peak is reported as the floor under every RSS figur
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchmarks.child import run_child, tree_bytes
 
 STEPS = ("init", "backup day 1", "backup day 2", "restore day 2", "backup unchanged")
 
@@ -79,16 +78,6 @@ class StepFailed(Exception):
     """A command of a step exited non-zero; the message holds the command and its stderr."""
 
 
-def tree_bytes(root: Path) -> int:
-    """Apparent size of every file under root (0 if it does not exist)."""
-    total = 0
-    for directory, _, names in os.walk(root):
-        for name in names:
-            with contextlib.suppress(FileNotFoundError):
-                total += os.lstat(os.path.join(directory, name)).st_size
-    return total
-
-
 def run_step(
     name: str,
     commands: list[Command],
@@ -113,24 +102,14 @@ def run_step(
         stdin = open(command.stdin, "rb") if command.stdin else subprocess.DEVNULL  # noqa: SIM115
         try:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
-                start = time.perf_counter()
-                child = subprocess.Popen(
-                    command.argv,
-                    stdin=stdin,
-                    stdout=out,
-                    stderr=err,
-                    env=command.env,
-                    cwd=command.cwd,
-                )
-                _, status, usage = os.wait4(child.pid, 0)
-                wall += time.perf_counter() - start
+                child = run_child(command.argv, out, err, command.env, stdin, command.cwd)
         finally:
             if not isinstance(stdin, int):
                 stdin.close()
-        child.returncode = os.waitstatus_to_exitcode(status)  # wait4 reaped it
-        user += usage.ru_utime
-        system += usage.ru_stime
-        max_rss_kib = max(max_rss_kib, usage.ru_maxrss)  # KiB on Linux
+        wall += child.wall_s
+        user += child.user_s
+        system += child.sys_s
+        max_rss_kib = max(max_rss_kib, child.max_rss_kib)
         if child.returncode != 0:
             tail = err_path.read_text(errors="replace")[-4000:]
             raise StepFailed(
