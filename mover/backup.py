@@ -86,7 +86,6 @@ class _Writer:
         self.seen.add(chunk_id)
         self.stats.stored_bytes += len(sealed)
         self.packs.add(chunk_id, sealed, kind)
-        self.stats.packs = self.packs.packs_written
         if len(self.packs.pending) >= INDEX_FLUSH:
             self.packs.flush_index()
 

@@ -23,6 +23,10 @@ from mover.errors import IntegrityError, WrongPassword
 NONCE = 12
 TAG = 16
 OVERHEAD = NONCE + TAG
+WRONG_PASSWORD = (
+    "wrong password: it opens none of this repository's keys "
+    "(check MOVER_PASSWORD / MOVER_PASSWORD_FILE)"
+)
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,5 @@ def unwrap(wrapped: bytes, password: bytes, kdf: KdfParams, salt: bytes) -> Mast
     try:
         raw = Sealer(kdf.derive(password, salt)).open(wrapped, b"mover key v1", "key")
     except IntegrityError:
-        raise WrongPassword(
-            "wrong password: it opens none of this repository's keys "
-            "(check MOVER_PASSWORD / MOVER_PASSWORD_FILE)"
-        ) from None
+        raise WrongPassword(WRONG_PASSWORD) from None
     return MasterKey.from_bytes(raw)

@@ -19,8 +19,14 @@ from mover.content import blob
 from mover.content import index as index_file
 from mover.content.index import Index, Location
 from mover.content.pack import PackEntry, pack_name
-from mover.crypto import KdfParams, MasterKey, unwrap, wrap
-from mover.errors import IntegrityError, ObjectNotFound, RepositoryError, UsageError
+from mover.crypto import WRONG_PASSWORD, KdfParams, MasterKey, unwrap, wrap
+from mover.errors import (
+    IntegrityError,
+    ObjectNotFound,
+    RepositoryError,
+    UsageError,
+    WrongPassword,
+)
 from mover.snapshot import Snapshot
 from mover.storage.base import Backend
 from mover.storage.s3config import ObjectLock
@@ -158,8 +164,7 @@ class Repository:
             except RepositoryError:
                 continue
         if master is None:
-            unwrap(b"", password, KdfParams(8, 1, 1), b"0" * 16)  # raises WrongPassword
-            raise AssertionError("unreachable")
+            raise WrongPassword(WRONG_PASSWORD)
         raw = master.sealer().open(base64.b64decode(doc["sealed"]), b"config", "config")
         config = RepoConfig.from_json(raw)
         # Every writer applies the repository's retention (a no-op off S3, e.g. a local replica).
