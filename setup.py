@@ -12,4 +12,12 @@ native = Extension(
     extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wno-unused-function"],
 )
 
-setup(ext_modules=cythonize([native], compiler_directives={"language_level": "3"}))
+index_run = Extension(
+    "mover._native.index_run",
+    sources=["ext/index_run.pyx"],
+    extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wno-unused-function"],
+)
+
+setup(
+    ext_modules=cythonize([native, index_run], compiler_directives={"language_level": "3"})
+)

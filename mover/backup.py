@@ -77,6 +77,8 @@ class _Writer:
     repo: Repository
     stats: BackupStats
     packs: PackWriter
+    # Packed since the last index flush; then they are in the index and this empties, so it
+    # holds at most INDEX_FLUSH ids (plus a pack's worth) whatever the volume's size.
     seen: set[bytes] = field(default_factory=set)
 
     def known(self, chunk_id: bytes) -> bool:
@@ -86,8 +88,12 @@ class _Writer:
         self.seen.add(chunk_id)
         self.stats.stored_bytes += len(sealed)
         self.packs.add(chunk_id, sealed, kind)
-        if len(self.packs.pending) >= INDEX_FLUSH:
-            self.packs.flush_index()
+        if len(self.seen) >= INDEX_FLUSH:
+            self.flush_index()
+
+    def flush_index(self) -> None:
+        self.packs.flush_index()  # adds every packed id to repo.index first
+        self.seen = set()
 
     def store_node(self, node: bytes) -> bytes:
         node_id = self.repo.master.chunk_id_of(node)
@@ -197,7 +203,7 @@ def run_backup(
                 f"{min(stats.bytes_read, now)}; no snapshot was written"
             )
         root = tree.finish()
-        writer.packs.flush_index()
+        writer.flush_index()
         stats.packs = writer.packs.packs_written
 
     stats.seconds = time.monotonic() - started

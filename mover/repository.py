@@ -181,9 +181,10 @@ class Repository:
     def index(self) -> Index:
         if self._index is None:
             index = Index()
-            for name in self.backend.list("index/"):
-                for chunk_id, location in self.read_index_file(name):
-                    index.add(chunk_id, location)
+            index.load(
+                (name, *index_file.decode_rows(self.sealer, self.backend.read(name), name))
+                for name in self.backend.list("index/")
+            )
             self._index = index
         return self._index
 

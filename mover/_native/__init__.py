@@ -7,17 +7,27 @@ NativeBuildError with one line saying how to build it.
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 from mover.errors import NativeBuildError
 
 
-def load_cdc() -> ModuleType:
+def _load(name: str) -> ModuleType:
     try:
-        from mover._native import cdc
+        return importlib.import_module(f"mover._native.{name}")
     except ImportError as exc:
         raise NativeBuildError(
             f"mover's native core is not built ({exc}); "
             "build it with `pip install .` or `pip install -e .` (needs a C compiler)"
         ) from None
-    return cdc
+
+
+def load_cdc() -> ModuleType:
+    """The FastCDC chunker."""
+    return _load("cdc")
+
+
+def load_index_run() -> ModuleType:
+    """Sorted index runs (mover.content.index)."""
+    return _load("index_run")
