@@ -18,6 +18,4 @@ index_run = Extension(
     extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wno-unused-function"],
 )
 
-setup(
-    ext_modules=cythonize([native, index_run], compiler_directives={"language_level": "3"})
-)
+setup(ext_modules=cythonize([native, index_run], compiler_directives={"language_level": "3"}))

@@ -131,12 +131,20 @@ cdef int _cmp_u64(const void *a, const void *b) noexcept nogil:
     return (x > y) - (x < y)
 
 
-def sort_u64(uint64_t[::1] values):
-    """Sorts in place (the live-chunk prefixes prune collects)."""
-    if values.shape[0] == 0:
-        return
+def sort_unique_u64(uint64_t[::1] values):
+    """Sorts in place and moves one of each value to the front; returns how many (the caller
+    truncates). For the live-chunk prefixes prune collects across snapshots."""
+    cdef Py_ssize_t n = values.shape[0], i, kept = 0
+    if n == 0:
+        return 0
     with nogil:
-        qsort(&values[0], values.shape[0], 8, _cmp_u64)
+        qsort(&values[0], n, 8, _cmp_u64)
+        kept = 1
+        for i in range(1, n):
+            if values[i] != values[kept - 1]:
+                values[kept] = values[i]
+                kept += 1
+    return kept
 
 
 cdef inline uint64_t _prefix(const uint8_t *p) noexcept nogil:

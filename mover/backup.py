@@ -33,6 +33,7 @@ from mover.content import blob
 from mover.content.pack import KIND_DATA, KIND_TREE
 from mover.content.packwriter import PackWriter, upload_threads
 from mover.errors import SourceError
+from mover.locks import as_writer
 from mover.repository import Repository
 from mover.snapshot import Snapshot
 from mover.source import pieces, source_size
@@ -103,6 +104,7 @@ class _Writer:
         return node_id
 
 
+@as_writer
 def run_backup(
     repo: Repository,
     source: BinaryIO,

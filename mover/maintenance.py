@@ -1,31 +1,67 @@
-"""forget (drop snapshots) and prune (drop what no snapshot references).
+"""forget (drop snapshots) and prune (drop what no snapshot references), safe beside backups.
 
-prune writes before it deletes: live blobs of partly-used packs are copied, still sealed, into
-new packs; then one index of everything live is written; only then are old index files and
-unreferenced packs deleted. A crash at any step leaves duplicates, never a missing chunk.
+prune runs under the exclusive lock (mover.locks), which only another prune contends for;
+backups keep running. Garbage is collected in two phases:
+
+1. *Condemn.* The chunks every snapshot references are collected; each indexed pack is kept,
+   repacked (its live blobs are copied, still sealed, into new packs that are indexed at once)
+   or condemned. New index files naming every kept and new pack replace the index files read
+   (small ones merge: index compaction); condemned packs are in none of them, so backups that
+   start from now on never dedup against them. A record `gc/<id>` names the condemned packs,
+   the snapshots that existed, and the backups (their shared locks) that were running and may
+   still hold the old index.
+2. *Delete*, in this or a later prune, once the record is older than the grace period and none
+   of those backups is alive: a condemned pack that a snapshot written since references (a
+   backup that deduplicated against the old index) is indexed again; one that some index file
+   names again is left alone; the others are deleted.
+
+So a backup running during prune never ends up pointing at a deleted pack, whatever the
+interleaving, and a crash at any step leaves duplicates, never a missing chunk: every write
+comes before the deletes that depend on it.
+
+Memory does not grow with the volume: the live set is one 8-byte prefix per live chunk (a
+prefix shared by two ids only keeps a dead blob), scans of the index go through native code in
+batches, repacking proceeds a group of packs at a time, and new index files are written as
+they fill.
 
 Under S3 Object Lock, deletes of objects still in retention are refused (ObjectLocked): prune
-keeps them, counts them in `locked`, and keeps every pack that a kept index file still names, so
-the index never points into a deleted pack. A later prune, after the retention, removes them.
-
-Packs that no index names are left by backups that died before writing their index, or belong
-to a backup still running (its index comes after its packs). prune deletes them only once they
-are older than a grace period. Not yet safe against a backup running at the same time in
-general (see the many-writers issue): run prune when no backup runs.
+keeps them, counts them in `locked`, and a condemned pack that a kept index file still names
+is not deleted. Packs that no index names (backups that died before writing their index, or
+still running ones) are deleted once older than the unindexed grace period.
 """
 
 from __future__ import annotations
 
+import array
+import bisect
+import json
+import secrets
+import struct
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
-from mover.content.pack import PackBuilder, PackEntry, pack_name
-from mover.errors import ObjectLocked
+from mover._native import index_run as native
+from mover.content import blob
+from mover.content.index import RECORD, Index, Location, decode_rows, unpack_records
+from mover.content.pack import PackBuilder, PackEntry, pack_name, read_header
+from mover.errors import IntegrityError, ObjectLocked, ObjectNotFound
+from mover.locks import Lock, list_locks
 from mover.repository import Repository
+from mover.snapshot import Snapshot
 from mover.tree import leaf_chunks, nodes
 
 # Repack a pack when less than this share of it is still referenced.
 REPACK_BELOW = 0.8
+# Entries per index file prune writes: ~11 MiB sealed; a backup reads them all when it starts.
+INDEX_FILE_ENTRIES = 1 << 18
+# Packs repacked per scan of the index: bounds the live entries held at once.
+REPACK_GROUP = 1024
+# Merge the index files when there are more than this many beyond what their entries need.
+COMPACT_SLACK = 8
+
+Progress = Callable[[str], None]
 
 
 @dataclass
@@ -37,6 +73,15 @@ class PruneStats:
     bytes_freed: int = 0
     chunks_dropped: int = 0
     locked: int = 0  # objects prune would delete but Object Lock retention still protects
+    packs_condemned: int = 0
+    packs_resurrected: int = 0  # condemned, then referenced by a snapshot written meanwhile
+    packs_waiting: int = 0  # condemned, waiting for the grace period or running backups
+    index_files_written: int = 0
+    index_files_deleted: int = 0
+    waiting_for: list[str] = field(default_factory=list)  # owners of backups that hold deletes
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
 
 
 def forget(repo: Repository, snapshot_ids: list[str]) -> list[str]:
@@ -48,74 +93,403 @@ def forget(repo: Repository, snapshot_ids: list[str]) -> list[str]:
     return removed
 
 
-def live_chunks(repo: Repository) -> set[bytes]:
-    live: set[bytes] = set()
-    for snapshot in repo.snapshots():
-        for node_id, node in nodes(repo.read_blob, bytes.fromhex(snapshot.tree)):
-            live.add(node_id)
-            live.update(leaf_chunks(node))
-    return live
+class LiveSet:
+    """The 8-byte prefixes of chunk ids, sorted; duplicates are squeezed out as it grows, so it
+    holds about one entry per distinct chunk however many snapshots share them."""
+
+    def __init__(self) -> None:
+        self.values = array.array("Q")
+        self._squeezed = 0
+
+    def add(self, chunk_id: bytes) -> None:
+        self.values.append(native.prefix_of(chunk_id))
+        if len(self.values) >= 2 * self._squeezed + (1 << 20):
+            self.squeeze()
+
+    def squeeze(self) -> None:
+        kept = native.sort_unique_u64(memoryview(self.values))
+        del self.values[kept:]
+        self._squeezed = kept
+
+    def add_snapshots(self, blobs: Blobs, snapshots: Iterable[Snapshot]) -> None:
+        for snapshot in snapshots:
+            for node_id, node in nodes(blobs.read, bytes.fromhex(snapshot.tree)):
+                self.add(node_id)
+                for chunk_id in leaf_chunks(node):
+                    self.add(chunk_id)
+        self.squeeze()
+
+    def __contains__(self, chunk_id: bytes) -> bool:
+        """After squeeze()."""
+        key = native.prefix_of(chunk_id)
+        at = bisect.bisect_left(self.values, key)
+        return at < len(self.values) and self.values[at] == key
 
 
-def prune(repo: Repository, unindexed_grace: float = 3600.0) -> PruneStats:
+class Blobs:
+    """Reads blobs through the index and, failing that, from condemned packs: a snapshot
+    written by a writer that took no lock may reference those (phase 2 then keeps them)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self._condemned: Index | None = None
+
+    def read(self, chunk_id: bytes) -> bytes:
+        location = self.repo.index.get(chunk_id)
+        if location is None:
+            location = self._condemned_index().get(chunk_id)
+        if location is None:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is in no index: repository damaged")
+        sealed = self.repo.backend.read(
+            pack_name(location.pack_id), location.offset, location.length
+        )
+        return blob.decode(self.repo.master, self.repo.sealer, chunk_id, sealed)
+
+    def _condemned_index(self) -> Index:
+        if self._condemned is None:
+            index = Index()
+            for name in self.repo.backend.list("gc/"):
+                if name.endswith(".writers"):
+                    continue
+                for pack in _read_gc(self.repo, name)["packs"]:
+                    pack_id = bytes.fromhex(pack)
+                    try:
+                        entries = _pack_entries(self.repo, pack_id)
+                    except ObjectNotFound:
+                        continue
+                    for e in entries:
+                        index.add(e.chunk_id, Location(pack_id, e.offset, e.length, e.kind))
+            self._condemned = index
+        return self._condemned
+
+
+class _IndexWriter:
+    """Index entries in, index files of INDEX_FILE_ENTRIES out, written as they fill."""
+
+    def __init__(self, repo: Repository, stats: PruneStats) -> None:
+        self.repo = repo
+        self.stats = stats
+        self.entries: list[tuple[bytes, PackEntry]] = []
+        self.names: list[str] = []
+        self.packs: set[bytes] = set()
+
+    def add(self, pack_id: bytes, entry: PackEntry) -> None:
+        self.entries.append((pack_id, entry))
+        self.packs.add(pack_id)
+        if len(self.entries) >= INDEX_FILE_ENTRIES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.entries:
+            self.names.append(self.repo.write_index(self.entries))
+            self.stats.index_files_written += 1
+            self.entries = []
+
+
+def prune(
+    repo: Repository,
+    unindexed_grace: float = 3600.0,
+    grace: float = 0.0,
+    repack_below: float = REPACK_BELOW,
+    progress: Progress | None = None,
+) -> PruneStats:
+    """grace: how old a condemned pack's record must be before the pack is deleted (running
+    backups are waited for in any case, see the module's doc)."""
+    say = progress or (lambda _message: None)
     stats = PruneStats()
-    now = time.time()
-    live = live_chunks(repo)
-    by_pack: dict[bytes, list[tuple[bytes, int, int, int]]] = {}
-    for chunk_id, loc in repo.index.items():
-        by_pack.setdefault(loc.pack_id, []).append((chunk_id, loc.offset, loc.length, loc.kind))
+    with Lock(repo, "exclusive"):
+        index = repo.index  # after the lock: what this prune reads is what it replaces
+        loaded = dict(index.files)
+        snapshots = repo.snapshots()
+        say(f"collecting the chunks of {len(snapshots)} snapshots")
+        blobs = Blobs(repo)
+        live = LiveSet()
+        live.add_snapshots(blobs, snapshots)
 
-    keep: list[tuple[bytes, PackEntry]] = []
-    drop: list[bytes] = []
-    builder = PackBuilder()
-    for pack_id, entries in by_pack.items():
-        live_entries = [e for e in entries if e[0] in live]
-        total = sum(e[2] for e in entries)
-        used = sum(e[2] for e in live_entries)
-        stats.chunks_dropped += len(entries) - len(live_entries)
-        if used == total:
-            keep += [(pack_id, PackEntry(*e)) for e in entries]
-            continue
-        drop.append(pack_id)
-        if used < total * REPACK_BELOW or not live_entries:
-            for chunk_id, offset, length, kind in live_entries:
-                sealed = repo.backend.read(pack_name(pack_id), offset, length)
-                builder.add(chunk_id, sealed, kind)
-                if len(builder) >= repo.config.pack_size:
-                    keep += _write(repo, builder, stats)
-                    builder = PackBuilder()
-        else:
-            drop.pop()  # mostly live: keep as is, dead blobs and all
-            keep += [(pack_id, PackEntry(*e)) for e in live_entries]
-            stats.chunks_dropped -= len(entries) - len(live_entries)
-    keep += _write(repo, builder, stats)
-
-    old_indexes = list(repo.backend.list("index/"))
-    new_index = repo.write_index(keep) if keep else None
-    still_named: set[bytes] = set()  # packs that an index we could not delete points into
-    for name in old_indexes:
-        if name != new_index and not _delete(repo, name, stats):
-            still_named.update(loc.pack_id for _, loc in repo.read_index_file(name))
-    for pack_id in drop:
-        name = pack_name(pack_id)
-        if pack_id in still_named:
-            continue
-        size = repo.backend.size(name)
-        if _delete(repo, name, stats):
-            stats.bytes_freed += size
-            stats.packs_deleted += 1
-    indexed = {pack_name(pack_id) for pack_id in by_pack}
-    for name in list(repo.backend.list("data/")):
-        if name not in indexed and now - repo.backend.mtime(name) >= unindexed_grace:
-            size = repo.backend.size(name)
-            if _delete(repo, name, stats):
-                stats.bytes_freed += size
-                stats.unindexed_deleted += 1
-    remove_leftovers = getattr(repo.backend, "remove_leftovers", None)
-    if remove_leftovers is not None:  # temp files of writers that died mid-write
-        stats.leftovers_deleted = remove_leftovers(unindexed_grace)
+        named = _condemn(repo, live, snapshots, loaded, repack_below, stats, say)
+        _delete_condemned(repo, blobs, named, grace, stats, say)
+        _delete_unindexed(repo, named, unindexed_grace, stats)
+        remove_leftovers = getattr(repo.backend, "remove_leftovers", None)
+        if remove_leftovers is not None:  # temp files of writers that died mid-write
+            stats.leftovers_deleted = remove_leftovers(unindexed_grace)
     repo._index = None  # re-read on next use
     return stats
+
+
+def _condemn(
+    repo: Repository,
+    live: LiveSet,
+    snapshots: list[Snapshot],
+    loaded: dict[str, array.array[int]],
+    repack_below: float,
+    stats: PruneStats,
+    say: Progress,
+) -> set[bytes]:
+    """Phase 1. Returns the packs that index files name afterwards."""
+    index = repo.index
+    pack_ids = index.pack_ids()
+    npacks = len(pack_ids)
+    total = array.array("Q", bytes(8 * npacks))
+    used = array.array("Q", bytes(8 * npacks))
+    entries = 0
+    for records in index.record_batches():
+        flags = bytearray(len(records) // RECORD)
+        native.account(records, memoryview(live.values), memoryview(total), memoryview(used), flags)
+        entries += len(flags)
+
+    # A mostly used pack is kept whole: its dead blobs stay, and stay indexed (a later backup
+    # may dedup against them), until it falls below repack_below.
+    keep = bytearray(npacks)
+    repack: list[int] = []
+    condemned: list[bytes] = []
+    for number in range(npacks):
+        if used[number] and used[number] >= total[number] * repack_below:
+            keep[number] = 1
+        else:
+            if used[number]:
+                repack.append(number)
+            condemned.append(pack_ids[number])
+    stats.chunks_dropped = _dropped(index, live, keep) if condemned else 0
+
+    ideal_files = -(-entries // INDEX_FILE_ENTRIES)
+    if not condemned and len(loaded) <= ideal_files + COMPACT_SLACK:
+        named = {pack_ids[number] for numbers in loaded.values() for number in numbers}
+        return named | {p for _, p in _unloaded_index_packs(repo, loaded)}
+
+    writer = _IndexWriter(repo, stats)
+    if repack:
+        say(f"repacking {len(repack)} partly used packs")
+        _repack(repo, live, pack_ids, repack, writer, stats)
+    say("writing the index")
+    for records in index.record_batches():
+        for chunk_id, number, offset, length, kind in unpack_records(
+            native.flag_packs(records, keep)
+        ):
+            writer.add(pack_ids[number], PackEntry(chunk_id, offset, length, kind))
+    writer.flush()
+
+    record_name = None
+    if condemned:
+        record_name = f"gc/{secrets.token_hex(16)}"
+        _write_record(repo, record_name, condemned, snapshots)
+        stats.packs_condemned = len(condemned)
+
+    named = set(writer.packs)
+    for name, numbers in loaded.items():
+        if name in writer.names:
+            continue  # an index file identical to one just written (same name)
+        if _delete(repo, name, stats):
+            stats.index_files_deleted += 1
+        else:  # kept by Object Lock: what it names stays named
+            named.update(pack_ids[n] for n in numbers)
+    named.update(p for _, p in _unloaded_index_packs(repo, loaded))
+    if record_name is not None:
+        # Only now is no index naming the condemned packs left to read: backups that start
+        # from here on cannot use them; those running may, and phase 2 waits for them. Until
+        # this object exists (a crash before it), phase 2 waits for every running backup.
+        writers = [lock.name for lock in list_locks(repo) if lock.kind == "shared"]
+        repo.backend.write(
+            f"{record_name}.writers", repo.sealer.seal(json.dumps(writers).encode(), b"gc")
+        )
+    return named
+
+
+def _dropped(index: Index, live: LiveSet, keep: bytearray) -> int:
+    """Dead entries of the packs not kept."""
+    dropped = 0
+    scratch = array.array("Q", bytes(8 * len(keep)))
+    for records in index.record_batches():
+        gone = native.flag_packs(records, bytes(1 - k for k in keep))
+        flags = bytearray(len(gone) // RECORD)
+        native.account(
+            gone, memoryview(live.values), memoryview(scratch), memoryview(scratch), flags
+        )
+        dropped += flags.count(0)
+    return dropped
+
+
+def _repack(
+    repo: Repository,
+    live: LiveSet,
+    pack_ids: list[bytes],
+    repack: list[int],
+    writer: _IndexWriter,
+    stats: PruneStats,
+) -> None:
+    index = repo.index
+    scratch = array.array("Q", bytes(8 * len(pack_ids)))
+    builder = PackBuilder()
+    for start in range(0, len(repack), REPACK_GROUP):
+        group = bytearray(len(pack_ids))
+        for number in repack[start : start + REPACK_GROUP]:
+            group[number] = 1
+        wanted: dict[int, list[tuple[int, int, int, bytes]]] = {}
+        for records in index.record_batches():
+            selected = native.flag_packs(records, group)
+            flags = bytearray(len(selected) // RECORD)
+            native.account(
+                selected, memoryview(live.values), memoryview(scratch), memoryview(scratch), flags
+            )
+            for is_live, (chunk_id, number, offset, length, kind) in zip(
+                flags, unpack_records(selected), strict=True
+            ):
+                if is_live:
+                    wanted.setdefault(number, []).append((offset, length, kind, chunk_id))
+        for number, blobs in wanted.items():
+            data = repo.backend.read(pack_name(pack_ids[number]))  # one request, not one a blob
+            for offset, length, kind, chunk_id in sorted(blobs):
+                builder.add(chunk_id, data[offset : offset + length], kind)
+                if len(builder) >= repo.config.pack_size:
+                    _write_pack(repo, builder, writer, stats)
+                    builder = PackBuilder()
+    _write_pack(repo, builder, writer, stats)
+    writer.flush()  # the copies are indexed before anything points away from the originals
+
+
+def _write_pack(
+    repo: Repository, builder: PackBuilder, writer: _IndexWriter, stats: PruneStats
+) -> None:
+    if not builder.entries:
+        return
+    pack_id, data = builder.finish(repo.sealer)
+    repo.write_pack(pack_id, data)
+    stats.packs_written += 1
+    for e in builder.entries:
+        writer.add(pack_id, e)
+
+
+def _unloaded_index_packs(
+    repo: Repository, loaded: dict[str, array.array[int]]
+) -> list[tuple[str, bytes]]:
+    """Packs named by index files this prune did not read (written by backups meanwhile)."""
+    found = []
+    for name in repo.backend.list("index/"):
+        if name in loaded:
+            continue
+        try:
+            pack_ids, _rows, _count = decode_rows(repo.sealer, repo.backend.read(name), name)
+        except ObjectNotFound:
+            continue
+        found += [(name, p) for p in pack_ids]
+    return found
+
+
+def _write_record(
+    repo: Repository, name: str, packs: list[bytes], snapshots: list[Snapshot]
+) -> None:
+    doc = {
+        "time": time.time(),
+        "packs": [p.hex() for p in packs],
+        "snapshots": [s.id for s in snapshots],
+    }
+    repo.backend.write(name, repo.sealer.seal(json.dumps(doc).encode(), b"gc"))
+
+
+def _read_gc(repo: Repository, name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(repo.sealer.open(repo.backend.read(name), b"gc", name))
+    return doc
+
+
+def _delete_condemned(
+    repo: Repository,
+    blobs: Blobs,
+    named: set[bytes],
+    grace: float,
+    stats: PruneStats,
+    say: Progress,
+) -> None:
+    """Phase 2, for every record old enough whose backups have ended."""
+    listed = set(repo.backend.list("gc/"))
+    records = sorted(n for n in listed if not n.endswith(".writers"))
+    if not records:
+        return
+    locks = {lock.name: lock for lock in list_locks(repo) if lock.kind == "shared"}
+    alive = {name for name, lock in locks.items() if not lock.stale}
+    snapshots: list[Snapshot] | None = None
+    now = time.time()
+    reindex = _IndexWriter(repo, stats)
+    for name in records:
+        doc = _read_gc(repo, name)
+        packs = [bytes.fromhex(p) for p in doc["packs"]]
+        if f"{name}.writers" in listed:
+            blocking = alive & set(
+                json.loads(
+                    repo.sealer.open(repo.backend.read(f"{name}.writers"), b"gc", f"{name}.writers")
+                )
+            )
+        else:
+            blocking = alive
+        if blocking or now - doc["time"] < grace:
+            stats.packs_waiting += len(packs)
+            stats.waiting_for += sorted(locks[n].owner for n in blocking)
+            continue
+        if snapshots is None:
+            snapshots = repo.snapshots()
+        before = set(doc["snapshots"])
+        newer = [s for s in snapshots if s.id not in before]
+        referenced = LiveSet()
+        if newer:
+            say(f"checking {len(newer)} snapshots written since the packs were condemned")
+            referenced.add_snapshots(blobs, newer)
+        left: list[bytes] = []
+        for pack_id in packs:
+            if pack_id in named:
+                continue  # an index names it again (kept by Object Lock, or re-indexed)
+            pname = pack_name(pack_id)
+            try:
+                entries = _pack_entries(repo, pack_id) if newer else []
+                size = repo.backend.size(pname)
+            except ObjectNotFound:
+                continue
+            if any(e.chunk_id in referenced for e in entries):
+                for e in entries:
+                    reindex.add(pack_id, e)
+                named.add(pack_id)
+                stats.packs_resurrected += 1
+            elif _delete(repo, pname, stats):
+                stats.packs_deleted += 1
+                stats.bytes_freed += size
+            else:
+                left.append(pack_id)
+        reindex.flush()  # indexed again before the record that condemned them goes
+        if left:  # Object Lock refused some deletes: a new record for them, for a later prune
+            _write_record(repo, f"gc/{secrets.token_hex(16)}", left, snapshots)
+        for gone in (f"{name}.writers", name):  # the record last: it is what a crash resumes
+            _delete(repo, gone, stats)
+
+
+def _pack_entries(repo: Repository, pack_id: bytes) -> list[PackEntry]:
+    """A pack's header, read from its tail (two small reads, not the whole pack)."""
+    name = pack_name(pack_id)
+    size = repo.backend.size(name)
+    (hlen,) = struct.unpack("<I", repo.backend.read(name, max(0, size - 4), 4))
+    tail = repo.backend.read(name, max(0, size - 4 - hlen), hlen + 4)
+    return read_header(repo.sealer, tail, f"pack {pack_id.hex()[:16]}")
+
+
+def _delete_unindexed(
+    repo: Repository, named: set[bytes], unindexed_grace: float, stats: PruneStats
+) -> None:
+    condemned: set[str] = set()
+    for name in repo.backend.list("gc/"):
+        if name.endswith(".writers"):
+            continue
+        doc = _read_gc(repo, name)
+        condemned.update(pack_name(bytes.fromhex(p)) for p in doc["packs"])
+    named_names = {pack_name(p) for p in named}
+    now = time.time()
+    for name in list(repo.backend.list("data/")):
+        if name in named_names or name in condemned:
+            continue
+        try:
+            if now - repo.backend.mtime(name) < unindexed_grace:
+                continue
+            size = repo.backend.size(name)
+        except ObjectNotFound:
+            continue
+        if _delete(repo, name, stats):
+            stats.bytes_freed += size
+            stats.unindexed_deleted += 1
 
 
 def _delete(repo: Repository, name: str, stats: PruneStats) -> bool:
@@ -125,15 +499,6 @@ def _delete(repo: Repository, name: str, stats: PruneStats) -> bool:
     except ObjectLocked:
         stats.locked += 1
         return False
+    except ObjectNotFound:
+        pass
     return True
-
-
-def _write(
-    repo: Repository, builder: PackBuilder, stats: PruneStats
-) -> list[tuple[bytes, PackEntry]]:
-    if not builder.entries:
-        return []
-    pack_id, data = builder.finish(repo.sealer)
-    repo.write_pack(pack_id, data)
-    stats.packs_written += 1
-    return [(pack_id, e) for e in builder.entries]

@@ -40,6 +40,7 @@ from mover.content.pack import pack_name
 from mover.content.packwriter import PackWriter, upload_threads
 from mover.crypto import KdfParams
 from mover.errors import IntegrityError, RepositoryError
+from mover.locks import writer
 from mover.repository import CONFIG, RepoConfig, Repository
 from mover.snapshot import Snapshot
 from mover.storage.base import Backend
@@ -273,6 +274,18 @@ def replicate(
     progress: Progress | None = None,
 ) -> ReplicateStats:
     """Copy the snapshots `refs` (default: every one the target lacks), oldest first."""
+    with writer(target):  # a prune of the target must not delete what this dedups against
+        return _replicate(source, target, refs, threads, checkpoint_interval, progress)
+
+
+def _replicate(
+    source: Repository,
+    target: Repository,
+    refs: list[str] | None,
+    threads: int | None,
+    checkpoint_interval: float,
+    progress: Progress | None,
+) -> ReplicateStats:
     started = time.monotonic()
     threads = threads or max(8, 2 * (os.cpu_count() or 1))
     stats = ReplicateStats()

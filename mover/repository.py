@@ -5,12 +5,14 @@ Layout (docs/format.md): config, keys/<id>, data/<xx>/<pack id>, index/<id>, sna
 
 from __future__ import annotations
 
+import array
 import base64
 import json
 import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import blake3
 
@@ -31,6 +33,7 @@ from mover.snapshot import Snapshot
 from mover.storage.base import Backend
 from mover.storage.s3config import ObjectLock
 from mover.storage.stack import apply_object_lock
+from mover.tree import leaf_chunks, nodes
 
 FORMAT_VERSION = 1
 CONFIG = "config"
@@ -76,6 +79,10 @@ class RepoConfig:
         return cls(params, body["pack_size"], body["zstd_level"], object_lock)
 
 
+class HeldLock(Protocol):
+    def ensure_held(self) -> None: ...
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -88,6 +95,9 @@ class Repository:
         self.config = config
         self.id = repo_id
         self._index: Index | None = None
+        # The writer lock held while a backup writes here (mover.locks.writer): a snapshot is
+        # written only while it is still held.
+        self.lock: HeldLock | None = None
 
     # -- creation and opening -------------------------------------------------------------
 
@@ -181,12 +191,27 @@ class Repository:
     def index(self) -> Index:
         if self._index is None:
             index = Index()
-            index.load(
-                (name, *index_file.decode_rows(self.sealer, self.backend.read(name), name))
-                for name in self.backend.list("index/")
-            )
+            self._load_index_files(index, list(self.backend.list("index/")))
             self._index = index
         return self._index
+
+    def _load_index_files(self, index: Index, names: list[str]) -> None:
+        index.load(
+            (name, *index_file.decode_rows(self.sealer, self.backend.read(name), name))
+            for name in names
+        )
+
+    def refresh_index(self) -> None:
+        """Brings a loaded index up to date: files written by others since are added; if any
+        file it read is gone (prune replaced it), the index is read again from scratch, so it
+        never names a pack that prune has condemned since."""
+        if self._index is None:
+            return
+        names = set(self.backend.list("index/"))
+        if set(self._index.files) - names:
+            self._index = None
+            return
+        self._load_index_files(self._index, sorted(names - set(self._index.files)))
 
     def read_index_file(self, name: str) -> Iterator[tuple[bytes, Location]]:
         return index_file.decode(self.sealer, self.backend.read(name), name)
@@ -195,9 +220,42 @@ class Repository:
         sealed = index_file.encode(self.sealer, entries)
         name = f"index/{blake3.blake3(sealed).hexdigest()}"
         self.backend.write(name, sealed)
+        index = self.index
         for pack_id, e in entries:
-            self.index.add(e.chunk_id, Location(pack_id, e.offset, e.length, e.kind))
+            index.add(e.chunk_id, Location(pack_id, e.offset, e.length, e.kind))
+        index.files[name] = array.array("I", sorted({index.pack_number(p) for p, _ in entries}))
         return name
+
+    def _index_what_prune_condemned(self, snapshot: Snapshot) -> None:
+        """A prune that ran during this backup may have condemned packs this backup used
+        (its index was read before): they are still stored (prune waits for this writer to
+        end before deleting them), and are indexed again here, before the snapshot that needs
+        them exists, so the snapshot restores at once and prune keeps them.
+
+        Costs nothing unless an index file this writer read is gone, i.e. a prune ran."""
+        if self._index is None:
+            return
+        now = set(self.backend.list("index/"))
+        if set(self._index.files) <= now:
+            return
+        current = Index()
+        self._load_index_files(current, sorted(now))
+        missing: list[tuple[bytes, PackEntry]] = []
+        for node_id, node in nodes(self.read_blob, bytes.fromhex(snapshot.tree)):
+            for chunk_id in (node_id, *leaf_chunks(node)):
+                if chunk_id in current:
+                    continue
+                location = self._index.get(chunk_id)
+                if location is None:
+                    raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is in no index")
+                current.add(chunk_id, location)
+                entry = PackEntry(chunk_id, location.offset, location.length, location.kind)
+                missing.append((location.pack_id, entry))
+                if len(missing) >= 65536:
+                    self.write_index(missing)
+                    missing = []
+        if missing:
+            self.write_index(missing)
 
     # -- blobs and packs ------------------------------------------------------------------
 
@@ -214,6 +272,9 @@ class Repository:
     # -- snapshots ------------------------------------------------------------------------
 
     def write_snapshot(self, snapshot: Snapshot) -> str:
+        if self.lock is not None:
+            self.lock.ensure_held()
+            self._index_what_prune_condemned(snapshot)
         body = snapshot.to_json()
         snapshot_id = self.master.chunk_id_of(b"snapshot" + body).hex()
         self.backend.write(f"snapshots/{snapshot_id}", self.sealer.seal(body, b"snapshot"))

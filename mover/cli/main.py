@@ -12,6 +12,7 @@ import click
 
 from mover import __version__
 from mover.cli.benchmark import benchmark
+from mover.cli.locks_cmd import locks
 from mover.cli.output import error_line
 from mover.cli.replicate_cmd import replicate_cmd
 from mover.cli.repo_cmds import backup, check, forget, init, prune, restore, snapshots, stats
@@ -27,6 +28,7 @@ def cli() -> None:
 for command in (init, backup, restore, snapshots, check, forget, prune, stats, benchmark):
     cli.add_command(command)
 cli.add_command(replicate_cmd)
+cli.add_command(locks)
 
 
 def main(argv: list[str] | None = None) -> int:

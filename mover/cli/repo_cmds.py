@@ -20,7 +20,7 @@ from mover.cli.context import (
     password,
     repo_option,
 )
-from mover.cli.output import emit_json, emit_table
+from mover.cli.output import emit_json, emit_table, status
 from mover.cli.progress import byte_progress
 from mover.cli.sizes import parse_duration, parse_size
 from mover.crypto import KdfParams
@@ -271,20 +271,39 @@ def forget(repo: str | None, snapshot_ids: tuple[str, ...], as_json: bool) -> No
     show_default=True,
     help="Delete packs that no index names (left by killed backups) only when older than this.",
 )
+@click.option(
+    "--grace",
+    default="0s",
+    show_default=True,
+    help="Delete condemned packs only when condemned at least this long ago (backups that were "
+    "running when they were condemned are waited for in any case).",
+)
 @json_option
-def prune(repo: str | None, unindexed_grace: str, as_json: bool) -> None:
-    """Delete data that no snapshot references (do not run while a backup runs)."""
-    grace = parse_duration(unindexed_grace, "--unindexed-grace")
-    stats = prune_repo(open_repo(repo), grace)
+def prune(repo: str | None, unindexed_grace: str, grace: str, as_json: bool) -> None:
+    """Delete data that no snapshot references; safe while backups run.
+
+    Two phases: packs no snapshot needs are condemned (dropped from the index) and deleted
+    once no backup that started before that is still running; a condemned pack that a backup
+    used meanwhile is kept. Partly used packs are repacked; small index files are merged."""
+    unindexed = parse_duration(unindexed_grace, "--unindexed-grace")
+    condemned_grace = parse_duration(grace, "--grace")
+    stats = prune_repo(open_repo(repo), unindexed, grace=condemned_grace, progress=status)
     if as_json:
-        emit_json(stats.__dict__)
-    else:
+        emit_json(stats.as_dict())
+        return
+    click.echo(
+        f"pruned: {stats.packs_deleted} packs deleted, {stats.packs_written} written, "
+        f"{stats.unindexed_deleted} unindexed packs deleted, "
+        f"{_mib(stats.bytes_freed)} freed"
+        + (f"; {stats.locked} objects kept: still under Object Lock" if stats.locked else "")
+    )
+    if stats.packs_waiting:
+        owners = ", ".join(sorted(set(stats.waiting_for))) or "the grace period"
         click.echo(
-            f"pruned: {stats.packs_deleted} packs deleted, {stats.packs_written} written, "
-            f"{stats.unindexed_deleted} unindexed packs deleted, "
-            f"{_mib(stats.bytes_freed)} freed"
-            + (f"; {stats.locked} objects kept: still under Object Lock" if stats.locked else "")
+            f"{stats.packs_waiting} condemned packs wait for {owners}; a later prune deletes them"
         )
+    if stats.packs_resurrected:
+        click.echo(f"{stats.packs_resurrected} condemned packs kept: a newer snapshot uses them")
 
 
 @click.command()

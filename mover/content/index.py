@@ -147,6 +147,9 @@ class Index:
         self._runs: list[native.Run] = []  # newest first
         self._delta: dict[bytes, tuple[int, int, int, int]] = {}
         self._lock = threading.Lock()
+        # Index files bulk-loaded, each with the numbers of the packs it names (prune needs
+        # to know which packs stay named when some files are deleted).
+        self.files: dict[str, array.array[int]] = {}
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -216,19 +219,29 @@ class Index:
         self._delta = {}
 
     def load(self, files: Iterable[tuple[str, list[bytes], memoryview, int]]) -> None:
-        """Bulk-adds index files (name, pack list, rows, row count) as one run. An id listed
-        more than once keeps one of its locations."""
+        """Adds index files (name, pack list, rows, row count). Into an empty index they go as
+        one run, built in bounded memory; into a non-empty one (files written by others since
+        it was loaded: usually few) entry by entry. Either way an id keeps one location."""
+        empty = not self._runs and not self._delta
         builder = _RunBuilder(self.directory)
         for name, pack_ids, rows, count in files:
             pack_map = array.array("I", (self.pack_number(p) for p in pack_ids))
+            self.files[name] = pack_map
             try:
-                builder.add(native.convert_rows(rows, count, memoryview(pack_map)))
+                records = native.convert_rows(rows, count, memoryview(pack_map))
             except ValueError:
                 raise IntegrityError(f"{name} names a pack it does not list") from None
-        run = builder.finish()
-        with self._lock:
-            # Bulk loads happen before any add; merging keeps the no-duplicates rule if not.
-            self._runs = [_merge(self.directory, [run, *self._runs])] if self._runs else [run]
+            if empty:
+                builder.add(records)
+                continue
+            packs = self._packs
+            for chunk_id, pack, offset, length, kind in unpack_records(records):
+                self.add(chunk_id, Location(packs[pack], offset, length, kind))
+        if empty:
+            run = builder.finish()
+            if run.count:
+                with self._lock:
+                    self._runs = [run]
 
     # -- iteration -------------------------------------------------------------------------
 

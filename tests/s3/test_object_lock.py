@@ -30,7 +30,16 @@ def test_locked_repository(
 
     client = moto_server.client()
     keys = moto_server.keys(bucket)
-    assert {k.split("/")[1] for k in keys} == {"config", "keys", "data", "index", "snapshots"}
+    # The backup's lock cannot be deleted under retention: it stays, marked released.
+    assert {k.split("/")[1] for k in keys} == {
+        "config",
+        "keys",
+        "data",
+        "index",
+        "snapshots",
+        "locks",
+    }
+    assert out_json(mover("locks", "--repo", url, "--json"))["locks"] == []
     for key in keys:
         head = client.head_object(Bucket=bucket, Key=key)
         assert head["ObjectLockMode"] == "COMPLIANCE", key
@@ -49,9 +58,19 @@ def test_locked_repository(
     listed = out_json(mover("snapshots", "--repo", url, "--json"))
     assert [s["id"] for s in listed] == [snapshot["id"]]
 
-    # prune rewrites the index and would delete the old index file: it is kept and reported.
+    # A pack no index names (as a killed backup leaves) under retention: prune would delete
+    # it, retention refuses, prune keeps it and reports it.
+    orphan = pack.rsplit("/", 1)[0] + "/" + "0" * 64
+    client.put_object(
+        Bucket=bucket,
+        Key=orphan,
+        Body=b"orphan",
+        ObjectLockMode="COMPLIANCE",
+        ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=1),
+    )
     pruned = out_json(mover("prune", "--repo", url, "--unindexed-grace", "0", "--json"))
-    assert pruned["locked"] > 0
+    assert pruned["locked"] == 1 and pruned["unindexed_deleted"] == 0
+    assert orphan in moto_server.keys(bucket)
     text = ok(mover("prune", "--repo", url, "--unindexed-grace", "0")).stdout.decode()
     assert "still under Object Lock" in text
     assert out_json(mover("check", "--repo", url, "--read-data", "--json"))["ok"]
