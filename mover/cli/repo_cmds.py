@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -24,11 +25,12 @@ from mover.cli.output import emit_json, emit_table, status
 from mover.cli.progress import byte_progress
 from mover.cli.sizes import parse_duration, parse_size
 from mover.crypto import KdfParams
-from mover.errors import RepositoryError, SourceError, UsageError
+from mover.errors import ObjectNotFound, RepositoryError, SourceError, UsageError
 from mover.maintenance import forget as forget_snapshots
 from mover.maintenance import prune as prune_repo
 from mover.repository import DEFAULT_PACK_SIZE, DEFAULT_ZSTD_LEVEL, RepoConfig, Repository
 from mover.restore import RestoreStats, run_restore
+from mover.retention import Decision, Group, Policy, apply_policy, snapshot_time
 from mover.source import source_size
 from mover.storage.s3config import ObjectLock
 
@@ -251,16 +253,190 @@ def check(repo: str | None, read_data: bool, as_json: bool) -> None:
 
 @click.command()
 @repo_option
-@click.argument("snapshot_ids", nargs=-1, required=True)
+@click.argument("snapshot_ids", nargs=-1, metavar="[SNAPSHOT]...")
+@click.option("--keep-last", type=int, metavar="N", help="Keep the N newest snapshots.")
+@click.option(
+    "--keep-hourly",
+    type=int,
+    metavar="N",
+    help="Keep the newest of each of the N latest hours (UTC) that have snapshots.",
+)
+@click.option(
+    "--keep-daily",
+    type=int,
+    metavar="N",
+    help="Keep the newest of each of the N latest days (UTC) that have snapshots.",
+)
+@click.option(
+    "--keep-weekly",
+    type=int,
+    metavar="N",
+    help="Keep the newest of each of the N latest ISO weeks (UTC) that have snapshots.",
+)
+@click.option(
+    "--keep-monthly",
+    type=int,
+    metavar="N",
+    help="Keep the newest of each of the N latest months (UTC) that have snapshots.",
+)
+@click.option(
+    "--keep-yearly",
+    type=int,
+    metavar="N",
+    help="Keep the newest of each of the N latest years (UTC) that have snapshots.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Show what would be removed and kept (and why); change nothing."
+)
+@click.option(
+    "--prune", "then_prune", is_flag=True, help="Run prune afterwards if any snapshot was removed."
+)
+@click.option(
+    "--unindexed-grace",
+    default=None,
+    metavar="DURATION",
+    help="With --prune: as prune's --unindexed-grace [default: 1h].",
+)
 @json_option
-def forget(repo: str | None, snapshot_ids: tuple[str, ...], as_json: bool) -> None:
-    """Remove snapshots (data stays until `prune`)."""
-    removed = forget_snapshots(open_repo(repo), list(snapshot_ids))
+def forget(
+    repo: str | None,
+    snapshot_ids: tuple[str, ...],
+    keep_last: int | None,
+    keep_hourly: int | None,
+    keep_daily: int | None,
+    keep_weekly: int | None,
+    keep_monthly: int | None,
+    keep_yearly: int | None,
+    dry_run: bool,
+    then_prune: bool,
+    unindexed_grace: str | None,
+    as_json: bool,
+) -> None:
+    """Remove snapshots: those named (ids, unique id prefixes, or `latest`), or those a
+    retention policy (--keep-*) does not keep. Their data stays until `prune` (or --prune).
+
+    The policy applies to each (hostname, source) on its own, like restic's default grouping
+    by host and paths: one volume's snapshots never count for another's. Calendar buckets are
+    in UTC; a snapshot kept by any rule is kept. Rules of 0 are off; at least one must be 1
+    or more.
+    """
+    counts = {
+        "last": keep_last,
+        "hourly": keep_hourly,
+        "daily": keep_daily,
+        "weekly": keep_weekly,
+        "monthly": keep_monthly,
+        "yearly": keep_yearly,
+    }
+    for rule, n in counts.items():
+        if n is not None and n < 0:
+            raise UsageError(f"--keep-{rule} {n}: a count must be 0 or more")
+    by_policy = any(n is not None for n in counts.values())
+    if snapshot_ids and by_policy:
+        raise UsageError("give snapshot ids or --keep-* options, not both")
+    if not snapshot_ids and not by_policy:
+        raise UsageError("nothing to forget: give snapshot ids, or a policy such as --keep-daily 7")
+    policy = Policy(**{rule: n or 0 for rule, n in counts.items()})
+    if by_policy and policy.empty():
+        raise UsageError(
+            "every --keep-* given is 0, which would remove every snapshot; keep at least 1, "
+            "or forget snapshots by id"
+        )
+    if unindexed_grace is not None and not then_prune:
+        raise UsageError("--unindexed-grace applies only with --prune")
+    grace = parse_duration(
+        "1h" if unindexed_grace is None else unindexed_grace, "--unindexed-grace"
+    )
+
+    repository = open_repo(repo)
+    groups: list[Group] = []
+    if by_policy:
+        groups = apply_policy(repository.snapshots(), policy)
+        remove = [d.snapshot for g in groups for d in g.remove]
+    else:  # every id resolved (and checked) before anything is deleted
+        remove = list({s.id: s for s in map(repository.find_snapshot, snapshot_ids)}.values())
+    removed: list[str] = []
+    if not dry_run and by_policy:
+        # By full id, straight from the one listing the policy saw: forget_snapshots would
+        # list (and decrypt) every manifest again for each id it resolves.
+        for snapshot in remove:
+            with contextlib.suppress(ObjectNotFound):  # a concurrent forget was first
+                repository.backend.delete(f"snapshots/{snapshot.id}")
+            removed.append(snapshot.id)
+    elif not dry_run:
+        removed = forget_snapshots(repository, [s.id for s in remove])
+    pruned = None
+    if then_prune and removed:
+        pruned = prune_repo(repository, unindexed_grace=grace, progress=status)
+
     if as_json:
-        emit_json({"removed": removed})
-    else:
-        for snapshot_id in removed:
-            click.echo(f"removed snapshot {snapshot_id[:8]}")
+
+        def entry(d: Decision) -> dict[str, object]:
+            s = d.snapshot
+            body: dict[str, object] = {"id": s.id, "short_id": s.id[:8], "time": s.time}
+            if d.keep:
+                body["reasons"] = [r.rule for r in d.reasons]
+            return body
+
+        emit_json(
+            {
+                "dry_run": dry_run,
+                "policy": policy.counts() if by_policy else None,
+                "groups": [
+                    {
+                        "hostname": g.hostname,
+                        "source": g.source,
+                        "keep": [entry(d) for d in g.keep],
+                        "remove": [entry(d) for d in g.remove],
+                    }
+                    for g in groups
+                ],
+                "keep": [d.snapshot.id for g in groups for d in g.keep] if by_policy else None,
+                "remove": [s.id for s in remove],
+                "removed": removed,
+                "prune": pruned.as_dict() if pruned is not None else None,
+            }
+        )
+        return
+    if by_policy:
+        click.echo(f"policy: keep {policy.describe()} snapshots of each (hostname, source)")
+    would = "would " if dry_run else ""
+    for g in groups:
+        click.echo(
+            f"{g.hostname} {g.source}: {would}keep {len(g.keep)}, {would}remove {len(g.remove)}"
+        )
+        emit_table(
+            "",
+            ["id", "time (UTC)", "action", "reasons"],
+            [
+                [
+                    d.snapshot.id[:8],
+                    f"{snapshot_time(d.snapshot):%Y-%m-%d %H:%M:%S}",
+                    "keep" if d.keep else "remove",
+                    ", ".join(map(str, d.reasons)),
+                ]
+                for d in g.decisions
+            ],
+        )
+    if not by_policy:
+        for snapshot in remove:
+            click.echo(f"{'would remove' if dry_run else 'removed'} snapshot {snapshot.id[:8]}")
+    if dry_run:
+        click.echo(f"dry run: would remove {len(remove)} snapshot(s); nothing was changed")
+    elif by_policy:
+        click.echo(f"removed {len(removed)} snapshot(s)")
+    if pruned is not None:
+        click.echo(
+            f"pruned: {pruned.packs_deleted} packs deleted, {pruned.packs_written} written, "
+            f"{_mib(pruned.bytes_freed)} freed"
+        )
+        if pruned.packs_waiting:
+            click.echo(
+                f"{pruned.packs_waiting} condemned packs wait for running backups; "
+                "a later prune deletes them"
+            )
+    elif then_prune and not dry_run:
+        click.echo("no snapshot removed: prune not needed")
 
 
 @click.command()
