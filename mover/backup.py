@@ -3,6 +3,10 @@
     reader+chunker (this thread) -> workers (zero test, keyed BLAKE3, dedup lookup, zstd, AEAD)
     -> in-order consumer (tree, packer) -> uploader thread -> index -> snapshot
 
+With streams > 1 the reader+chunker is mover.chunking.parallel (N threads, the same chunks, in
+order). Every checkpoint interval the pipeline drains, the index is flushed and a checkpoint
+(mover.checkpoint) records the offset reached; the next backup of the same source resumes there.
+
 Memory is bounded by configuration: one read buffer, at most INFLIGHT_BYTES (or two max-size
 chunks a worker) of chunks in flight, recycled pack buffers (one filling, one for each upload in
 flight: one on a local disk, REMOTE_UPLOADS on an object store), and
@@ -28,11 +32,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+from mover.checkpoint import DEFAULT_INTERVAL, Checkpoints, Notify, identity_of, restored_tree
 from mover.chunking import is_zero, make_chunker
+from mover.chunking.parallel import parallel_chunks
 from mover.content import blob
 from mover.content.pack import KIND_DATA, KIND_TREE
 from mover.content.packwriter import PackWriter, upload_threads
-from mover.errors import SourceError
+from mover.errors import SourceError, UsageError
 from mover.locks import as_writer
 from mover.repository import Repository
 from mover.snapshot import Snapshot
@@ -40,6 +46,9 @@ from mover.source import pieces, source_size
 from mover.tree import TreeBuilder
 
 READ_SIZE = 8 << 20
+# Of a hole, the chunker sees only the head: enough for its first cut inside the zeros, which
+# comes at most min_size in; the rest is cut arithmetically (_skip_hole). None: 2 x min_size.
+HOLE_HEAD: int | None = None
 ZEROS = bytes(READ_SIZE)
 INDEX_FLUSH = 65536
 INFLIGHT_BYTES = 16 << 20
@@ -55,6 +64,9 @@ class BackupStats:
     new_chunks: int = 0
     reused_chunks: int = 0
     packs: int = 0
+    resumed_from: int = 0  # the offset this run started at (a checkpoint's), 0 for a full run
+    resume_check_bytes: int = 0  # bytes re-read to verify the checkpoint matches the source
+    checkpoints: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, int]:
@@ -111,14 +123,38 @@ def run_backup(
     source_name: str,
     threads: int | None = None,
     progress: Progress | None = None,
+    streams: int = 1,
+    checkpoint_interval: int | None = DEFAULT_INTERVAL,
+    notify: Notify | None = None,
 ) -> Snapshot:
+    """Back up source as a new snapshot. streams > 1 reads and chunks a seekable source in that
+    many parallel streams (mover.chunking.parallel: the same chunks as one stream). A seekable
+    source is checkpointed every checkpoint_interval bytes (None or 0: never) and resumed from
+    its last matching checkpoint (mover.checkpoint); notify receives one-line notices."""
     started = time.monotonic()
     threads = threads or os.cpu_count() or 1
     expected = source_size(source.fileno())
+    if streams < 1:
+        raise UsageError(f"--streams must be 1 or more, got {streams}")
+    if streams > 1 and expected is None:
+        raise UsageError(
+            f"--streams {streams} needs a file or block device; {source_name} is a stream, "
+            "which reads as one stream only"
+        )
     if expected is not None:
         source.seek(0)
     stats = BackupStats()
     repo.index  # noqa: B018 -- load before the workers start reading it
+    identity = identity_of(source.fileno(), source_name) if expected is not None else None
+    checkpoints = resume = None
+    if identity is not None and checkpoint_interval:
+        checkpoints = Checkpoints(repo, source.fileno(), identity, checkpoint_interval, notify)
+        resume = checkpoints.find()
+    if resume is not None:
+        stats.resumed_from, stats.resume_check_bytes = resume.offset, resume.check_bytes
+        if notify:
+            notify(f"resuming {source_name} from byte {resume.offset} (checkpoint {resume.name})")
+    start = stats.resumed_from
     master, sealer, level = repo.master, repo.sealer, repo.config.zstd_level
     uploads = upload_threads(repo)
 
@@ -134,7 +170,7 @@ def run_backup(
                 return _Result(len(chunk), chunk_id, None)
             return _Result(len(chunk), chunk_id, blob.encode(sealer, chunk_id, chunk, level))
 
-        tree = TreeBuilder(writer.store_node)
+        tree = restored_tree(writer.store_node, resume)
         inflight: deque[Future[_Result]] = deque()
         inflight_bytes = 0
         # Chunks in flight, bounded by bytes: a window wide enough that a slow chunk at the
@@ -171,38 +207,95 @@ def run_backup(
             else:
                 inflight.append(workers.submit(process, bytes(chunk)))
 
+        next_checkpoint = start + (checkpoint_interval or 0)
+
+        def maybe_checkpoint(reached: int) -> None:
+            """At a cut: once every interval, store everything up to it, then record it."""
+            nonlocal next_checkpoint
+            if checkpoints is None or reached < next_checkpoint:
+                return
+            while inflight:
+                consume_one()
+            writer.flush_index()  # the packs, then the index entries, then the checkpoint
+            checkpoints.write(tree)
+            stats.checkpoints += 1
+            next_checkpoint = tree.size + checkpoints.interval
+
         chunker = make_chunker(repo.config.chunker)
+        min_size = repo.config.chunker.min_size
+        hole_head = HOLE_HEAD or 2 * min_size + 64
         pending = bytearray()  # the start of a chunk that began in an earlier piece
         try:
-            for piece in pieces(source, bytearray(READ_SIZE), ZEROS):
-                base = stats.bytes_read
-                stats.bytes_read += len(piece)
-                start = 0
-                for cut in chunker.feed(piece):
-                    end = cut - base
-                    if pending:
-                        pending += piece[start:end]
-                        submit(pending)
-                        pending.clear()
-                    else:
-                        submit(piece[start:end])
-                    start = end
-                pending += piece[start:]
+            if streams > 1:
+                assert expected is not None
+                for offset, chunk in parallel_chunks(
+                    source.fileno(), repo.config.chunker, streams, start, expected
+                ):
+                    stats.bytes_read += len(chunk)
+                    submit(chunk)
+                    maybe_checkpoint(offset + len(chunk))
+            else:
+                origin = 0  # where the current chunker's position 0 is, relative to start
+                for piece in pieces(source, bytearray(READ_SIZE), ZEROS, start):
+                    base = stats.bytes_read
+                    stats.bytes_read += len(piece)
+                    begin = 0
+                    # A hole (pieces() hands holes out as views of ZEROS) longer than a few
+                    # minimum chunks: only its head goes through the chunker, see _skip_hole.
+                    head = len(piece)
+                    if piece.obj is ZEROS and len(piece) > hole_head + 2 * min_size:
+                        head = hole_head
+                    for cut in chunker.feed(piece[:head]):
+                        end = origin + cut - base
+                        if pending:
+                            pending += piece[begin:end]
+                            submit(pending)
+                            pending.clear()
+                        else:
+                            submit(piece[begin:end])
+                        begin = end
+                        maybe_checkpoint(start + origin + cut)
+                    if head < len(piece) and begin > 0:
+                        while inflight:  # in order: what came before goes first
+                            consume_one()
+                        begin = _skip_hole(tree, stats, begin, len(piece), min_size)
+                        maybe_checkpoint(start + base + begin)
+                        if progress:
+                            progress(stats)
+                        # The chunker starts afresh at that cut, as it does after every cut.
+                        chunker = make_chunker(repo.config.chunker)
+                        origin = base + begin
+                        assert not chunker.feed(piece[begin:])  # less than min_size is left
+                        pending += piece[begin:]
+                        continue
+                    if head < len(piece):  # no cut in the head (HOLE_HEAD set too small): go on
+                        for cut in chunker.feed(piece[head:]):
+                            end = origin + cut - base
+                            if pending:
+                                pending += piece[begin:end]
+                                submit(pending)
+                                pending.clear()
+                            else:
+                                submit(piece[begin:end])
+                            begin = end
+                            maybe_checkpoint(start + origin + cut)
+                    pending += piece[begin:]
+                if chunker.finish():
+                    submit(pending)
         except OSError as exc:
             raise SourceError(
                 f"cannot read {source_name}: {exc.strerror or exc}; no snapshot was written"
             ) from None
-        if chunker.finish():
-            submit(pending)
         while inflight:
             consume_one()
         # A file truncated while it was read may have had its lost tail taken for a hole:
         # its size now counts as much as the bytes read.
         now = source_size(source.fileno()) if expected is not None else None
-        if expected is not None and now is not None and min(stats.bytes_read, now) < expected:
+        got = start + stats.bytes_read
+        if expected is not None and now is not None and min(got, now) < expected:
             raise SourceError(
                 f"{source_name} shrank during the read: expected {expected} bytes, got "
-                f"{min(stats.bytes_read, now)}; no snapshot was written"
+                f"{min(got, now)}; no snapshot was written"
             )
         root = tree.finish()
         writer.flush_index()
@@ -218,4 +311,21 @@ def run_backup(
         stats=stats.as_dict(),
     )
     snapshot_id = repo.write_snapshot(snapshot)
+    if checkpoints is not None:
+        checkpoints.remove_all()  # after the snapshot: a crash before leaves a valid checkpoint
     return dataclasses.replace(snapshot, id=snapshot_id)
+
+
+def _skip_hole(tree: TreeBuilder, stats: BackupStats, begin: int, end: int, min_size: int) -> int:
+    """Zero chunks from `begin` (a cut inside a hole) towards `end` (the hole's end, relative to
+    the same piece), added without chunking them; returns where the chunker must start again.
+
+    Exact, not an approximation: in a run of zeros every window hashes to 0 (gear[0] = 0,
+    docs/format.md), so a chunk that starts in the run and would end inside it is cut at
+    exactly min_size. The last such cut leaves less than min_size of zeros, which the chunker
+    takes up again with what follows: the same chunks as if it had seen every byte."""
+    count = (end - begin) // min_size
+    for _ in range(count):
+        tree.add(min_size, None)
+    stats.zero_bytes += count * min_size
+    return begin + count * min_size

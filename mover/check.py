@@ -13,6 +13,7 @@ import blake3
 from mover.content import blob
 from mover.content.pack import pack_name, read_header
 from mover.errors import MoverError
+from mover.locks import as_reader
 from mover.repository import Repository
 from mover.tree import leaf_chunks, nodes
 
@@ -30,6 +31,7 @@ class CheckReport:
         return not self.errors
 
 
+@as_reader
 def run_check(
     repo: Repository, read_data: bool = False, progress: Callable[[str], None] | None = None
 ) -> CheckReport:

@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -216,20 +217,38 @@ class Lock:
 
 
 @contextmanager
-def writer(repo: Repository) -> Iterator[Lock]:
-    """Holds a shared lock while a backup (or replication) writes into repo: taken before the
-    index is read, so a prune that condemns packs knows this writer may hold an index naming
-    them; checked again before the snapshot is written (Repository.write_snapshot)."""
-    if isinstance(repo.lock, Lock):
-        yield repo.lock  # nested: the outer writer holds it
+def writer(repo: Repository, required: bool = True) -> Iterator[Lock | None]:
+    """Holds a shared lock while a backup (or replication) writes into repo, or a restore or
+    check reads it: taken before the index is read, so a prune that condemns packs waits for
+    this holder before deleting them; for writers, checked again before the snapshot is
+    written (Repository.write_snapshot). A reader (required=False) whose lock cannot be
+    written (read-only credentials) goes on without one, and says so."""
+    if isinstance(repo.lock, Lock) or repo.reader_lock is not None:
+        yield None  # nested: the outer holder has it
         return
-    lock = Lock(repo, "shared").acquire()
-    repo.lock = lock
+    lock = Lock(repo, "shared")
+    try:
+        lock.acquire()
+    except MoverError as exc:
+        if required:
+            raise
+        print(
+            f"mover: note: reading without a lock ({exc}); a prune running now may delete "
+            "what this reads",
+            file=sys.stderr,
+        )
+        yield None
+        return
+    if required:
+        repo.lock = lock
+    else:
+        repo.reader_lock = lock
     try:
         repo.refresh_index()
         yield lock
     finally:
         repo.lock = None
+        repo.reader_lock = None
         lock.release()
 
 
@@ -241,6 +260,20 @@ def as_writer(
     @functools.wraps(fn)
     def wrapper(repo: Repository, /, *args: P.args, **kwargs: P.kwargs) -> R:
         with writer(repo):
+            return fn(repo, *args, **kwargs)
+
+    return wrapper
+
+
+def as_reader(
+    fn: Callable[Concatenate[Repository, P], R],
+) -> Callable[Concatenate[Repository, P], R]:
+    """run_restore and run_check: the repository (first argument) is read under a shared lock
+    when one can be written."""
+
+    @functools.wraps(fn)
+    def wrapper(repo: Repository, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with writer(repo, required=False):
             return fn(repo, *args, **kwargs)
 
     return wrapper

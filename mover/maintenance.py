@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mover._native import index_run as native
+from mover.checkpoint import held_by_checkpoints
 from mover.content import blob
 from mover.content.index import RECORD, Index, Location, decode_rows, unpack_records
 from mover.content.pack import PackBuilder, PackEntry, pack_name, read_header
@@ -58,6 +59,10 @@ REPACK_BELOW = 0.8
 INDEX_FILE_ENTRIES = 1 << 18
 # Packs repacked per scan of the index: bounds the live entries held at once.
 REPACK_GROUP = 1024
+# Checkpoints of interrupted backups keep their data this long (7 days).
+CHECKPOINT_MAX_AGE = 7 * 86400.0
+# How far the clocks of two writers (or a writer and the object store) may disagree.
+CLOCK_SKEW = 600.0
 # Merge the index files when there are more than this many beyond what their entries need.
 COMPACT_SLACK = 8
 
@@ -76,6 +81,7 @@ class PruneStats:
     packs_condemned: int = 0
     packs_resurrected: int = 0  # condemned, then referenced by a snapshot written meanwhile
     packs_waiting: int = 0  # condemned, waiting for the grace period or running backups
+    checkpoints_dropped: int = 0  # older than checkpoint_max_age
     index_files_written: int = 0
     index_files_deleted: int = 0
     waiting_for: list[str] = field(default_factory=list)  # owners of backups that hold deletes
@@ -192,6 +198,7 @@ def prune(
     grace: float = 0.0,
     repack_below: float = REPACK_BELOW,
     progress: Progress | None = None,
+    checkpoint_max_age: float = CHECKPOINT_MAX_AGE,
 ) -> PruneStats:
     """grace: how old a condemned pack's record must be before the pack is deleted (running
     backups are waited for in any case, see the module's doc)."""
@@ -205,6 +212,7 @@ def prune(
         blobs = Blobs(repo)
         live = LiveSet()
         live.add_snapshots(blobs, snapshots)
+        _keep_checkpoints(repo, blobs, live, checkpoint_max_age, stats)
 
         named = _condemn(repo, live, snapshots, loaded, repack_below, stats, say)
         _delete_condemned(repo, blobs, named, grace, stats, say)
@@ -214,6 +222,27 @@ def prune(
             stats.leftovers_deleted = remove_leftovers(unindexed_grace)
     repo._index = None  # re-read on next use
     return stats
+
+
+def _keep_checkpoints(
+    repo: Repository, blobs: Blobs, live: LiveSet, max_age: float, stats: PruneStats
+) -> None:
+    """What an interrupted backup's checkpoint references stays, so that the next backup of
+    its source resumes instead of starting over; checkpoints older than max_age are dropped
+    (their source has most likely changed or gone)."""
+    for held in held_by_checkpoints(repo):
+        if held.age > max_age:
+            if _delete(repo, held.name, stats):
+                stats.checkpoints_dropped += 1
+            continue
+        for chunk_id in held.chunk_ids:
+            live.add(chunk_id)
+        for node in held.node_ids:
+            for node_id, plain in nodes(blobs.read, node):
+                live.add(node_id)
+                for chunk_id in leaf_chunks(plain):
+                    live.add(chunk_id)
+    live.squeeze()
 
 
 def _condemn(
@@ -477,12 +506,19 @@ def _delete_unindexed(
         doc = _read_gc(repo, name)
         condemned.update(pack_name(bytes.fromhex(p)) for p in doc["packs"])
     named_names = {pack_name(p) for p in named}
+    # A running backup indexes its packs only every INDEX_FLUSH chunks: whatever a live writer
+    # may have written since it started is its own, however old (clocks may differ by SKEW).
+    live_since = min(
+        (lock.started for lock in list_locks(repo) if lock.kind == "shared" and not lock.stale),
+        default=float("inf"),
+    )
     now = time.time()
     for name in list(repo.backend.list("data/")):
         if name in named_names or name in condemned:
             continue
         try:
-            if now - repo.backend.mtime(name) < unindexed_grace:
+            mtime = repo.backend.mtime(name)
+            if now - mtime < unindexed_grace or mtime >= live_since - CLOCK_SKEW:
                 continue
             size = repo.backend.size(name)
         except ObjectNotFound:

@@ -98,6 +98,7 @@ class Repository:
         # The writer lock held while a backup writes here (mover.locks.writer): a snapshot is
         # written only while it is still held.
         self.lock: HeldLock | None = None
+        self.reader_lock: object | None = None  # a restore's or check's shared lock
 
     # -- creation and opening -------------------------------------------------------------
 

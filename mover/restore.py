@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mover.errors import IntegrityError, MoverError, SourceError
+from mover.locks import as_reader
 from mover.repository import Repository
 from mover.snapshot import Snapshot
 from mover.tree import Extent, walk
@@ -63,6 +64,7 @@ def open_target(path: str, size: int, force: bool) -> tuple[int, bool]:
     return fd, False
 
 
+@as_reader
 def run_restore(
     repo: Repository,
     snapshot: Snapshot,

@@ -39,17 +39,22 @@ def _read_run(source: BinaryIO, view: memoryview, start: int, end: int) -> Itera
         pos += n
 
 
-def pieces(source: BinaryIO, buffer: bytearray, zeros: bytes) -> Iterator[memoryview]:
-    """The source's bytes in order, as views valid until the next one is asked for."""
+def pieces(
+    source: BinaryIO, buffer: bytearray, zeros: bytes, start: int = 0
+) -> Iterator[memoryview]:
+    """The source's bytes from `start` (a seekable source's only) in order, as views valid until
+    the next one is asked for."""
     view = memoryview(buffer)
     fd = source.fileno()
     if not stat.S_ISREG(os.fstat(fd).st_mode) or SEEK_DATA is None or SEEK_HOLE is None:
+        if start:
+            source.seek(start)
         while n := source.readinto(view):  # type: ignore[attr-defined]
             yield view[:n]
         return
     size = os.fstat(fd).st_size
     zero_view = memoryview(zeros)
-    pos = 0
+    pos = start
     while pos < size:
         try:
             data = os.lseek(fd, pos, SEEK_DATA)

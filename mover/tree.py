@@ -17,8 +17,11 @@ from mover.errors import IntegrityError
 
 LEAF = b"MVTL"
 INTERIOR = b"MVTI"
+STATE = b"MVTS"  # a TreeBuilder's state, in a checkpoint (never a node)
 CHUNK = 0
 HOLE = 1
+# A hole entry's length is a u32; a writer merges consecutive holes up to this.
+MAX_HOLE = (1 << 32) - 1
 FANOUT = 8192  # entries per node: leaves of ~300 KiB covering ~8 GiB at 1 MiB chunks
 
 
@@ -44,15 +47,32 @@ class TreeBuilder:
         self._leaf_span = 0
         self._levels: list[list[tuple[bytes, int]]] = []
         self.size = 0
+        # (length, id) of the first and the last entry added to this builder (checkpoint samples)
+        self.first: tuple[int, bytes | None] | None = None
+        self.last: tuple[int, bytes | None] | None = None
+        self._hole_at: int | None = None  # where in the leaf its last entry is, if a hole
 
     def add(self, length: int, chunk_id: bytes | None) -> None:
-        if chunk_id is None:
-            self._leaf += struct.pack("<BI", HOLE, length)
-        else:
-            self._leaf += struct.pack("<BI", CHUNK, length) + chunk_id
-        self._leaf_count += 1
+        self.last = (length, chunk_id)
+        if self.size == 0:
+            self.first = self.last
         self._leaf_span += length
         self.size += length
+        if chunk_id is None:
+            at = self._hole_at
+            if at is not None:
+                (held,) = struct.unpack_from("<I", self._leaf, at + 1)
+                if held + length <= MAX_HOLE:
+                    # Consecutive holes make one entry: a sparse volume's zero chunks would
+                    # otherwise cost an entry (and a restore step) per minimum-size chunk.
+                    struct.pack_into("<I", self._leaf, at + 1, held + length)
+                    return
+            self._hole_at = len(self._leaf)
+            self._leaf += struct.pack("<BI", HOLE, length)
+        else:
+            self._hole_at = None
+            self._leaf += struct.pack("<BI", CHUNK, length) + chunk_id
+        self._leaf_count += 1
         if self._leaf_count == self._fanout:
             self._flush_leaf()
 
@@ -62,6 +82,7 @@ class TreeBuilder:
         self._leaf.clear()
         self._leaf_count = 0
         self._leaf_span = 0
+        self._hole_at = None
 
     def _push(self, level: int, node_id: bytes, span: int) -> None:
         if level == len(self._levels):
@@ -77,6 +98,59 @@ class TreeBuilder:
         span = sum(s for _, s in children)
         children.clear()
         self._push(level + 1, self._store(node), span)
+
+    def state(self) -> bytes:
+        """What the builder holds (the partial leaf, the ids of stored nodes not yet in a parent):
+        O(fanout x depth) bytes whatever the size, for a backup checkpoint (mover.checkpoint).
+
+        "MVTS" u32 fanout, u64 size, u32 leaf count, u64 leaf span, u32 leaf bytes, the leaf
+        entries as in a leaf node, u32 levels, per level u32 n, n x (id[32], u64 span).
+        """
+        out = bytearray(STATE)
+        out += struct.pack(
+            "<IQIQI", self._fanout, self.size, self._leaf_count, self._leaf_span, len(self._leaf)
+        )
+        out += self._leaf
+        out += struct.pack("<I", len(self._levels))
+        for level in self._levels:
+            out += struct.pack("<I", len(level))
+            for node_id, span in level:
+                out += node_id + struct.pack("<Q", span)
+        return bytes(out)
+
+    @classmethod
+    def from_state(cls, store: StoreNode, state: bytes) -> TreeBuilder:
+        """A builder that goes on exactly where the one that produced `state` stood: the tree
+        it finishes is the one the first builder would have finished given the same entries."""
+        if state[:4] != STATE:
+            raise IntegrityError("tree builder state has an unknown format")
+        fanout, size, leaf_count, leaf_span, leaf_len = struct.unpack_from("<IQIQI", state, 4)
+        pos = 4 + struct.calcsize("<IQIQI")
+        builder = cls(store, fanout)
+        builder.size = size
+        builder._leaf_count, builder._leaf_span = leaf_count, leaf_span
+        builder._leaf = bytearray(state[pos : pos + leaf_len])
+        builder._hole_at = _last_hole(builder._leaf, leaf_count)
+        pos += leaf_len
+        (levels,) = struct.unpack_from("<I", state, pos)
+        pos += 4
+        for _ in range(levels):
+            (n,) = struct.unpack_from("<I", state, pos)
+            pos += 4
+            entries = []
+            for _ in range(n):
+                (span,) = struct.unpack_from("<Q", state, pos + 32)
+                entries.append((state[pos : pos + 32], span))
+                pos += 40
+            builder._levels.append(entries)
+        if pos != len(state):
+            raise IntegrityError("tree builder state has trailing bytes")
+        return builder
+
+    def references(self) -> tuple[list[bytes], list[bytes]]:
+        """(stored node ids, chunk ids of the partial leaf) that the builder holds."""
+        nodes = [node_id for level in self._levels for node_id, _ in level]
+        return nodes, list(leaf_chunks(LEAF + struct.pack("<I", self._leaf_count) + self._leaf))
 
     def finish(self) -> bytes:
         """The root id."""
@@ -143,3 +217,12 @@ def leaf_chunks(node: bytes) -> Iterator[bytes]:
         if kind == CHUNK:
             yield node[pos : pos + 32]
             pos += 32
+
+
+def _last_hole(leaf: bytes | bytearray, count: int) -> int | None:
+    """Where the last of a partial leaf's `count` entries starts, when it is a hole."""
+    pos, last = 0, None
+    for _ in range(count):
+        last = pos if leaf[pos] == HOLE else None
+        pos += 5 if leaf[pos] == HOLE else 37
+    return last

@@ -12,6 +12,7 @@ import click
 
 from mover.backup import BackupStats, run_backup
 from mover.check import run_check
+from mover.checkpoint import INTERVAL_ENV as CHECKPOINT_ENV
 from mover.chunking import DEFAULT_PARAMS, ChunkerParams
 from mover.cli.context import (
     backend_for_init,
@@ -133,24 +134,59 @@ def _open_source(source: str) -> tuple[BinaryIO, str]:
 @repo_option
 @click.argument("source")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None)
+@click.option(
+    "--streams",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Read and chunk a file or block device in N parallel streams (same chunks as one).",
+)
+@click.option(
+    "--checkpoint-every",
+    "checkpoint_every",
+    default="1GiB",
+    show_default=True,
+    envvar=CHECKPOINT_ENV,
+    metavar="SIZE",
+    help="Record progress in the repository every SIZE of a file or device, so that the next "
+    f"backup of it resumes there if this one is interrupted; 0: never. Env: {CHECKPOINT_ENV}.",
+)
 @json_option
-def backup(repo: str | None, source: str, threads: int | None, as_json: bool) -> None:
+def backup(
+    repo: str | None,
+    source: str,
+    threads: int | None,
+    streams: int,
+    checkpoint_every: str,
+    as_json: bool,
+) -> None:
     """Back up SOURCE (an image file, a block device, or - for stdin) as a new snapshot."""
+    interval = parse_size(checkpoint_every, "--checkpoint-every")
     f, name = _open_source(source)
     try:
-        repository = open_repo(repo)
         total = source_size(f.fileno()) if source != "-" else None
+        if streams > 1 and total is None:
+            raise UsageError(
+                f"--streams {streams} needs a file or block device; "
+                f"{'stdin' if source == '-' else source} can only be read as one stream"
+            )
+        repository = open_repo(repo)
         with byte_progress("backup", total, not as_json) as bar:
 
             def on_progress(stats: BackupStats) -> None:
                 if bar is not None:
                     bar.update(
                         bar.task_ids[0],
-                        completed=stats.bytes_read,
+                        completed=stats.resumed_from + stats.bytes_read,
                         detail=f"new {_mib(stats.new_bytes)}, reused {_mib(stats.reused_bytes)}",
                     )
 
-            snapshot = run_backup(repository, f, name, threads, on_progress)
+            def notify(message: str) -> None:
+                click.echo(f"mover: {message}", err=True)
+
+            snapshot = run_backup(
+                repository, f, name, threads, on_progress, streams, interval, notify
+            )
     finally:
         if f is not sys.stdin.buffer:
             f.close()
@@ -158,10 +194,11 @@ def backup(repo: str | None, source: str, threads: int | None, as_json: bool) ->
         emit_json(snapshot.public())
         return
     s = snapshot.stats
+    resumed = f" (resumed at {_mib(s['resumed_from'])})" if s.get("resumed_from") else ""
     click.echo(
-        f"snapshot {snapshot.id[:8]} saved: {_mib(snapshot.size)} read, {_mib(s['new_bytes'])} "
-        f"new, {_mib(s['reused_bytes'])} reused, {_mib(s['zero_bytes'])} zeros, "
-        f"{_mib(s['stored_bytes'])} stored"
+        f"snapshot {snapshot.id[:8]} saved: {_mib(snapshot.size)} read{resumed}, "
+        f"{_mib(s['new_bytes'])} new, {_mib(s['reused_bytes'])} reused, "
+        f"{_mib(s['zero_bytes'])} zeros, {_mib(s['stored_bytes'])} stored"
     )
 
 
@@ -454,8 +491,16 @@ def forget(
     help="Delete condemned packs only when condemned at least this long ago (backups that were "
     "running when they were condemned are waited for in any case).",
 )
+@click.option(
+    "--checkpoint-max-age",
+    default="7d",
+    show_default=True,
+    help="Keep the data of an interrupted backup's checkpoint (so that it resumes) this long.",
+)
 @json_option
-def prune(repo: str | None, unindexed_grace: str, grace: str, as_json: bool) -> None:
+def prune(
+    repo: str | None, unindexed_grace: str, grace: str, checkpoint_max_age: str, as_json: bool
+) -> None:
     """Delete data that no snapshot references; safe while backups run.
 
     Two phases: packs no snapshot needs are condemned (dropped from the index) and deleted
@@ -463,7 +508,14 @@ def prune(repo: str | None, unindexed_grace: str, grace: str, as_json: bool) -> 
     used meanwhile is kept. Partly used packs are repacked; small index files are merged."""
     unindexed = parse_duration(unindexed_grace, "--unindexed-grace")
     condemned_grace = parse_duration(grace, "--grace")
-    stats = prune_repo(open_repo(repo), unindexed, grace=condemned_grace, progress=status)
+    max_age = parse_duration(checkpoint_max_age, "--checkpoint-max-age")
+    stats = prune_repo(
+        open_repo(repo),
+        unindexed,
+        grace=condemned_grace,
+        progress=status,
+        checkpoint_max_age=max_age,
+    )
     if as_json:
         emit_json(stats.as_dict())
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import os
 import time
@@ -80,12 +81,18 @@ class LocalBackend:
                 yield os.path.relpath(os.path.join(dirpath, file), self.root).replace(os.sep, "/")
 
     def delete(self, name: str) -> None:
+        path = self._path(name)
         try:
-            self._path(name).unlink()
+            path.unlink()
         except FileNotFoundError:
             raise ObjectNotFound(f"object {name} is missing from {self.location}") from None
         except OSError as exc:
             raise StorageError(f"cannot delete {name}: {exc.strerror}") from None
+        if name.startswith("locks/"):
+            # A lock's heartbeats live in a directory of their own that only its holder
+            # writes: leave no empty directory behind once the lock is gone.
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
 
     def size(self, name: str) -> int:
         try:

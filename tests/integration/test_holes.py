@@ -1,0 +1,77 @@
+"""Holes of a sparse source skip the chunker, and change nothing: the snapshot of a sparse
+file has the same chunks, tree and root as that of a dense file with the same bytes."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from mover import backup as backup_module
+from mover.backup import run_backup
+from mover.chunking import ChunkerParams
+from mover.crypto import KdfParams
+from mover.repository import RepoConfig, Repository
+from mover.restore import run_restore
+from mover.storage.local import LocalBackend
+from tests.integration.conftest import PASSWORD, file_digest
+
+KiB, MiB = 1 << 10, 1 << 20
+PARAMS = ChunkerParams(16 * KiB, 64 * KiB, 256 * KiB)
+
+# (offset, length) of data; everything else is a hole. Holes of every kind: at the start,
+# shorter than a chunk, a few chunks, many read buffers, between odd offsets, at the end.
+LAYOUT = [
+    (3 * MiB, 100 * KiB),
+    (3 * MiB + 104 * KiB, 7),
+    (9 * MiB + 5, 300 * KiB),
+    (40 * MiB, 4 * KiB),
+    (40 * MiB + 20 * KiB, 2 * MiB),
+    (64 * MiB - 1, 1),
+    (80 * MiB, 17 * KiB),
+]
+SIZE = 100 * MiB + 3
+
+
+def write_sources(tmp_path: Path) -> tuple[Path, Path]:
+    rng = random.Random(3)
+    sparse, dense = tmp_path / "sparse.img", tmp_path / "dense.img"
+    with open(sparse, "wb") as s:
+        s.truncate(SIZE)
+        for offset, length in LAYOUT:
+            s.seek(offset)
+            s.write(rng.randbytes(length))
+    with open(sparse, "rb") as s, open(dense, "wb") as d:  # every byte written: no holes
+        while block := s.read(MiB):
+            d.write(block)
+    assert sparse.stat().st_blocks * 512 < SIZE // 4  # the file system kept the holes
+    assert dense.stat().st_blocks * 512 >= SIZE
+    return sparse, dense
+
+
+@pytest.mark.parametrize("head", [None, 4 * MiB, 20 * KiB, 16 * KiB + 65, 8 * KiB])
+def test_sparse_and_dense_sources_give_the_same_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, head: int | None
+) -> None:
+    monkeypatch.setattr(backup_module, "HOLE_HEAD", head)
+    sparse, dense = write_sources(tmp_path)
+    repos = []
+    for name in ("a", "b"):
+        backend = LocalBackend(tmp_path / name)
+        repo = Repository.init(
+            backend, PASSWORD.encode(), RepoConfig(PARAMS), KdfParams(8192, 1, 1)
+        )
+        repos.append(repo)
+    # Same gear seed in both repositories, so the chunks can be compared across them.
+    repos[1] = Repository(repos[1].backend, repos[0].master, repos[0].config, repos[1].id)
+    with open(sparse, "rb") as f:
+        from_sparse = run_backup(repos[0], f, "sparse", checkpoint_interval=None)
+    with open(dense, "rb") as f:
+        from_dense = run_backup(repos[1], f, "dense", checkpoint_interval=None)
+    assert from_sparse.tree == from_dense.tree
+    assert from_sparse.stats["zero_bytes"] == from_dense.stats["zero_bytes"] > SIZE // 2
+    assert from_sparse.stats["new_chunks"] == from_dense.stats["new_chunks"]
+    target = tmp_path / "restored.img"
+    run_restore(repos[0], from_sparse, str(target))
+    assert file_digest(target) == file_digest(dense)
