@@ -214,6 +214,8 @@ def run_backup(
             nonlocal next_checkpoint
             if checkpoints is None or reached < next_checkpoint:
                 return
+            if expected is not None and reached >= expected:
+                return  # the end: the snapshot comes next, a checkpoint would only cost time
             while inflight:
                 consume_one()
             writer.flush_index()  # the packs, then the index entries, then the checkpoint

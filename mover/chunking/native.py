@@ -6,7 +6,9 @@ it: a benchmark or a test that asked for the vector kernel must never measure th
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mover._native import load_cdc
@@ -60,4 +62,11 @@ def make_chunker(params: ChunkerParams = DEFAULT_PARAMS, kernel: str | None = No
 
 
 def is_zero(data: bytes | bytearray | memoryview) -> bool:
-    return bool(load_cdc().is_zero(data))
+    return bool(_native_is_zero()(data))
+
+
+@functools.cache
+def _native_is_zero() -> Callable[[bytes | bytearray | memoryview], bool]:
+    # Looked up once: is_zero runs for every chunk, and an import lookup costs ~3 us.
+    function: Callable[[bytes | bytearray | memoryview], bool] = load_cdc().is_zero
+    return function
