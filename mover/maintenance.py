@@ -437,21 +437,27 @@ def _delete_condemned(
     snapshots: list[Snapshot] | None = None
     now = time.time()
     reindex = _IndexWriter(repo, stats)
+    ready: list[tuple[str, dict[str, Any], list[bytes]]] = []
+    # A pack can be condemned again by a later record (re-indexed meanwhile by a backup that
+    # used it, then dead again): while any record naming it waits, none may delete it.
+    protected: set[bytes] = set()
     for name in records:
         doc = _read_gc(repo, name)
         packs = [bytes.fromhex(p) for p in doc["packs"]]
         if f"{name}.writers" in listed:
-            blocking = alive & set(
-                json.loads(
-                    repo.sealer.open(repo.backend.read(f"{name}.writers"), b"gc", f"{name}.writers")
-                )
+            writers = repo.sealer.open(
+                repo.backend.read(f"{name}.writers"), b"gc", f"{name}.writers"
             )
+            blocking = alive & set(json.loads(writers))
         else:
             blocking = alive
         if blocking or now - doc["time"] < grace:
             stats.packs_waiting += len(packs)
             stats.waiting_for += sorted(locks[n].owner for n in blocking)
-            continue
+            protected.update(packs)
+        else:
+            ready.append((name, doc, packs))
+    for name, doc, packs in ready:
         if snapshots is None:
             snapshots = repo.snapshots()
         before = set(doc["snapshots"])
@@ -462,8 +468,8 @@ def _delete_condemned(
             referenced.add_snapshots(blobs, newer)
         left: list[bytes] = []
         for pack_id in packs:
-            if pack_id in named:
-                continue  # an index names it again (kept by Object Lock, or re-indexed)
+            if pack_id in named or pack_id in protected:
+                continue  # an index names it again, or a waiting record will see to it
             pname = pack_name(pack_id)
             try:
                 entries = _pack_entries(repo, pack_id) if newer else []

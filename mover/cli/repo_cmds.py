@@ -27,6 +27,7 @@ from mover.cli.progress import byte_progress
 from mover.cli.sizes import parse_duration, parse_size
 from mover.crypto import KdfParams
 from mover.errors import ObjectNotFound, RepositoryError, SourceError, UsageError
+from mover.maintenance import REPACK_BELOW
 from mover.maintenance import forget as forget_snapshots
 from mover.maintenance import prune as prune_repo
 from mover.repository import DEFAULT_PACK_SIZE, DEFAULT_ZSTD_LEVEL, RepoConfig, Repository
@@ -492,6 +493,15 @@ def forget(
     "running when they were condemned are waited for in any case).",
 )
 @click.option(
+    "--repack-below",
+    type=click.IntRange(1, 100),
+    default=int(REPACK_BELOW * 100),
+    show_default=True,
+    metavar="PERCENT",
+    help="Repack a pack whose live share is below PERCENT (its live blobs are copied into new "
+    "packs, the rest freed); packs used at least this much are kept whole.",
+)
+@click.option(
     "--checkpoint-max-age",
     default="7d",
     show_default=True,
@@ -499,7 +509,12 @@ def forget(
 )
 @json_option
 def prune(
-    repo: str | None, unindexed_grace: str, grace: str, checkpoint_max_age: str, as_json: bool
+    repo: str | None,
+    unindexed_grace: str,
+    grace: str,
+    repack_below: int,
+    checkpoint_max_age: str,
+    as_json: bool,
 ) -> None:
     """Delete data that no snapshot references; safe while backups run.
 
@@ -513,6 +528,7 @@ def prune(
         open_repo(repo),
         unindexed,
         grace=condemned_grace,
+        repack_below=repack_below / 100,
         progress=status,
         checkpoint_max_age=max_age,
     )
