@@ -327,7 +327,6 @@ def _skip_hole(tree: TreeBuilder, stats: BackupStats, begin: int, end: int, min_
     exactly min_size. The last such cut leaves less than min_size of zeros, which the chunker
     takes up again with what follows: the same chunks as if it had seen every byte."""
     count = (end - begin) // min_size
-    for _ in range(count):
-        tree.add(min_size, None)
+    tree.add_holes(min_size, count)
     stats.zero_bytes += count * min_size
     return begin + count * min_size

@@ -36,6 +36,9 @@ def run_check(
     repo: Repository, read_data: bool = False, progress: Callable[[str], None] | None = None
 ) -> CheckReport:
     report = CheckReport()
+    # Snapshots before the index: what they reference was indexed before they were written;
+    # one finished after this listing is not checked (and not taken for damaged).
+    snapshots = repo.snapshots()
     index = repo.index
     packs: dict[bytes, int] = defaultdict(int)  # pack id -> bytes needed
     for _chunk_id, loc in index.items():
@@ -83,7 +86,7 @@ def run_check(
                     bad_chunks.add(e.chunk_id)
 
     bad_chunks |= {cid for cid, loc in index.items() if loc.pack_id in bad_packs}
-    for snapshot in repo.snapshots():
+    for snapshot in snapshots:
         report.snapshots += 1
         damaged = False
         try:

@@ -64,9 +64,24 @@ def _groups(repo: Repository) -> dict[str, list[str]]:
     }
 
 
+def _backend_now(repo: Repository) -> float:
+    """The backend's clock, which stamps heartbeats: ages are judged by it, so a host whose
+    clock is off does not take live locks for stale (or stale ones for live). The local
+    clock when the repository cannot be written to."""
+    probe = f"locks/clock-{secrets.token_hex(8)}"
+    try:
+        repo.backend.write(probe, b"")
+        now = repo.backend.mtime(probe)
+    except MoverError:
+        return time.time()
+    with contextlib.suppress(MoverError):
+        repo.backend.delete(probe)
+    return now
+
+
 def list_locks(repo: Repository, stale_after: float = STALE_AFTER) -> list[LockInfo]:
     found = []
-    now = time.time()
+    now = _backend_now(repo)
     for lock, beats in _groups(repo).items():
         try:
             doc = json.loads(repo.sealer.open(repo.backend.read(beats[-1]), b"lock", lock))
@@ -126,6 +141,7 @@ class Lock:
         self._writing = threading.Lock()  # a heartbeat and ensure_held name the same object
         self._last_ok = 0.0  # monotonic time of the last heartbeat that reached the repository
         self._lost: str | None = None
+        self._expired: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -141,7 +157,12 @@ class Lock:
         sealed = self.repo.sealer.seal(json.dumps(doc).encode(), b"lock")
         self.repo.backend.write(self._beat_name(self._beats + 1), sealed)
         self._beats += 1
-        self._last_ok = time.monotonic()
+        done = time.monotonic()
+        if self._last_ok and done - self._last_ok > self.stale_after / 2:
+            # Two heartbeats this far apart (a stalled request, a paused process or VM): a
+            # prune may have taken this holder for dead in between, for good.
+            self._expired = f"no heartbeat reached the repository for {done - self._last_ok:.0f}s"
+        self._last_ok = done
         if self._beats > 1:
             with contextlib.suppress(MoverError):
                 self.repo.backend.delete(self._beat_name(self._beats - 1))
@@ -180,19 +201,24 @@ class Lock:
                 self._lost = str(exc)
 
     def ensure_held(self) -> None:
-        """Raises when this holder may have been taken for dead: its lock was removed (broken
-        as stale), or no heartbeat has reached the repository for half the stale period."""
+        """Raises when this holder may have been taken for dead: its lock was removed or marked
+        released (broken as stale), or heartbeats were ever too far apart, or none has reached
+        the repository for half the stale period. Called before anything others rely on is
+        written (index files, snapshots, prune's records and deletes)."""
         with self._writing:
             present = self.repo.backend.exists(self._beat_name(self._beats))
-        if not present:
+            released = self.repo.backend.exists(f"{self.name}/{RELEASED}")
+        if not present or released:
             raise RepositoryError(
                 "lost the repository lock (removed as stale by `mover locks --break-stale`?); "
-                "no snapshot was written: run the backup again"
+                "nothing more was written: run again"
             )
-        if time.monotonic() - self._last_ok > self.stale_after / 2:
+        quiet = time.monotonic() - self._last_ok
+        if self._expired or quiet > self.stale_after / 2:
+            reason = self._expired or f"no heartbeat for {quiet:.0f}s ({self._lost or 'stalled'})"
             raise RepositoryError(
-                f"could not refresh the repository lock for {self.stale_after / 2:.0f}s "
-                f"({self._lost or 'no heartbeat'}); no snapshot was written: run the backup again"
+                f"the repository lock may have been taken for stale: {reason}; nothing more "
+                "was written: run again"
             )
 
     def _delete(self) -> None:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mover._native import index_run as native
-from mover.checkpoint import held_by_checkpoints
+from mover.checkpoint import Held, held_by_checkpoints
 from mover.content import blob
 from mover.content.index import RECORD, Index, Location, decode_rows, unpack_records
 from mover.content.pack import PackBuilder, PackEntry, pack_name, read_header
@@ -125,6 +125,18 @@ class LiveSet:
                     self.add(chunk_id)
         self.squeeze()
 
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def add_checkpoint(self, blobs: Blobs, held: Held) -> None:
+        for chunk_id in held.chunk_ids:
+            self.add(chunk_id)
+        for node in held.node_ids:
+            for node_id, plain in nodes(blobs.read, node):
+                self.add(node_id)
+                for chunk_id in leaf_chunks(plain):
+                    self.add(chunk_id)
+
     def __contains__(self, chunk_id: bytes) -> bool:
         """After squeeze()."""
         key = native.prefix_of(chunk_id)
@@ -133,23 +145,48 @@ class LiveSet:
 
 
 class Blobs:
-    """Reads blobs through the index and, failing that, from condemned packs: a snapshot
-    written by a writer that took no lock may reference those (phase 2 then keeps them)."""
+    """Reads blobs for prune's walks of snapshot trees, wherever they are now: through the
+    index prune loaded, else through the index files as they are now (a backup that finished
+    during prune, or a copy made by this prune's repack), else from condemned packs (a
+    snapshot of a writer that took no lock; phase 2 then keeps them)."""
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
+        self._current: Index | None = None
         self._condemned: Index | None = None
 
     def read(self, chunk_id: bytes) -> bytes:
-        location = self.repo.index.get(chunk_id)
-        if location is None:
-            location = self._condemned_index().get(chunk_id)
-        if location is None:
-            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is in no index: repository damaged")
-        sealed = self.repo.backend.read(
-            pack_name(location.pack_id), location.offset, location.length
+        views: tuple[Callable[[], Index], ...] = (
+            self._loaded_index,
+            self.current_index,
+            self._condemned_index,
         )
-        return blob.decode(self.repo.master, self.repo.sealer, chunk_id, sealed)
+        for view in views:
+            location = view().get(chunk_id)
+            if location is None:
+                continue
+            try:
+                sealed = self.repo.backend.read(
+                    pack_name(location.pack_id), location.offset, location.length
+                )
+            except ObjectNotFound:
+                continue  # deleted by this prune after a repack copied it: look further
+            return blob.decode(self.repo.master, self.repo.sealer, chunk_id, sealed)
+        raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is in no index: repository damaged")
+
+    def _loaded_index(self) -> Index:
+        return self.repo.index
+
+    def current_index(self) -> Index:
+        """The index files as they are now (loaded once, on first need)."""
+        if self._current is None:
+            index = Index()
+            self.repo._load_index_files(index, list(self.repo.backend.list("index/")))
+            self._current = index
+        return self._current
+
+    def forget_current(self) -> None:
+        self._current = None
 
     def _condemned_index(self) -> Index:
         if self._condemned is None:
@@ -167,6 +204,32 @@ class Blobs:
                         index.add(e.chunk_id, Location(pack_id, e.offset, e.length, e.kind))
             self._condemned = index
         return self._condemned
+
+
+class Named:
+    """The packs that index files name, kept up to date with index files written by others
+    (backups finishing while prune runs): a pack named by any index file is never deleted."""
+
+    def __init__(self, repo: Repository, packs: set[bytes], files: set[str]) -> None:
+        self.repo = repo
+        self.packs = packs
+        self.files = files  # the index files whose packs are in self.packs
+
+    def refresh(self) -> None:
+        for name in self.repo.backend.list("index/"):
+            if name in self.files:
+                continue
+            try:
+                pack_ids, _rows, _count = decode_rows(
+                    self.repo.sealer, self.repo.backend.read(name), name
+                )
+            except ObjectNotFound:
+                continue
+            self.packs.update(pack_ids)
+            self.files.add(name)
+
+    def __contains__(self, pack_id: bytes) -> bool:
+        return pack_id in self.packs
 
 
 class _IndexWriter:
@@ -187,7 +250,9 @@ class _IndexWriter:
 
     def flush(self) -> None:
         if self.entries:
-            self.names.append(self.repo.write_index(self.entries))
+            # Not added to the index in memory: prune reads it no more (and at 20M chunks that
+            # re-adding was a third of prune's time).
+            self.names.append(self.repo.write_index(self.entries, remember=False))
             self.stats.index_files_written += 1
             self.entries = []
 
@@ -204,18 +269,24 @@ def prune(
     backups are waited for in any case, see the module's doc)."""
     say = progress or (lambda _message: None)
     stats = PruneStats()
-    with Lock(repo, "exclusive"):
+    with Lock(repo, "exclusive") as lock:
+        # Snapshots and checkpoints before the index: everything they reference was indexed
+        # before they were written, so the index read next covers them.
+        snapshots = repo.snapshots()
+        held = held_by_checkpoints(repo)
         index = repo.index  # after the lock: what this prune reads is what it replaces
         loaded = dict(index.files)
-        snapshots = repo.snapshots()
         say(f"collecting the chunks of {len(snapshots)} snapshots")
         blobs = Blobs(repo)
         live = LiveSet()
         live.add_snapshots(blobs, snapshots)
-        _keep_checkpoints(repo, blobs, live, checkpoint_max_age, stats)
+        _keep_checkpoints(repo, blobs, live, held, checkpoint_max_age, stats)
 
         named = _condemn(repo, live, snapshots, loaded, repack_below, stats, say)
-        _delete_condemned(repo, blobs, named, grace, stats, say)
+        lock.ensure_held()  # taken for dead meanwhile: another prune may be running
+        blobs.forget_current()
+        _delete_condemned(repo, blobs, named, grace, checkpoint_max_age, stats, say)
+        lock.ensure_held()
         _delete_unindexed(repo, named, unindexed_grace, stats)
         remove_leftovers = getattr(repo.backend, "remove_leftovers", None)
         if remove_leftovers is not None:  # temp files of writers that died mid-write
@@ -225,23 +296,22 @@ def prune(
 
 
 def _keep_checkpoints(
-    repo: Repository, blobs: Blobs, live: LiveSet, max_age: float, stats: PruneStats
+    repo: Repository,
+    blobs: Blobs,
+    live: LiveSet,
+    checkpoints: list[Held],
+    max_age: float,
+    stats: PruneStats,
 ) -> None:
     """What an interrupted backup's checkpoint references stays, so that the next backup of
     its source resumes instead of starting over; checkpoints older than max_age are dropped
     (their source has most likely changed or gone)."""
-    for held in held_by_checkpoints(repo):
+    for held in checkpoints:
         if held.age > max_age:
             if _delete(repo, held.name, stats):
                 stats.checkpoints_dropped += 1
             continue
-        for chunk_id in held.chunk_ids:
-            live.add(chunk_id)
-        for node in held.node_ids:
-            for node_id, plain in nodes(blobs.read, node):
-                live.add(node_id)
-                for chunk_id in leaf_chunks(plain):
-                    live.add(chunk_id)
+        live.add_checkpoint(blobs, held)
     live.squeeze()
 
 
@@ -253,7 +323,7 @@ def _condemn(
     repack_below: float,
     stats: PruneStats,
     say: Progress,
-) -> set[bytes]:
+) -> Named:
     """Phase 1. Returns the packs that index files name afterwards."""
     index = repo.index
     pack_ids = index.pack_ids()
@@ -282,8 +352,10 @@ def _condemn(
 
     ideal_files = -(-entries // INDEX_FILE_ENTRIES)
     if not condemned and len(loaded) <= ideal_files + COMPACT_SLACK:
-        named = {pack_ids[number] for numbers in loaded.values() for number in numbers}
-        return named | {p for _, p in _unloaded_index_packs(repo, loaded)}
+        packs = {pack_ids[number] for numbers in loaded.values() for number in numbers}
+        unchanged = Named(repo, packs, set(loaded))
+        unchanged.refresh()
+        return unchanged
 
     writer = _IndexWriter(repo, stats)
     if repack:
@@ -303,15 +375,16 @@ def _condemn(
         _write_record(repo, record_name, condemned, snapshots)
         stats.packs_condemned = len(condemned)
 
-    named = set(writer.packs)
+    named = Named(repo, set(writer.packs), set(writer.names))
     for name, numbers in loaded.items():
         if name in writer.names:
             continue  # an index file identical to one just written (same name)
         if _delete(repo, name, stats):
             stats.index_files_deleted += 1
         else:  # kept by Object Lock: what it names stays named
-            named.update(pack_ids[n] for n in numbers)
-    named.update(p for _, p in _unloaded_index_packs(repo, loaded))
+            named.packs.update(pack_ids[n] for n in numbers)
+            named.files.add(name)
+    named.refresh()
     if record_name is not None:
         # Only now is no index naming the condemned packs left to read: backups that start
         # from here on cannot use them; those running may, and phase 2 waits for them. Until
@@ -327,8 +400,9 @@ def _dropped(index: Index, live: LiveSet, keep: bytearray) -> int:
     """Dead entries of the packs not kept."""
     dropped = 0
     scratch = array.array("Q", bytes(8 * len(keep)))
+    not_kept = bytes(1 - k for k in keep)
     for records in index.record_batches():
-        gone = native.flag_packs(records, bytes(1 - k for k in keep))
+        gone = native.flag_packs(records, not_kept)
         flags = bytearray(len(gone) // RECORD)
         native.account(
             gone, memoryview(live.values), memoryview(scratch), memoryview(scratch), flags
@@ -387,22 +461,6 @@ def _write_pack(
         writer.add(pack_id, e)
 
 
-def _unloaded_index_packs(
-    repo: Repository, loaded: dict[str, array.array[int]]
-) -> list[tuple[str, bytes]]:
-    """Packs named by index files this prune did not read (written by backups meanwhile)."""
-    found = []
-    for name in repo.backend.list("index/"):
-        if name in loaded:
-            continue
-        try:
-            pack_ids, _rows, _count = decode_rows(repo.sealer, repo.backend.read(name), name)
-        except ObjectNotFound:
-            continue
-        found += [(name, p) for p in pack_ids]
-    return found
-
-
 def _write_record(
     repo: Repository, name: str, packs: list[bytes], snapshots: list[Snapshot]
 ) -> None:
@@ -422,8 +480,9 @@ def _read_gc(repo: Repository, name: str) -> dict[str, Any]:
 def _delete_condemned(
     repo: Repository,
     blobs: Blobs,
-    named: set[bytes],
+    named: Named,
     grace: float,
+    checkpoint_max_age: float,
     stats: PruneStats,
     say: Progress,
 ) -> None:
@@ -434,7 +493,10 @@ def _delete_condemned(
         return
     locks = {lock.name: lock for lock in list_locks(repo) if lock.kind == "shared"}
     alive = {name for name, lock in locks.items() if not lock.stale}
+    # After the locks: a backup that ended before that listing has its index files visible.
+    named.refresh()
     snapshots: list[Snapshot] | None = None
+    checkpoints: LiveSet | None = None
     now = time.time()
     reindex = _IndexWriter(repo, stats)
     ready: list[tuple[str, dict[str, Any], list[bytes]]] = []
@@ -457,6 +519,13 @@ def _delete_condemned(
             protected.update(packs)
         else:
             ready.append((name, doc, packs))
+    if ready:
+        # What interrupted backups will resume from counts as referenced too.
+        checkpoints = LiveSet()
+        for held in held_by_checkpoints(repo):
+            if held.age <= checkpoint_max_age:
+                checkpoints.add_checkpoint(blobs, held)
+        checkpoints.squeeze()
     for name, doc, packs in ready:
         if snapshots is None:
             snapshots = repo.snapshots()
@@ -466,20 +535,30 @@ def _delete_condemned(
         if newer:
             say(f"checking {len(newer)} snapshots written since the packs were condemned")
             referenced.add_snapshots(blobs, newer)
+        assert checkpoints is not None
         left: list[bytes] = []
         for pack_id in packs:
             if pack_id in named or pack_id in protected:
                 continue  # an index names it again, or a waiting record will see to it
             pname = pack_name(pack_id)
             try:
-                entries = _pack_entries(repo, pack_id) if newer else []
+                # Read a header only when something written since could need the pack.
+                entries = _pack_entries(repo, pack_id) if newer or checkpoints else []
                 size = repo.backend.size(pname)
             except ObjectNotFound:
                 continue
-            if any(e.chunk_id in referenced for e in entries):
-                for e in entries:
+            # Entries a newer snapshot or a checkpoint needs and no index has (a copy made by
+            # a repack is indexed: then the original can go).
+            needed = [
+                e
+                for e in entries
+                if (e.chunk_id in referenced or e.chunk_id in checkpoints)
+                and e.chunk_id not in blobs.current_index()
+            ]
+            if needed:
+                for e in needed:
                     reindex.add(pack_id, e)
-                named.add(pack_id)
+                named.packs.add(pack_id)
                 stats.packs_resurrected += 1
             elif _delete(repo, pname, stats):
                 stats.packs_deleted += 1
@@ -503,21 +582,24 @@ def _pack_entries(repo: Repository, pack_id: bytes) -> list[PackEntry]:
 
 
 def _delete_unindexed(
-    repo: Repository, named: set[bytes], unindexed_grace: float, stats: PruneStats
+    repo: Repository, named: Named, unindexed_grace: float, stats: PruneStats
 ) -> None:
+    # Locks first, then the index files, then the packs: a backup that ended before the lock
+    # listing has its index files in the second listing; one still running is protected by
+    # its lock: whatever a live writer may have written since it started is its own, however
+    # old (its index comes only every INDEX_FLUSH chunks; clocks may differ by CLOCK_SKEW).
+    live_since = min(
+        (lock.started for lock in list_locks(repo) if lock.kind == "shared" and not lock.stale),
+        default=float("inf"),
+    )
+    named.refresh()
     condemned: set[str] = set()
     for name in repo.backend.list("gc/"):
         if name.endswith(".writers"):
             continue
         doc = _read_gc(repo, name)
         condemned.update(pack_name(bytes.fromhex(p)) for p in doc["packs"])
-    named_names = {pack_name(p) for p in named}
-    # A running backup indexes its packs only every INDEX_FLUSH chunks: whatever a live writer
-    # may have written since it started is its own, however old (clocks may differ by SKEW).
-    live_since = min(
-        (lock.started for lock in list_locks(repo) if lock.kind == "shared" and not lock.stale),
-        default=float("inf"),
-    )
+    named_names = {pack_name(p) for p in named.packs}
     now = time.time()
     for name in list(repo.backend.list("data/")):
         if name in named_names or name in condemned:

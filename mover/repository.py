@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -95,10 +96,27 @@ class Repository:
         self.config = config
         self.id = repo_id
         self._index: Index | None = None
-        # The writer lock held while a backup writes here (mover.locks.writer): a snapshot is
-        # written only while it is still held.
-        self.lock: HeldLock | None = None
-        self.reader_lock: object | None = None  # a restore's or check's shared lock
+        # Per thread (one Repository may serve several backups at once): the writer lock held
+        # while a backup writes here (mover.locks.writer), checked before index files and
+        # snapshots are written; and a restore's or check's shared lock.
+        self._held = threading.local()
+
+    @property
+    def lock(self) -> HeldLock | None:
+        held: HeldLock | None = getattr(self._held, "lock", None)
+        return held
+
+    @lock.setter
+    def lock(self, value: HeldLock | None) -> None:
+        self._held.lock = value
+
+    @property
+    def reader_lock(self) -> object | None:
+        return getattr(self._held, "reader_lock", None)
+
+    @reader_lock.setter
+    def reader_lock(self, value: object | None) -> None:
+        self._held.reader_lock = value
 
     # -- creation and opening -------------------------------------------------------------
 
@@ -197,10 +215,25 @@ class Repository:
         return self._index
 
     def _load_index_files(self, index: Index, names: list[str]) -> None:
-        index.load(
-            (name, *index_file.decode_rows(self.sealer, self.backend.read(name), name))
-            for name in names
-        )
+        """Loads `names`. A file deleted between the listing and the read was replaced by a
+        prune, which writes the replacement first: the listing is taken again for files not
+        seen yet, until none is missing."""
+        missing: list[str] = []
+
+        def files(batch: list[str]) -> Iterator[tuple[str, list[bytes], memoryview, int]]:
+            for name in batch:
+                try:
+                    sealed = self.backend.read(name)
+                except ObjectNotFound:
+                    missing.append(name)
+                    continue
+                yield (name, *index_file.decode_rows(self.sealer, sealed, name))
+
+        index.load(files(names))
+        while missing:
+            seen = set(index.files) | set(missing)
+            missing.clear()
+            index.load(files(sorted(set(self.backend.list("index/")) - seen)))
 
     def refresh_index(self) -> None:
         """Brings a loaded index up to date: files written by others since are added; if any
@@ -217,10 +250,17 @@ class Repository:
     def read_index_file(self, name: str) -> Iterator[tuple[bytes, Location]]:
         return index_file.decode(self.sealer, self.backend.read(name), name)
 
-    def write_index(self, entries: list[tuple[bytes, PackEntry]]) -> str:
+    def write_index(self, entries: list[tuple[bytes, PackEntry]], remember: bool = True) -> str:
+        """remember=False: not added to the index in memory (prune, which reads it no more)."""
+        if self.lock is not None:
+            # A writer taken for dead must not publish an index: others would dedup against
+            # packs a prune may have deleted meanwhile.
+            self.lock.ensure_held()
         sealed = index_file.encode(self.sealer, entries)
         name = f"index/{blake3.blake3(sealed).hexdigest()}"
         self.backend.write(name, sealed)
+        if not remember:
+            return name
         index = self.index
         for pack_id, e in entries:
             index.add(e.chunk_id, Location(pack_id, e.offset, e.length, e.kind))
@@ -275,7 +315,8 @@ class Repository:
     def write_snapshot(self, snapshot: Snapshot) -> str:
         if self.lock is not None:
             self.lock.ensure_held()
-            self._index_what_prune_condemned(snapshot)
+            self._index_what_prune_condemned(snapshot)  # may walk the whole tree: check again
+            self.lock.ensure_held()
         body = snapshot.to_json()
         snapshot_id = self.master.chunk_id_of(b"snapshot" + body).hex()
         self.backend.write(f"snapshots/{snapshot_id}", self.sealer.seal(body, b"snapshot"))
@@ -285,7 +326,11 @@ class Repository:
         found = []
         for name in self.backend.list("snapshots/"):
             snapshot_id = name.rsplit("/", 1)[1]
-            raw = self.sealer.open(self.backend.read(name), b"snapshot", f"snapshot {name}")
+            try:
+                sealed = self.backend.read(name)
+            except ObjectNotFound:
+                continue  # forgotten between the listing and the read
+            raw = self.sealer.open(sealed, b"snapshot", f"snapshot {name}")
             found.append(Snapshot.from_json(raw, snapshot_id))
         return sorted(found, key=lambda s: (s.time, s.id))
 

@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 a mover error (repository, data, I/O); 2 bad usage or i
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 
 import click
 
@@ -29,6 +30,26 @@ for command in (init, backup, restore, snapshots, check, forget, prune, stats, b
     cli.add_command(command)
 cli.add_command(replicate_cmd)
 cli.add_command(locks)
+
+
+def _add_plugin_commands() -> None:
+    """Command groups registered under the `mover.commands` entry point (e.g. `mover app` and
+    `mover agent` from the Kubernetes side): mover never imports them by name, so it does not
+    depend on what they depend on. A plugin that fails to load is named, not fatal: the data
+    path's commands must keep working."""
+    for entry in entry_points(group="mover.commands"):
+        if entry.name in cli.commands:
+            continue
+        try:
+            command = entry.load()
+        except Exception as exc:  # any import failure of a plugin; mover itself must still run
+            error_line(f"cannot load command group {entry.name!r} ({entry.value}): {exc}")
+            continue
+        if isinstance(command, click.Command):
+            cli.add_command(command, entry.name)
+
+
+_add_plugin_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

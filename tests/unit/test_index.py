@@ -7,6 +7,7 @@ import os
 import random
 import struct
 import threading
+import time
 
 import pytest
 
@@ -117,6 +118,7 @@ def test_lookups_race_adds_and_spills(tmp_path: os.PathLike[str], small_batches:
                 chunk_id = ids[r.randrange(upto)]
                 if chunk_id not in index:
                     errors.append(chunk_id)
+            time.sleep(0)  # lookups keep the GIL (as designed): let the adding thread run
 
     threads = [threading.Thread(target=reader) for _ in range(3)]
     for t in threads:

@@ -76,3 +76,24 @@ def test_resumed_builder_merges_exactly_like_an_uninterrupted_one(cut: int) -> N
     for length, chunk_id in entries[cut:]:
         resumed.add(length, chunk_id)
     assert resumed.finish() == root
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_add_holes_is_many_adds(seed: int) -> None:
+    rng = random.Random(seed)
+    plain, bulk = TreeBuilder(Store(), fanout=8), TreeBuilder(Store(), fanout=8)
+    for _ in range(300):
+        if rng.random() < 0.3:
+            length, chunk_id = rng.randrange(1, 1 << 20), rng.randbytes(32)
+            plain.add(length, chunk_id)
+            bulk.add(length, chunk_id)
+            continue
+        # Lengths near the u32 limit make entries fill up in the middle of a run.
+        length = rng.choice([1, 4096, 1 << 16, MAX_HOLE // 3, MAX_HOLE // 2 + 1, MAX_HOLE])
+        count = rng.randrange(0, 40)
+        for _ in range(count):
+            plain.add(length, None)
+        bulk.add_holes(length, count)
+        assert bulk.state() == plain.state()
+        assert (bulk.size, bulk.first, bulk.last) == (plain.size, plain.first, plain.last)
+    assert bulk.finish() == plain.finish()

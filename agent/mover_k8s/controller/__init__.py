@@ -1,0 +1,1 @@
+"""The controller: Backups and Restores, reconciled from their status."""

@@ -1,0 +1,515 @@
+"""Reconciling a Backup: validate, capture, store the objects, hand each volume to the agent of
+its node (a VolumeBackup), wait, then write the manifest and the root hash.
+
+Level-triggered: every step reads what the status says was done and does the next one, so a
+controller restart carries on where the last one stopped. Everything that can be wrong with the
+input (scope, repository, namespaces, volumes nobody can read) is found before anything is
+stored or created: a Backup that fails validation leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+
+from mover.errors import MoverError
+from mover.maintenance import forget
+from mover_k8s import agents, api, store
+from mover_k8s.capture import Scope, capture
+from mover_k8s.conditions import condition, now, set_condition
+from mover_k8s.errors import KubeError, NotFound, SpecError
+from mover_k8s.k8s.client import Kube, Obj
+from mover_k8s.repos import Repositories
+from mover_k8s.volumes import Volume, plan
+
+log = logging.getLogger("mover.k8s.backup")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+
+
+def parse_ttl(text: str) -> timedelta:
+    if not text:
+        return timedelta(0)
+    parts = _DURATION.findall(text)
+    if not parts or "".join(a + b for a, b in parts) != text:
+        raise SpecError("InvalidTTL", f"spec.ttl {text!r} is not a duration like 720h or 90m")
+    unit = {"h": 3600, "m": 60, "s": 1}
+    return timedelta(seconds=sum(float(n) * unit[u] for n, u in parts))
+
+
+def owner_ref(obj: Obj) -> Obj:
+    return {
+        "apiVersion": obj.get("apiVersion", api.API_VERSION),
+        "kind": obj.get("kind"),
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"].get("uid", ""),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def item_name(owner: str, namespace: str, pvc: str) -> str:
+    """Deterministic, so a retried step finds the item it made before."""
+    digest = hashlib.blake2b(f"{namespace}/{pvc}".encode(), digest_size=4).hexdigest()
+    return f"{owner[:40]}-{pvc[:12]}-{digest}".lower()
+
+
+def age_seconds(obj: Obj) -> float:
+    stamp = obj["metadata"].get("creationTimestamp")
+    if not stamp:
+        return 0.0
+    created = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return (datetime.now(UTC) - created).total_seconds()
+
+
+class BackupReconciler:
+    def __init__(
+        self, kube: Kube, repos: Repositories, agent_namespace: str, agent_grace: float = 60.0
+    ) -> None:
+        self.kube = kube
+        self.repos = repos
+        self.agent_namespace = agent_namespace
+        # A Backup made while the agents start (a fresh install, a node reboot) waits this long
+        # for the agent of its volumes' node before it fails with NoAgent.
+        self.agent_grace = agent_grace
+
+    def reconcile(self, backup: Obj) -> None:
+        status = backup.get("status") or {}
+        phase = status.get("phase") or api.NEW
+        if phase in api.DONE_PHASES:
+            self._expire(backup)
+            return
+        if (backup.get("spec") or {}).get("cancel"):
+            self._cancel(backup)
+        elif phase == api.NEW:
+            self._start(backup)
+        else:
+            self._advance(backup)
+
+    def _cancel(self, backup: Obj) -> None:
+        """spec.cancel: stop the volumes' work, then forget what was stored for this Backup,
+        so a cancelled Backup leaves nothing behind in the repository."""
+        meta, status = backup["metadata"], backup.get("status") or {}
+        entries: list[Obj] = [dict(e) for e in status.get("volumes") or []]
+        running = False
+        for entry in entries:
+            item = self.kube.find(api.VOLUME_BACKUP, meta["namespace"], entry["volumeBackup"])
+            phase = ((item or {}).get("status") or {}).get("phase") or api.NEW
+            if item is None or phase in api.DONE_PHASES:
+                entry["phase"] = phase if item is not None else api.CANCELLED
+                entry["snapshot"] = ((item or {}).get("status") or {}).get("snapshot", "")
+                continue
+            running = True
+            if not (item.get("spec") or {}).get("cancel"):
+                self.kube.patch(
+                    api.VOLUME_BACKUP,
+                    meta["namespace"],
+                    entry["volumeBackup"],
+                    {"spec": {"cancel": True}},
+                )
+        if running:
+            return  # the agents stop at their next chunk; the next pass finishes
+        stored = [status.get("objectsSnapshot")] + [e.get("snapshot") for e in entries]
+        stored_ids = [i for i in stored if i]
+        if stored_ids:
+            try:
+                repo = self.repos.open(
+                    meta["namespace"], str((backup.get("spec") or {}).get("repository"))
+                )
+                try:
+                    present = {s.id for s in repo.snapshots()}
+                    forget(repo, [i for i in stored_ids if i in present])
+                finally:
+                    repo.close()
+            except SpecError as exc:
+                log.warning(
+                    "cancelled backup %s: cannot forget its snapshots: %s", meta["name"], exc
+                )
+        if status.get("volumes"):
+            self._delete_snapshots(backup)
+        message = "cancelled; nothing of it is kept in the repository"
+        log.info("backup %s/%s %s", meta["namespace"], meta["name"], message)
+        self._patch(
+            backup,
+            {
+                "phase": api.CANCELLED,
+                "completionTimestamp": now(),
+                "volumes": entries,
+                "conditions": set_condition(
+                    status.get("conditions"),
+                    "Ready",
+                    False,
+                    "Cancelled",
+                    message,
+                    meta.get("generation"),
+                ),
+            },
+        )
+
+    # -- status --
+
+    def _patch(self, backup: Obj, status: Obj) -> None:
+        meta = backup["metadata"]
+        status["observedGeneration"] = meta.get("generation", 1)
+        self.kube.patch_status(api.BACKUP, meta["namespace"], meta["name"], status)
+        backup.setdefault("status", {}).update(status)
+
+    def _fail(self, backup: Obj, reason: str, message: str, phase: str = api.FAILED) -> None:
+        log.info("backup %s failed: %s", backup["metadata"]["name"], message)
+        conditions = set_condition(
+            (backup.get("status") or {}).get("conditions"),
+            "Ready",
+            False,
+            reason,
+            message,
+            backup["metadata"].get("generation"),
+        )
+        self._patch(
+            backup,
+            {"phase": phase, "completionTimestamp": now(), "conditions": conditions},
+        )
+
+    # -- steps --
+
+    def _start(self, backup: Obj) -> None:
+        meta, spec = backup["metadata"], backup.get("spec") or {}
+        namespace, name = meta["namespace"], meta["name"]
+        started = now()
+        try:
+            ttl = parse_ttl(str(spec.get("ttl") or ""))
+            scope = Scope.of(spec)
+            repo_name = str(spec.get("repository") or "")
+            if not repo_name:
+                raise SpecError("InvalidRepository", "spec.repository names no Repository")
+            repo = self.repos.open(namespace, repo_name)
+            try:
+                captured = capture(self.kube, scope)
+                volumes: list[Volume] = []
+                if spec.get("snapshotVolumes", True) is not False:
+                    nodes = agents.live_nodes(self.kube, self.agent_namespace)
+                    volumes = plan(self.kube, captured.objects, nodes)
+                # A claim not bound to a volume holds no data yet (e.g. it waits for its first
+                # consumer): nothing to back up, noted in the status, not a failure.
+                unbound = [v for v in volumes if v.problem and v.problem[0] == "VolumeNotBound"]
+                volumes = [v for v in volumes if v not in unbound]
+                problems = [v.problem for v in volumes if v.problem]
+                only_agents = all(p[0] == "NoAgent" for p in problems)
+                if problems and only_agents and age_seconds(backup) < self.agent_grace:
+                    self._waiting_for_agent(backup, problems[0][1])
+                    return
+                if problems:
+                    raise SpecError(problems[0][0], "; ".join(p[1] for p in problems))
+                doc = captured.document(self.kube.host, scope)
+                stored = store.store_document(
+                    repo, doc, store.source_name(namespace, name, "objects")
+                )
+            finally:
+                repo.close()
+        except SpecError as exc:
+            self._fail(backup, exc.reason, str(exc))
+            return
+        except KubeError:
+            raise  # the API failed, not the backup: retried on the next pass
+        except MoverError as exc:
+            self._fail(backup, "StorageFailed", str(exc))
+            return
+        entries = []
+        for volume in volumes:
+            entry = volume.status()
+            entry["volumeBackup"], source = self._create_item(backup, repo_name, volume)
+            if "volumeSnapshot" in source:
+                entry["volumeSnapshot"] = source["volumeSnapshot"]
+            entry["phase"] = api.NEW
+            entries.append(entry)
+        status: Obj = {
+            "phase": api.WAITING if entries else api.IN_PROGRESS,
+            "startTimestamp": started,
+            "objectsSnapshot": stored.id,
+            "objectsTree": stored.tree,
+            "objectCount": len(captured.objects),
+            "volumeCount": len(entries),
+            "volumes": entries,
+            "skippedVolumes": [
+                {
+                    "namespace": v.namespace,
+                    "pvc": v.pvc,
+                    "reason": v.problem[1] if v.problem else "",
+                }
+                for v in unbound
+            ],
+            "conditions": set_condition(
+                None,
+                "Ready",
+                False,
+                "WaitingForVolumes" if entries else "InProgress",
+                f"captured {len(captured.objects)} objects; {len(entries)} volume(s) to back up",
+                meta.get("generation"),
+            ),
+        }
+        if ttl:
+            expiration = datetime.now(UTC) + ttl
+            status["expiration"] = expiration.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._patch(backup, status)
+        if not entries:
+            self._finish(backup)
+
+    def _waiting_for_agent(self, backup: Obj, message: str) -> None:
+        conditions = set_condition(
+            (backup.get("status") or {}).get("conditions"),
+            "Ready",
+            None,
+            "WaitingForAgent",
+            f"{message} (waiting up to {self.agent_grace:.0f}s for it to start)",
+            backup["metadata"].get("generation"),
+        )
+        self.kube.patch_status(
+            api.BACKUP,
+            backup["metadata"]["namespace"],
+            backup["metadata"]["name"],
+            {"conditions": conditions},
+        )
+
+    def _create_item(
+        self, backup: Obj, repo_name: str, volume: Volume
+    ) -> tuple[str, dict[str, str]]:
+        """The VolumeBackup's name and where it reads the volume."""
+        meta = backup["metadata"]
+        name = item_name(meta["name"], volume.namespace, volume.pvc)
+        source = dict(volume.source)
+        if "volumeSnapshotClass" in source:
+            source = {
+                "volumeSnapshot": self._snapshot(backup, volume, source["volumeSnapshotClass"])
+            }
+        item = {
+            "apiVersion": api.API_VERSION,
+            "kind": "VolumeBackup",
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                "labels": {api.NODE_LABEL: volume.node, api.BACKUP_LABEL: meta["name"]},
+                "ownerReferences": [owner_ref(backup)],
+            },
+            "spec": {
+                "backup": meta["name"],
+                "repository": repo_name,
+                "node": volume.node,
+                "pvc": {"namespace": volume.namespace, "name": volume.pvc},
+                "pv": volume.pv,
+                "source": source,
+                "cancel": False,
+            },
+        }
+        try:
+            self.kube.create(api.VOLUME_BACKUP, item)
+        except KubeError as exc:
+            if exc.status != 409:  # made by an earlier pass: keep it
+                raise
+        return name, source
+
+    def _snapshot(self, backup: Obj, volume: Volume, snapshot_class: str) -> str:
+        """A CSI VolumeSnapshot of the PVC, in its namespace (where snapshots must live)."""
+        name = item_name(backup["metadata"]["name"], volume.namespace, volume.pvc)
+        body = {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {
+                "name": name,
+                "namespace": volume.namespace,
+                "labels": {api.BACKUP_LABEL: backup["metadata"]["name"]},
+            },
+            "spec": {
+                "volumeSnapshotClassName": snapshot_class,
+                "source": {"persistentVolumeClaimName": volume.pvc},
+            },
+        }
+        try:
+            self.kube.create(api.VOLUME_SNAPSHOT, body)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        return name
+
+    def _advance(self, backup: Obj) -> None:
+        meta, status = backup["metadata"], backup.get("status") or {}
+        entries: list[Obj] = [dict(e) for e in status.get("volumes") or []]
+        changed = False
+        for entry in entries:
+            if entry.get("phase") in api.DONE_PHASES:
+                continue
+            item = self.kube.find(api.VOLUME_BACKUP, meta["namespace"], entry["volumeBackup"])
+            if item is None:
+                entry.update(phase=api.FAILED, message="its VolumeBackup was deleted")
+                changed = True
+                continue
+            item_status = item.get("status") or {}
+            phase = item_status.get("phase") or api.NEW
+            if phase != entry.get("phase"):
+                changed = True
+                entry["phase"] = phase
+                entry["message"] = item_status.get("message", "")
+                if phase == api.COMPLETED:
+                    entry["snapshot"] = item_status.get("snapshot", "")
+                    entry["tree"] = item_status.get("tree", "")
+        if changed:
+            self._patch(backup, {"volumes": entries})
+        if all(e.get("phase") in api.DONE_PHASES for e in entries):
+            self._finish(backup)
+            return
+        # Work waits for an agent that went away (a node reboot, a rollout): say so, and keep
+        # the work; the agent carries on when it is back.
+        live = agents.live_nodes(self.kube, self.agent_namespace)
+        orphaned = sorted(
+            {str(e.get("node")) for e in entries if e.get("phase") not in api.DONE_PHASES} - live
+        )
+        reason = "WaitingForAgent" if orphaned else "WaitingForVolumes"
+        if (condition(backup, "Ready") or {}).get("reason") != reason:
+            message = (
+                f"no mover node agent runs on {', '.join(orphaned)}; its volumes wait for it"
+                if orphaned
+                else "volumes are being backed up"
+            )
+            conditions = set_condition(
+                status.get("conditions"),
+                "Ready",
+                None if orphaned else False,
+                reason,
+                message,
+                meta.get("generation"),
+            )
+            self._patch(backup, {"conditions": conditions})
+
+    def _finish(self, backup: Obj) -> None:
+        meta, spec, status = backup["metadata"], backup.get("spec") or {}, backup["status"]
+        entries: list[Obj] = status.get("volumes") or []
+        done = [e for e in entries if e.get("phase") == api.COMPLETED]
+        manifest = {
+            "format": store.MANIFEST_FORMAT,
+            "backup": {
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta.get("uid"),
+            },
+            "cluster": self.kube.host,
+            "started": status.get("startTimestamp"),
+            "objects": {
+                "snapshot": status["objectsSnapshot"],
+                "tree": status["objectsTree"],
+                "count": status.get("objectCount", 0),
+            },
+            "volumes": [
+                {
+                    k: e.get(k)
+                    for k in ("namespace", "pvc", "pv", "storageClass", "size", "snapshot", "tree")
+                }
+                for e in done
+            ],
+        }
+        try:
+            repo = self.repos.open(meta["namespace"], str(spec.get("repository")))
+            try:
+                stored = store.store_document(
+                    repo, manifest, store.source_name(meta["namespace"], meta["name"], "manifest")
+                )
+            finally:
+                repo.close()
+        except SpecError as exc:
+            self._fail(backup, exc.reason, str(exc))
+            return
+        except KubeError:
+            raise
+        except MoverError as exc:
+            self._fail(backup, "StorageFailed", str(exc))
+            return
+        self._delete_snapshots(backup)
+        failed = [e for e in entries if e.get("phase") != api.COMPLETED]
+        result: Obj = {
+            "manifestSnapshot": stored.id,
+            "rootHash": stored.tree,
+            "completionTimestamp": now(),
+        }
+        if failed:
+            names = ", ".join(
+                f"{e['namespace']}/{e['pvc']}: {e.get('message') or e.get('phase')}" for e in failed
+            )
+            result["phase"] = api.PARTIALLY_FAILED
+            result["conditions"] = set_condition(
+                status.get("conditions"),
+                "Ready",
+                False,
+                "VolumeFailed",
+                f"objects and {len(done)} volume(s) stored; failed: {names}",
+                meta.get("generation"),
+            )
+        else:
+            result["phase"] = api.COMPLETED
+            result["conditions"] = set_condition(
+                status.get("conditions"),
+                "Ready",
+                True,
+                "Completed",
+                f"{status.get('objectCount', 0)} objects and {len(done)} volume(s) stored; "
+                f"root {stored.tree[:16]}",
+                meta.get("generation"),
+            )
+        self._patch(backup, result)
+
+    def _delete_snapshots(self, backup: Obj) -> None:
+        """The CSI snapshots were only a consistent point to read from: once the data is in
+        the repository they would cost storage for nothing. Only those this Backup made."""
+        for entry in backup["status"].get("volumes") or []:
+            name = entry.get("volumeSnapshot")
+            snapshot = (
+                self.kube.find(api.VOLUME_SNAPSHOT, entry["namespace"], name) if name else None
+            )
+            labels = ((snapshot or {}).get("metadata") or {}).get("labels") or {}
+            if snapshot is not None and labels.get(api.BACKUP_LABEL) == backup["metadata"]["name"]:
+                self.kube.delete(api.VOLUME_SNAPSHOT, entry["namespace"], str(name))
+
+    def _expire(self, backup: Obj) -> None:
+        """After its TTL a Backup's snapshots are forgotten in the repository (the objects, the
+        manifest, every volume), then its work items and the Backup go. Forgetting drops the
+        references; the space comes back with `mover prune`, the repository owner's call (it
+        takes the repository's exclusive lock). If the repository cannot be reached the Backup
+        stays, so that its data is never orphaned unnamed."""
+        status = backup.get("status") or {}
+        expiration = status.get("expiration")
+        if not expiration:
+            return
+        when = datetime.strptime(expiration, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        if when > datetime.now(UTC):
+            return
+        meta = backup["metadata"]
+        ids = [status.get("manifestSnapshot"), status.get("objectsSnapshot")]
+        ids += [v.get("snapshot") for v in status.get("volumes") or []]
+        try:
+            repo = self.repos.open(
+                meta["namespace"], str((backup.get("spec") or {}).get("repository"))
+            )
+            try:
+                present = {s.id for s in repo.snapshots()}
+                forget(repo, [i for i in ids if i and i in present])
+            finally:
+                repo.close()
+        except MoverError as exc:
+            if isinstance(exc, KubeError):
+                raise
+            conditions = set_condition(
+                status.get("conditions"),
+                "Expired",
+                False,
+                "ExpiryFailed",
+                f"expired, but its snapshots could not be forgotten: {exc}",
+                meta.get("generation"),
+            )
+            self._patch(backup, {"conditions": conditions})
+            return
+        selector = f"{api.BACKUP_LABEL}={meta['name']}"
+        for item in self.kube.list(api.VOLUME_BACKUP, meta["namespace"], label_selector=selector):
+            self.kube.delete(api.VOLUME_BACKUP, meta["namespace"], item["metadata"]["name"])
+        with contextlib.suppress(NotFound):
+            self.kube.delete(api.BACKUP, meta["namespace"], meta["name"])
+        log.info(
+            "backup %s/%s expired: snapshots forgotten, deleted", meta["namespace"], meta["name"]
+        )

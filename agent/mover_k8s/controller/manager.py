@@ -1,0 +1,117 @@
+"""The controller's loop: every `interval` seconds, reconcile every Repository, Schedule,
+Backup and Restore.
+
+Several replicas may run: one leads (mover_k8s.leader), the others stand by. With `watch`,
+changes wake the loop at once (mover_k8s.wakeup), but it stays a poll at heart: reconciling is
+level-triggered (each pass reads the status and does the next step), so a missed event costs
+nothing and a restart resumes by itself. A Backup's capture runs inside the pass; volume data
+never does (the node agents move it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+
+from mover_k8s import api
+from mover_k8s.conditions import set_condition
+from mover_k8s.controller.backups import BackupReconciler
+from mover_k8s.controller.repositories import RepositoryReconciler
+from mover_k8s.controller.restores import RestoreReconciler
+from mover_k8s.controller.schedules import ScheduleReconciler
+from mover_k8s.errors import KubeError
+from mover_k8s.k8s.client import Kube, Obj, ResourceType
+from mover_k8s.leader import Leadership
+from mover_k8s.repos import Repositories
+from mover_k8s.wakeup import Wakeup
+
+log = logging.getLogger("mover.k8s.controller")
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: Kube,
+        agent_namespace: str,
+        watch_namespace: str | None = None,
+        interval: float = 2.0,
+        agent_grace: float = 60.0,
+        bind_timeout: float = 600.0,
+        lease_seconds: float = 15.0,
+        watch: bool = False,
+    ) -> None:
+        self.kube = kube
+        self.watch_namespace = watch_namespace
+        self.interval = interval
+        self.identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # Standbys (replicas of the Deployment) pass until the leader's Lease runs out.
+        self.leadership = Leadership(kube, agent_namespace, self.identity, lease_seconds)
+        self.led_passes = 0
+        self.watch = watch
+        repos = Repositories(kube)
+        self.repositories = RepositoryReconciler(kube, repos)
+        self.backups = BackupReconciler(kube, repos, agent_namespace, agent_grace)
+        self.restores = RestoreReconciler(kube, repos, agent_namespace, bind_timeout)
+        self.schedules = ScheduleReconciler(kube)
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("controller started (namespace: %s)", self.watch_namespace or "all")
+        wakeup = Wakeup(self.kube, api.OURS, self.watch_namespace)
+        with contextlib.ExitStack() as stack:
+            wait = wakeup.wait if self.watch else stop.wait
+            if self.watch:
+                stack.enter_context(wakeup.running(stop))
+            try:
+                while not stop.is_set():
+                    try:
+                        if self.leadership.acquire():
+                            self.led_passes += 1
+                            self.run_once()
+                    except KubeError as exc:
+                        log.warning("controller pass failed: %s", exc)
+                    wait(self.interval)
+            finally:
+                with contextlib.suppress(KubeError):  # else the Lease runs out by itself
+                    self.leadership.release()
+
+    def run_once(self) -> None:
+        for repository in self.kube.list(api.REPOSITORY, self.watch_namespace):
+            self._guarded(api.REPOSITORY, repository, self.repositories.reconcile)
+        for schedule in self.kube.list(api.SCHEDULE, self.watch_namespace):
+            self._guarded(api.SCHEDULE, schedule, self.schedules.reconcile)
+        for backup in self.kube.list(api.BACKUP, self.watch_namespace):
+            self._guarded(api.BACKUP, backup, self.backups.reconcile)
+        for restore in self.kube.list(api.RESTORE, self.watch_namespace):
+            self._guarded(api.RESTORE, restore, self.restores.reconcile)
+
+    def _guarded(self, rt: ResourceType, obj: Obj, reconcile: Callable[[Obj], None]) -> None:
+        """One object's failure must not stop the others, nor the controller: an API error is
+        retried next pass; anything else (an object the schema would have refused, a bug) is
+        logged with its traceback and shown in the object's condition."""
+        meta = obj["metadata"]
+        try:
+            reconcile(obj)
+        except KubeError as exc:
+            log.warning("%s %s: %s (retrying)", rt.kind, meta["name"], exc)
+            reason, message = "Retrying", f"the Kubernetes API failed; retrying: {exc}"
+        except Exception as exc:  # the loop outlives any one object; see the docstring
+            log.exception("%s %s could not be reconciled", rt.kind, meta["name"])
+            reason, message = "ReconcileError", f"{type(exc).__name__}: {exc}"
+        else:
+            return
+        conditions = set_condition(
+            (obj.get("status") or {}).get("conditions"),
+            "Ready",
+            None,
+            reason,
+            message,
+            meta.get("generation"),
+        )
+        # If the API is still failing, the next pass tries again.
+        with contextlib.suppress(KubeError):
+            self.kube.patch_status(rt, meta["namespace"], meta["name"], {"conditions": conditions})

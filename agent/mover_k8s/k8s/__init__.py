@@ -1,0 +1,1 @@
+"""The Kubernetes API layer: the only importer of the `kubernetes` client."""

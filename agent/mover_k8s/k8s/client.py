@@ -1,0 +1,310 @@
+"""Every call to the Kubernetes API goes through `Kube`; nothing else imports `kubernetes`.
+
+Objects travel as plain JSON dicts (`Obj`), not the client's generated models: the controller
+handles every kind the cluster serves, custom resources included, and must keep fields it does
+not know about (a captured object is restored as it was read). The official client still does
+what it is good at: kubeconfig and in-cluster configuration, authentication, TLS, and the HTTP
+conventions of the API (`ApiClient.param_serialize` + `call_api`).
+
+Errors: every failure is a `KubeError` (a MoverError) carrying the HTTP status and the API's
+reason; `NotFound` and `Conflict` are the two that callers decide on.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from mover_k8s.errors import Conflict, KubeError, NotFound
+from mover_k8s.k8s.types import Obj, ResourceType
+
+__all__ = ["Kube", "Obj", "ResourceType"]
+
+MERGE_PATCH = "application/merge-patch+json"
+LIST_PAGE = 500
+
+
+def _config_from_kubeconfig(path: str | None, context: str | None) -> k8s_client.Configuration:
+    configuration = k8s_client.Configuration()
+    try:
+        k8s_config.load_kube_config(
+            config_file=path, context=context, client_configuration=configuration
+        )
+    except (ConfigException, OSError, TypeError, ValueError) as exc:
+        where = path or "the default kubeconfig (~/.kube/config or $KUBECONFIG)"
+        raise KubeError(f"cannot load {where}: {exc}") from None
+    return configuration
+
+
+class Kube:
+    """A connection to one cluster's API. Thread-safe: urllib3's pool is."""
+
+    def __init__(self, configuration: k8s_client.Configuration) -> None:
+        self.host: str = configuration.host
+        self._api = k8s_client.ApiClient(configuration)
+        self._discovery: builtins.list[ResourceType] | None = None
+        self.page_size = LIST_PAGE
+        self._lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        """From a kubeconfig (default: $KUBECONFIG, ~/.kube/config), else in-cluster."""
+        if kubeconfig is None and context is None:
+            try:
+                configuration = k8s_client.Configuration()
+                k8s_config.load_incluster_config(client_configuration=configuration)
+                return cls(configuration)
+            except ConfigException:
+                pass  # not in a pod: the kubeconfig it is
+        return cls(_config_from_kubeconfig(kubeconfig, context))
+
+    @classmethod
+    def at(cls, host: str) -> Kube:
+        """An API server at `host` without authentication (a local emulator)."""
+        configuration = k8s_client.Configuration()
+        configuration.host = host
+        return cls(configuration)
+
+    def close(self) -> None:
+        self._api.close()
+
+    # -- the one place requests are made -------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Obj | None = None,
+        content_type: str | None = None,
+        timeout: float = 60.0,
+    ) -> Obj:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        params = self._api.param_serialize(
+            method,
+            path,
+            query_params=builtins.list((query or {}).items()) or None,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._api.call_api(*params, _request_timeout=timeout)
+            response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(
+                f"cannot reach the Kubernetes API at {self.host}: {exc}", temporary=True
+            ) from None
+        except ApiException as exc:  # raised by the client before a response (rare)
+            raise KubeError(f"{method} {path}: {exc.reason}", status=exc.status or 0) from None
+        raw: bytes = response.data or b""
+        status: int = response.status
+        try:
+            payload = json.loads(raw) if raw else {}
+        except ValueError:
+            payload = {"message": raw[:200].decode(errors="replace")}
+        if not 200 <= status <= 299:
+            raise _error(method, path, status, payload)
+        if not isinstance(payload, dict):
+            raise KubeError(f"{method} {path}: the API answered {type(payload).__name__}")
+        return payload
+
+    def watch(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        idle: float = 1.0,
+    ) -> Iterator[Obj]:
+        """Watch events ({"type", "object"}) until the stream ends or stays silent for `idle`
+        seconds; the caller watches again. The short idle bound is what lets a watching thread
+        notice that it should stop (a blocked read cannot be interrupted otherwise)."""
+        query = {"watch": "true", "timeoutSeconds": "300"}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        params = self._api.param_serialize(
+            "GET",
+            rt.path(namespace),
+            query_params=builtins.list(query.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._api.call_api(*params, _request_timeout=(10.0, idle))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(
+                f"cannot reach the Kubernetes API at {self.host}: {exc}", temporary=True
+            ) from None
+        stream = response.response
+        try:
+            if not 200 <= response.status <= 299:
+                raise _error("WATCH", rt.path(namespace), response.status, {})
+            pending = b""
+            for chunk in stream.stream(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event = json.loads(line)
+                        if isinstance(event, dict):
+                            yield event
+        except (urllib3.exceptions.HTTPError, OSError, ValueError):
+            return  # silent for `idle`, or cut: the caller watches again
+        finally:
+            stream.release_conn()
+
+    # -- objects --------------------------------------------------------------------------
+
+    def get(self, rt: ResourceType, namespace: str | None, name: str) -> Obj:
+        return self.request("GET", rt.path(namespace, name))
+
+    def find(self, rt: ResourceType, namespace: str | None, name: str) -> Obj | None:
+        try:
+            return self.get(rt, namespace, name)
+        except NotFound:
+            return None
+
+    def list(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> builtins.list[Obj]:
+        """Every object, read in pages of `page_size`: a namespace of 50,000 objects costs the API
+        server (and this process) one page at a time, not one response of hundreds of MB."""
+        query: dict[str, str] = {"limit": str(self.page_size)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        items: builtins.list[Obj] = []
+        while True:
+            page = self.request("GET", rt.path(namespace), query=query)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
+            query["continue"] = token
+        for item in items:
+            # Lists leave apiVersion/kind off their items; a captured object needs them.
+            item.setdefault("apiVersion", rt.api_version)
+            item.setdefault("kind", rt.kind)
+        return items
+
+    def create(self, rt: ResourceType, body: Obj) -> Obj:
+        namespace = body.get("metadata", {}).get("namespace")
+        return self.request("POST", rt.path(namespace), body=body)
+
+    def replace(self, rt: ResourceType, body: Obj) -> Obj:
+        """PUT: fails with Conflict when metadata.resourceVersion is stale."""
+        meta = body.get("metadata", {})
+        return self.request("PUT", rt.path(meta.get("namespace"), meta["name"]), body=body)
+
+    def patch(
+        self, rt: ResourceType, namespace: str | None, name: str, patch: Obj, sub: str = ""
+    ) -> Obj:
+        """A JSON merge patch (RFC 7396): the one patch type every resource accepts."""
+        return self.request(
+            "PATCH", rt.path(namespace, name, sub), body=patch, content_type=MERGE_PATCH
+        )
+
+    def patch_status(self, rt: ResourceType, namespace: str | None, name: str, status: Obj) -> Obj:
+        sub = "status" if "status" in rt.subresources else ""
+        return self.patch(rt, namespace, name, {"status": status}, sub)
+
+    def delete(self, rt: ResourceType, namespace: str | None, name: str) -> bool:
+        """False when it was already gone."""
+        try:
+            self.request("DELETE", rt.path(namespace, name))
+        except NotFound:
+            return False
+        return True
+
+    # -- discovery ------------------------------------------------------------------------
+
+    def discover(self, refresh: bool = False) -> builtins.list[ResourceType]:
+        """Every kind served, in each group's preferred version (cached until refresh)."""
+        with self._lock:
+            if self._discovery is not None and not refresh:
+                return self._discovery
+        found: builtins.list[ResourceType] = builtins.list(self._group_version("", "v1"))
+        groups = self.request("GET", "/apis").get("groups") or []
+        for group in groups:
+            preferred = (group.get("preferredVersion") or {}).get("version")
+            versions = [v["version"] for v in group.get("versions") or []]
+            version = preferred or (versions[0] if versions else None)
+            if version:
+                found.extend(self._group_version(group["name"], version))
+        with self._lock:
+            self._discovery = found
+        return found
+
+    def _group_version(self, group: str, version: str) -> Iterator[ResourceType]:
+        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        try:
+            listing = self.request("GET", path)
+        except NotFound:  # a group that went away between the two calls
+            return
+        entries = listing.get("resources") or []
+        subs: dict[str, set[str]] = {}
+        for entry in entries:
+            name = entry.get("name", "")
+            if "/" in name:
+                parent, sub = name.split("/", 1)
+                subs.setdefault(parent, set()).add(sub)
+        for entry in entries:
+            name = entry.get("name", "")
+            if "/" in name or not entry.get("kind"):
+                continue
+            yield ResourceType(
+                group=group,
+                version=version,
+                plural=name,
+                kind=entry["kind"],
+                namespaced=bool(entry.get("namespaced")),
+                verbs=frozenset(entry.get("verbs") or ()),
+                subresources=frozenset(subs.get(name, ())),
+            )
+
+    def resource_for(self, api_version: str, kind: str) -> ResourceType:
+        """The type of `kind` in `api_version` (any served version of its group)."""
+        group, _, version = api_version.rpartition("/")
+        for refresh in (False, True):
+            candidates = [
+                rt for rt in self.discover(refresh) if rt.group == group and rt.kind == kind
+            ]
+            for rt in candidates:
+                if rt.version == version:
+                    return rt
+            if candidates:
+                # Discovery lists preferred versions only; the same kind in the asked version
+                # has the same plural and scope.
+                c = candidates[0]
+                return ResourceType(
+                    group, version, c.plural, kind, c.namespaced, c.verbs, c.subresources
+                )
+        raise NotFound(f"the cluster serves no {kind} in {api_version}")
+
+
+def _error(method: str, path: str, status: int, payload: Any) -> KubeError:
+    message = payload.get("message") if isinstance(payload, dict) else None
+    reason = payload.get("reason") if isinstance(payload, dict) else None
+    text = f"{method} {path}: {status} {reason or ''} {message or ''}".strip()
+    if status == 404:
+        return NotFound(text, status=status, reason=reason or "NotFound")
+    if status == 409:
+        return Conflict(text, status=status, reason=reason or "Conflict")
+    return KubeError(text, status=status, reason=reason or "", temporary=status >= 500)

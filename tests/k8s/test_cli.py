@@ -1,0 +1,386 @@
+"""`mover app` and `mover agent`, run as a user runs them: the `mover` command in a subprocess,
+the cluster named by a kubeconfig."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mover_k8s import api
+
+from .conftest import SYSTEM, Env, deploy_app, read_bytes, volume_path, wait_until, write_app_data
+
+
+def mover(
+    env: Env, tmp_path: Path, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    kubeconfig = env.served.kubeconfig(tmp_path / "kubeconfig")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MOVER_", "KUBE"))}
+    environ["KUBECONFIG"] = str(kubeconfig)
+    return subprocess.run(
+        [sys.executable, "-m", "mover", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_app_backup_restore_list_describe(env: Env, tmp_path: Path) -> None:
+    deploy_app(env.kube, "shop")
+    data = write_app_data(env.kube, "shop")
+    with env.running():
+        backup = as_json(
+            mover(
+                env,
+                tmp_path,
+                "app",
+                "backup",
+                "nightly",
+                "--include-namespace",
+                "shop",
+                "--wait",
+                "--json",
+            )
+        )
+        assert backup["phase"] == "Completed" and len(backup["status"]["rootHash"]) == 64
+        listing = as_json(mover(env, tmp_path, "app", "list", "--json"))
+        assert [b["name"] for b in listing["backups"]] == ["nightly"]
+        described = mover(env, tmp_path, "app", "describe", "nightly")
+        assert described.returncode == 0, described.stderr
+        assert f"rootHash: {backup['status']['rootHash']}" in described.stdout
+        assert "volume shop/data-a on node-a: Completed" in described.stdout
+        env.kube.delete(api.NAMESPACE, None, "shop")
+        restore = as_json(
+            mover(
+                env,
+                tmp_path,
+                "app",
+                "restore",
+                "back",
+                "--from-backup",
+                "nightly",
+                "--namespace-mapping",
+                "shop=shop2",
+                "--storage-class-mapping",
+                "fast=standard",
+                "--wait",
+                "--json",
+            )
+        )
+    assert restore["phase"] == "Completed", restore
+    assert restore["spec"]["namespaceMapping"] == {"shop": "shop2"}
+    for pvc, content in data.items():
+        assert read_bytes(volume_path(env.kube, "shop2", pvc)) == content
+    report = mover(env, tmp_path, "app", "describe", "back", "--restore")
+    assert report.returncode == 0, report.stderr
+    assert "created: ConfigMap shop2/app-config" in report.stdout
+    assert "skipped: ReplicaSet shop2/shop-5d9c (managed by Deployment/shop" in report.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["app", "backup", "b"], "say what to back up: --include-namespace NS and/or --selector"),
+        (
+            ["app", "restore", "r", "--from-backup", "x", "--namespace-mapping", "shop"],
+            "--namespace-mapping 'shop': write OLD=NEW",
+        ),
+        (
+            ["app", "restore", "r", "--from-backup", "x", "--storage-class-mapping", "a=b,a=c"],
+            "--storage-class-mapping: 'a' is mapped twice",
+        ),
+        (
+            ["app", "restore", "r", "--from-backup", "x", "--mode", "all"],
+            "Invalid value for '--mode'",
+        ),
+        (["app", "backup", "b", "--selector", "app"], "--selector 'app': write KEY=VALUE"),
+        (["app", "describe", "nope"], "no Backup mover-system/nope; see `mover app list`"),
+    ],
+    ids=["no-scope", "bad-mapping", "double-mapping", "bad-mode", "bad-selector", "no-such"],
+)
+def test_app_bad_input_is_one_line_and_creates_nothing(
+    env: Env, tmp_path: Path, args: list[str], message: str
+) -> None:
+    proc = mover(env, tmp_path, *args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert env.kube.list(api.BACKUP, SYSTEM) == [] and env.kube.list(api.RESTORE, SYSTEM) == []
+
+
+def test_app_backup_name_taken_and_failed_backup(env: Env, tmp_path: Path) -> None:
+    deploy_app(env.kube, "shop")
+    with env.running(agent=False):
+        first = mover(
+            env,
+            tmp_path,
+            "app",
+            "backup",
+            "b",
+            "--include-namespace",
+            "shop",
+            "--no-volumes",
+            "--wait",
+        )
+        assert first.returncode == 0, first.stderr
+        again = mover(env, tmp_path, "app", "backup", "b", "--include-namespace", "shop")
+        assert again.returncode == 2
+        assert again.stderr.strip() == (
+            "mover: error: Backup mover-system/b exists already; choose another name"
+        )
+        failed = mover(
+            env, tmp_path, "app", "backup", "g", "--include-namespace", "ghost", "--wait"
+        )
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1] == (
+        "mover: error: Backup g Failed: NamespaceNotFound: namespace(s) ghost do not exist in "
+        "this cluster; fix spec.includedNamespaces"
+    )
+
+
+def test_agent_commands_run_the_components(env: Env, tmp_path: Path) -> None:
+    crds = mover(env, tmp_path, "agent", "crds")
+    assert crds.returncode == 0
+    kinds = [doc["spec"]["names"]["kind"] for doc in yaml.safe_load_all(crds.stdout)]
+    assert kinds == [rt.kind for rt in api.OURS]
+
+    deploy_app(env.kube, "shop")
+    data = write_app_data(env.kube, "shop")
+    kubeconfig = env.served.kubeconfig(tmp_path / "kubeconfig")
+    environ = dict(os.environ, KUBECONFIG=str(kubeconfig), NODE_NAME="node-a")
+    common = ["--interval", "0.1"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mover", "agent", *args, *common],
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in (["controller"], ["node", "--no-snapshots", "--progress-interval", "0.1"])
+    ]
+    try:
+        env.kube.create(
+            api.BACKUP,
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": "Backup",
+                "metadata": {"name": "by-agents", "namespace": SYSTEM},
+                "spec": {"repository": "default", "includedNamespaces": ["shop"]},
+            },
+        )
+        backup = env.wait_phase(api.BACKUP, "by-agents", timeout=60)
+        assert backup["status"]["phase"] == "Completed", backup["status"]
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=30) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert "controller started" in outputs[0][1]
+    assert "on node node-a started" in outputs[1][1]
+    assert wait_until(lambda: len(backup["status"]["volumes"]) == len(data))
+
+
+def test_app_without_a_cluster_says_why_in_one_line(tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MOVER_", "KUBE"))}
+    missing = tmp_path / "no-such-kubeconfig"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mover", "app", "list", "--kubeconfig", str(missing)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"mover: error: cannot load {missing}")
+    unreachable = tmp_path / "kubeconfig"
+    unreachable.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mover", "app", "list", "--kubeconfig", str(unreachable)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("mover: error: cannot reach the Kubernetes API at http://127.0.0.1:9")
+
+
+def test_progress_text_for_people() -> None:
+    from mover_k8s.cli import progress_text
+
+    assert progress_text({}) == ""
+    text = progress_text(
+        {
+            "bytesDone": 1_200_000_000,
+            "bytesTotal": 8_000_000_000,
+            "bytesPerSecond": 310_000_000,
+            "etaSeconds": 22,
+        }
+    )
+    assert text == " 1.2 GB of 8.0 GB, 310 MB/s, ETA 22s"
+    assert progress_text({"bytesDone": 5_000_000_000, "bytesPerSecond": 0}) == " 5.0 GB, 0 MB/s"
+
+
+def test_app_verify_checks_the_root_hash_against_the_repository(env: Env, tmp_path: Path) -> None:
+    deploy_app(env.kube, "shop")
+    data = write_app_data(env.kube, "shop")
+    with env.running():
+        env.kube.create(
+            api.BACKUP,
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": "Backup",
+                "metadata": {"name": "audited", "namespace": SYSTEM},
+                "spec": {"repository": "default", "includedNamespaces": ["shop"]},
+            },
+        )
+        backup = env.wait_phase(api.BACKUP, "audited")
+    root = backup["status"]["rootHash"]
+    verified = as_json(mover(env, tmp_path, "app", "verify", "audited", "--read-data", "--json"))
+    assert verified["rootHash"] == root
+    assert verified["parts"] == ["objects", "volume shop/data-a", "volume shop/data-b"]
+    assert verified["bytes"] > sum(len(d) for d in data.values())
+    # Damage one stored byte: structure still holds, reading every byte does not.
+    packs = sorted(p for p in (env.repo_dir / "data").rglob("*") if p.is_file())
+    victim = max(packs, key=lambda p: p.stat().st_size)
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    assert mover(env, tmp_path, "app", "verify", "audited").returncode == 0
+    damaged = mover(env, tmp_path, "app", "verify", "audited", "--read-data")
+    assert damaged.returncode == 1
+    (line,) = damaged.stderr.strip().splitlines()
+    assert "of this backup does not verify" in line
+
+
+def test_app_cancel(env: Env, tmp_path: Path) -> None:
+    missing = mover(env, tmp_path, "app", "cancel", "nope")
+    assert missing.returncode == 2
+    assert (
+        missing.stderr.strip() == "mover: error: no Backup mover-system/nope; see `mover app list`"
+    )
+    deploy_app(env.kube, "shop")
+    env.kube.create(
+        api.BACKUP,
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": "Backup",
+            "metadata": {"name": "b", "namespace": SYSTEM},
+            "spec": {"repository": "default", "includedNamespaces": ["shop"]},
+        },
+    )
+    asked = mover(env, tmp_path, "app", "cancel", "b")
+    assert asked.returncode == 0, asked.stderr
+    assert env.kube.get(api.BACKUP, SYSTEM, "b")["spec"]["cancel"] is True
+    with env.running(agent=False):
+        backup = env.wait_phase(api.BACKUP, "b")
+    assert backup["status"]["phase"] == "Cancelled"
+    again = mover(env, tmp_path, "app", "cancel", "b")
+    assert again.returncode == 2
+    assert "Backup b is Cancelled already; nothing to cancel" in again.stderr
+
+
+def test_app_schedule(env: Env, tmp_path: Path) -> None:
+    bad = mover(
+        env, tmp_path, "app", "schedule", "s", "--cron", "nightly", "--include-namespace", "x"
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "mover: error: --cron 'nightly' is not a cron expression (e.g. '0 2 * * *')"
+    )
+    assert env.kube.list(api.SCHEDULE, SYSTEM) == []
+    made = as_json(
+        mover(
+            env,
+            tmp_path,
+            "app",
+            "schedule",
+            "nightly",
+            "--cron",
+            "0 2 * * *",
+            "--include-namespace",
+            "shop",
+            "--keep-last",
+            "3",
+            "--json",
+        )
+    )
+    assert made["spec"] == {
+        "schedule": "0 2 * * *",
+        "keepLast": 3,
+        "template": {
+            "repository": "default",
+            "includedNamespaces": ["shop"],
+            "snapshotVolumes": True,
+        },
+    }
+    listing = as_json(mover(env, tmp_path, "app", "list", "--json"))
+    assert [s["name"] for s in listing["schedules"]] == ["nightly"]
+
+
+def test_status_line_sums_the_volumes_progress(env: Env) -> None:
+    from mover_k8s.cli import status_line
+
+    backup = env.kube.create(
+        api.BACKUP,
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": "Backup",
+            "metadata": {"name": "b", "namespace": SYSTEM},
+            "spec": {"repository": "default", "includedNamespaces": ["shop"]},
+        },
+    )
+    assert status_line(env.kube, backup) == "Backup b: New"
+    env.kube.patch_status(api.BACKUP, SYSTEM, "b", {"phase": "WaitingForVolumes"})
+    for name, phase, done in (("v1", "Completed", 2_000_000_000), ("v2", "Running", 1_000_000_000)):
+        env.kube.create(
+            api.VOLUME_BACKUP,
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": "VolumeBackup",
+                "metadata": {"name": name, "namespace": SYSTEM, "labels": {api.BACKUP_LABEL: "b"}},
+                "spec": {"backup": "b", "repository": "default", "node": "n", "pvc": {}},
+            },
+        )
+        progress = {
+            "bytesDone": done,
+            "bytesTotal": 2_000_000_000,
+            "bytesPerSecond": 100_000_000,
+            "etaSeconds": 0 if phase == "Completed" else 10,
+        }
+        env.kube.patch_status(
+            api.VOLUME_BACKUP, SYSTEM, name, {"phase": phase, "progress": progress}
+        )
+    line = status_line(env.kube, env.kube.get(api.BACKUP, SYSTEM, "b"))
+    assert line == (
+        "Backup b: WaitingForVolumes, 1 of 2 volumes, 3.0 GB of 4.0 GB, 100 MB/s, ETA 10s"
+    )
