@@ -11,9 +11,10 @@ backups keep running. Garbage is collected in two phases:
    the snapshots that existed, and the backups (their shared locks) that were running and may
    still hold the old index.
 2. *Delete*, in this or a later prune, once the record is older than the grace period and none
-   of those backups is alive: a condemned pack that a snapshot written since references (a
-   backup that deduplicated against the old index) is indexed again; one that some index file
-   names again is left alone; the others are deleted.
+   of those backups is alive: a condemned pack that some index file names again (a backup that
+   used it indexed it again before its snapshot), or that a record still waiting names too, is
+   left alone; of the others, the entries that a snapshot written since or a checkpoint needs
+   and that no index has are indexed again (the pack stays); the rest are deleted.
 
 So a backup running during prune never ends up pointing at a deleted pack, whatever the
 interleaving, and a crash at any step leaves duplicates, never a missing chunk: every write
@@ -270,27 +271,31 @@ def prune(
     say = progress or (lambda _message: None)
     stats = PruneStats()
     with Lock(repo, "exclusive") as lock:
-        # Snapshots and checkpoints before the index: everything they reference was indexed
-        # before they were written, so the index read next covers them.
-        snapshots = repo.snapshots()
-        held = held_by_checkpoints(repo)
-        index = repo.index  # after the lock: what this prune reads is what it replaces
-        loaded = dict(index.files)
-        say(f"collecting the chunks of {len(snapshots)} snapshots")
-        blobs = Blobs(repo)
-        live = LiveSet()
-        live.add_snapshots(blobs, snapshots)
-        _keep_checkpoints(repo, blobs, live, held, checkpoint_max_age, stats)
+        repo.lock = lock  # index writes check it (Repository.write_index)
+        try:
+            # Snapshots and checkpoints before the index: everything they reference was indexed
+            # before they were written, so the index read next covers them.
+            snapshots = repo.snapshots()
+            held = held_by_checkpoints(repo)
+            index = repo.index  # after the lock: what this prune reads is what it replaces
+            loaded = dict(index.files)
+            say(f"collecting the chunks of {len(snapshots)} snapshots")
+            blobs = Blobs(repo)
+            live = LiveSet()
+            live.add_snapshots(blobs, snapshots)
+            _keep_checkpoints(repo, blobs, live, held, checkpoint_max_age, stats)
 
-        named = _condemn(repo, live, snapshots, loaded, repack_below, stats, say)
-        lock.ensure_held()  # taken for dead meanwhile: another prune may be running
-        blobs.forget_current()
-        _delete_condemned(repo, blobs, named, grace, checkpoint_max_age, stats, say)
-        lock.ensure_held()
-        _delete_unindexed(repo, named, unindexed_grace, stats)
-        remove_leftovers = getattr(repo.backend, "remove_leftovers", None)
-        if remove_leftovers is not None:  # temp files of writers that died mid-write
-            stats.leftovers_deleted = remove_leftovers(unindexed_grace)
+            named = _condemn(repo, live, snapshots, loaded, repack_below, stats, say)
+            lock.ensure_held()  # taken for dead meanwhile: another prune may be running
+            blobs.forget_current()
+            _delete_condemned(repo, blobs, named, grace, checkpoint_max_age, stats, say)
+            lock.ensure_held()
+            _delete_unindexed(repo, named, unindexed_grace, stats)
+            remove_leftovers = getattr(repo.backend, "remove_leftovers", None)
+            if remove_leftovers is not None:  # temp files of writers that died mid-write
+                stats.leftovers_deleted = remove_leftovers(unindexed_grace)
+        finally:
+            repo.lock = None
     repo._index = None  # re-read on next use
     return stats
 
