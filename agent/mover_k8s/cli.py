@@ -10,12 +10,14 @@ Registered with `mover` through the `mover.commands` entry point (pyproject.toml
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
 import time
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -28,6 +30,9 @@ from mover_k8s.errors import Conflict, KubeError
 from mover_k8s.k8s.types import Obj, ResourceType
 
 if TYPE_CHECKING:  # the client is imported when a command runs: `mover` starts fast without it
+    from prometheus_client import CollectorRegistry
+
+    from mover_k8s.diff import Report
     from mover_k8s.k8s.client import Kube
 
 DEFAULT_NAMESPACE = "mover-system"
@@ -587,17 +592,148 @@ def verify_cmd(
     click.echo(f"Backup {name}: root {verified.root_hash} verified ({what})")
 
 
+def _captured_objects(kube: Kube, namespace: str, name: str) -> tuple[Obj, Obj]:
+    """(the Backup, its capture document), read back from the repository; the manifest is
+    checked against the Backup's root hash first when the Backup has one."""
+    from mover_k8s import store
+    from mover_k8s.repos import Repositories
+
+    backup = kube.find(api.BACKUP, namespace, name)
+    if backup is None:
+        raise UsageError(f"no Backup {namespace}/{name}; see `mover app list`")
+    status = backup.get("status") or {}
+    if not status.get("objectsSnapshot"):
+        raise UsageError(
+            f"Backup {name} is {status.get('phase') or 'New'}: it has captured no objects yet"
+        )
+    repo = Repositories(kube).open(namespace, str((backup.get("spec") or {}).get("repository")))
+    try:
+        objects_id = str(status["objectsSnapshot"])
+        if status.get("manifestSnapshot"):
+            manifest = repo.find_snapshot(str(status["manifestSnapshot"]))
+            doc = store.verify_manifest(repo, manifest, status.get("rootHash"))
+            objects_id = str(doc["objects"]["snapshot"])
+        return backup, store.load_document(repo, objects_id)
+    finally:
+        repo.close()
+
+
+@app.command("diff")
+@click.argument("name")
+@click.option(
+    "--desired",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Directory of manifests (a git checkout, kustomize build output): *.yaml, *.yml, *.json.",
+)
+@click.option(
+    "--default-namespace",
+    help="Namespace of desired objects that name none [default: the Backup's one namespace].",
+)
+@click.option("--exit-code", is_flag=True, help="Exit 1 when there is drift (as git diff does).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@with_kube
+def diff_cmd(
+    name: str,
+    desired: Path,
+    default_namespace: str | None,
+    exit_code: bool,
+    as_json: bool,
+    kubeconfig: str | None,
+    kube_context: str | None,
+    namespace: str,
+) -> None:
+    """What ran vs. what git declared: the objects a Backup captured live against a directory of
+    manifests. Exit 0 (with --exit-code: 1 when they differ)."""
+    from mover_k8s.diff import diff, load_desired
+
+    wanted = load_desired(desired)  # bad input fails before the cluster is asked
+    kube = connect(kubeconfig, kube_context)
+    backup, capture = _captured_objects(kube, namespace, name)
+    if default_namespace is None:
+        scope = (capture.get("scope") or {}).get("namespaces") or []
+        default_namespace = scope[0] if len(scope) == 1 else ""
+    report = diff(capture.get("objects") or [], wanted, default_namespace)
+    if as_json:
+        emit_json(
+            {
+                "backup": name,
+                "rootHash": (backup.get("status") or {}).get("rootHash"),
+                "desired": str(desired),
+                **report.as_dict(),
+            }
+        )
+    else:
+        _show_diff(report)
+    if exit_code and report.drift:
+        raise MoverError(
+            f"drift: {len(report.only_in_cluster)} only in the cluster, "
+            f"{len(report.only_in_git)} only in git, {len(report.changed)} changed"
+        )
+
+
+def _plain_table(columns: list[str], rows: list[list[str]]) -> None:
+    """Columns padded as kubectl prints them, never wrapped: long field paths and hostnames
+    stay on one line, for people and for grep."""
+    widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
+    for row in [columns, *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _show_diff(report: Report) -> None:
+    def where(ns: str, name: str) -> str:
+        return f"{ns}/{name}" if ns else name
+
+    rows = [["only-in-cluster", r.kind, where(r.namespace, r.name), "", "", ""] for r in (
+        report.only_in_cluster
+    )]  # fmt: skip
+    rows += [["only-in-git", r.kind, where(r.namespace, r.name), "", "", ""] for r in (
+        report.only_in_git
+    )]  # fmt: skip
+    for c in report.changed:
+        for f in c.fields:
+            shown = [json.dumps(v) if v is not None else "(absent)" for v in (f.desired, f.live)]
+            rows.append(["changed", c.kind, where(c.namespace, c.name), f.path, *shown])
+    if rows:
+        _plain_table(["DRIFT", "KIND", "OBJECT", "FIELD", "GIT", "LIVE"], rows)
+        click.echo()
+    click.echo(
+        f"{len(report.only_in_cluster)} only in the cluster, {len(report.only_in_git)} only in "
+        f"git, {len(report.changed)} changed, {report.same} the same, {len(report.ignored)} "
+        "ignored (made by the cluster)"
+    )
+    if report.external:
+        click.echo("\nExternal names recorded live (outside the cluster; they must follow a move):")
+        _plain_table(
+            ["KIND", "OBJECT", "TYPE", "VALUE"],
+            [[e.kind, where(e.namespace, e.name), e.type, e.value] for e in report.external],
+        )
+
+
 @click.group("agent")
 def agent() -> None:
     """Run mover's Kubernetes components (in their pods)."""
 
 
-def _run_until_signal(run: Any) -> None:
+def _run_until_signal(run: Any, registry: CollectorRegistry, metrics_port: int) -> None:
+    from mover_k8s.metrics import Server
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run(stop)
+    server = None
+    if metrics_port:
+        try:
+            server = Server(registry, metrics_port)
+        except OSError as exc:
+            raise UsageError(f"--metrics-port {metrics_port}: {exc.strerror or exc}") from None
+        logging.getLogger("mover.k8s").info("metrics on port %d (/metrics)", server.port)
+    try:
+        run(stop)
+    finally:
+        if server is not None:
+            server.close()
 
 
 @agent.command("controller")
@@ -624,6 +760,13 @@ def _run_until_signal(run: Any) -> None:
     help="A standby replica takes over when the leader's Lease is this old.",
 )
 @click.option("--no-watch", is_flag=True, help="Poll only: no watches between passes.")
+@click.option(
+    "--metrics-port",
+    default=9480,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port (/metrics); 0: off.",
+)
 @with_kube
 def controller_cmd(
     watch_namespace: str | None,
@@ -632,12 +775,14 @@ def controller_cmd(
     bind_timeout: float,
     lease_seconds: float,
     no_watch: bool,
+    metrics_port: int,
     kubeconfig: str | None,
     kube_context: str | None,
     namespace: str,
 ) -> None:
     """The controller: captures, hands out volume work, restores (one Deployment)."""
     from mover_k8s.controller.manager import Controller
+    from mover_k8s.metrics import ControllerMetrics
 
     kube = connect(kubeconfig, kube_context)
     controller = Controller(
@@ -649,8 +794,9 @@ def controller_cmd(
         bind_timeout,
         lease_seconds,
         watch=not no_watch,
+        metrics=ControllerMetrics(),
     )
-    _run_until_signal(controller.run)
+    _run_until_signal(controller.run, controller.metrics.registry, metrics_port)
 
 
 @agent.command("node")
@@ -666,6 +812,13 @@ def controller_cmd(
 @click.option("--interval", default=2.0, show_default=True)
 @click.option("--progress-interval", default=2.0, show_default=True)
 @click.option("--no-watch", is_flag=True, help="Poll only: no watches between passes.")
+@click.option(
+    "--metrics-port",
+    default=9481,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port (/metrics); 0: off.",
+)
 @with_kube
 def node_cmd(
     node: str,
@@ -676,6 +829,7 @@ def node_cmd(
     interval: float,
     progress_interval: float,
     no_watch: bool,
+    metrics_port: int,
     kubeconfig: str | None,
     kube_context: str | None,
     namespace: str,
@@ -698,7 +852,7 @@ def node_cmd(
         progress_interval=progress_interval,
         watch=not no_watch,
     )
-    _run_until_signal(agent_.run)
+    _run_until_signal(agent_.run, agent_.metrics.registry, metrics_port)
 
 
 @agent.command("crds")

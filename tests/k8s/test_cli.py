@@ -163,7 +163,7 @@ def test_agent_commands_run_the_components(env: Env, tmp_path: Path) -> None:
     data = write_app_data(env.kube, "shop")
     kubeconfig = env.served.kubeconfig(tmp_path / "kubeconfig")
     environ = dict(os.environ, KUBECONFIG=str(kubeconfig), NODE_NAME="node-a")
-    common = ["--interval", "0.1"]
+    common = ["--interval", "0.1", "--metrics-port", "0"]  # tests/k8s/test_metrics.py serves them
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "mover", "agent", *args, *common],

@@ -42,6 +42,8 @@ def test_components_run_existing_commands(
     assert sub is not None
     ctx = sub.make_context(command, list(args[2:]))
     assert ctx.params["namespace"] == "mover-system"
+    (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == "metrics"]
+    assert port == ctx.params["metrics_port"]
     bindings = [d for d in documents() if d["kind"] == "ClusterRoleBinding"]
     accounts = {s["name"] for b in bindings for s in b["subjects"]}
     assert spec["serviceAccountName"] in accounts

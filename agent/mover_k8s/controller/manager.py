@@ -27,6 +27,7 @@ from mover_k8s.controller.schedules import ScheduleReconciler
 from mover_k8s.errors import KubeError
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
 from mover_k8s.leader import Leadership
+from mover_k8s.metrics import ControllerMetrics
 from mover_k8s.repos import Repositories
 from mover_k8s.wakeup import Wakeup
 
@@ -44,8 +45,10 @@ class Controller:
         bind_timeout: float = 600.0,
         lease_seconds: float = 15.0,
         watch: bool = False,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self.kube = kube
+        self.metrics = metrics or ControllerMetrics()
         self.watch_namespace = watch_namespace
         self.interval = interval
         self.identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -84,9 +87,13 @@ class Controller:
             self._guarded(api.REPOSITORY, repository, self.repositories.reconcile)
         for schedule in self.kube.list(api.SCHEDULE, self.watch_namespace):
             self._guarded(api.SCHEDULE, schedule, self.schedules.reconcile)
-        for backup in self.kube.list(api.BACKUP, self.watch_namespace):
+        backups = self.kube.list(api.BACKUP, self.watch_namespace)
+        self.metrics.observe("Backup", backups, api.DONE_PHASES)
+        for backup in backups:
             self._guarded(api.BACKUP, backup, self.backups.reconcile)
-        for restore in self.kube.list(api.RESTORE, self.watch_namespace):
+        restores = self.kube.list(api.RESTORE, self.watch_namespace)
+        self.metrics.observe("Restore", restores, api.DONE_PHASES)
+        for restore in restores:
             self._guarded(api.RESTORE, restore, self.restores.reconcile)
 
     def _guarded(self, rt: ResourceType, obj: Obj, reconcile: Callable[[Obj], None]) -> None:

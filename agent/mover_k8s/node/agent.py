@@ -30,10 +30,12 @@ from mover.errors import IntegrityError, MoverError
 from mover.locks import writer
 from mover.restore import RestoreStats, run_restore
 from mover.source import source_size
+from mover.storage.stack import metrics_of
 from mover_k8s import agents, api, store
 from mover_k8s.conditions import now, set_condition
 from mover_k8s.errors import Cancelled, KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
+from mover_k8s.metrics import JobMeter, NodeMetrics
 from mover_k8s.node.exposer import Exposed, Exposer, PathExposer, target_pv
 from mover_k8s.repos import Repositories
 from mover_k8s.volumes import local_path
@@ -97,9 +99,11 @@ class NodeAgent:
         progress_interval: float = 2.0,
         threads: int | None = None,
         watch: bool = False,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.kube = kube
         self.node = node
+        self.metrics = metrics or NodeMetrics()
         self.namespace = namespace  # where this agent's Lease lives
         self.watch_namespace = watch_namespace  # None: work items in every namespace
         self.exposers: dict[str, Exposer] = exposers or {"path": PathExposer(kube)}
@@ -155,14 +159,19 @@ class NodeAgent:
         for key in [k for k, j in self.jobs.items() if j.thread and not j.thread.is_alive()]:
             del self.jobs[key]
         selector = f"{api.NODE_LABEL}={self.node}"
+        depths: dict[tuple[str, str], int] = {}
         for rt in (api.VOLUME_BACKUP, api.VOLUME_RESTORE):
             for item in self.kube.list(rt, self.watch_namespace, label_selector=selector):
+                phase = (item.get("status") or {}).get("phase") or api.NEW
+                if phase not in api.DONE_PHASES:
+                    depths[rt.kind, phase] = depths.get((rt.kind, phase), 0) + 1
                 try:
                     self._consider(rt, item)
                 except KubeError:
                     raise  # the API is away: this pass ends, the next one retries
                 except Exception:  # one malformed item must not stop the node's other work
                     log.exception("%s %s cannot be run", rt.kind, item["metadata"].get("name"))
+        self.metrics.set_queue(depths)
 
     def _consider(self, rt: ResourceType, item: Obj) -> None:
         meta, spec = item["metadata"], item.get("spec") or {}
@@ -228,6 +237,10 @@ class NodeAgent:
         rt = job.rt
         attempts = int((item.get("status") or {}).get("attempts") or 0) + 1
         exposed: Exposed | None = None
+        meter = self.metrics.job(
+            "backup" if rt is api.VOLUME_BACKUP else "restore", job.namespace, job.name
+        )
+        outcome = api.FAILED
         try:
             self._set_status(
                 rt,
@@ -245,15 +258,18 @@ class NodeAgent:
             )
             if rt is api.VOLUME_BACKUP:
                 exposed = self._exposer_for(item, source=True).expose_source(item)
-                result = self._backup(job, item, exposed.path)
+                result = self._backup(job, item, exposed.path, meter)
             else:
                 exposed = self._exposer_for(item, source=False).expose_target(item)
-                result = self._restore(job, item, exposed.path)
+                result = self._restore(job, item, exposed.path, meter)
             result.update(phase=api.COMPLETED, completionTimestamp=now(), message="")
             self._set_status(rt, item, result, "Completed", "done", True)
+            outcome = api.COMPLETED
         except _Interrupted:
             log.info("%s %s interrupted by shutdown; left Running", rt.kind, job.name)
+            outcome = "Interrupted"
         except Cancelled as exc:
+            outcome = api.CANCELLED
             self._finish_failed(rt, item, api.CANCELLED, "Cancelled", str(exc))
         except SpecError as exc:
             self._finish_failed(rt, item, api.FAILED, exc.reason, str(exc))
@@ -263,6 +279,7 @@ class NodeAgent:
         except MoverError as exc:
             self._finish_failed(rt, item, api.FAILED, type(exc).__name__, str(exc))
         finally:
+            meter.finish(outcome)
             if exposed is not None:
                 try:
                     exposed.release()
@@ -326,9 +343,10 @@ class NodeAgent:
 
         return write
 
-    def _backup(self, job: Job, item: Obj, path: str) -> Obj:
+    def _backup(self, job: Job, item: Obj, path: str, meter: JobMeter) -> Obj:
         spec = item["spec"]
         repo = self.repos.open(job.namespace, spec["repository"])
+        meter.storage = metrics_of(repo.backend)
         try:
             with open(path, "rb") as source:
                 total = source_size(source.fileno()) or 0  # 0: a stream, size unknown
@@ -344,9 +362,11 @@ class NodeAgent:
                 def on_progress(stats: BackupStats) -> None:
                     # Bytes through the whole pipeline, not just read (reads run ahead), plus
                     # what a resumed run skipped (mover's checkpoints, after an interruption).
-                    check(
+                    done = (
                         stats.resumed_from + stats.new_bytes + stats.reused_bytes + stats.zero_bytes
                     )
+                    meter.backup_progress(stats, done)
+                    check(done)
 
                 with writer(repo):
                     snapshot = run_backup(
@@ -357,6 +377,8 @@ class NodeAgent:
                         progress=on_progress,
                         notify=lambda note: log.info("%s: %s", job.name, note),
                     )
+                # The snapshot's stats settle what came after the last progress call.
+                meter.backup_progress(snapshot.stats, snapshot.size)
                 progress.report(total, force=True)
         except OSError as exc:
             raise SpecError("VolumeUnreadable", f"cannot read {path}: {exc.strerror}") from None
@@ -364,9 +386,10 @@ class NodeAgent:
             repo.close()
         return {"snapshot": snapshot.id, "tree": snapshot.tree}
 
-    def _restore(self, job: Job, item: Obj, path: str) -> Obj:
+    def _restore(self, job: Job, item: Obj, path: str, meter: JobMeter) -> Obj:
         spec = item["spec"]
         repo = self.repos.open(job.namespace, spec["repository"])
+        meter.storage = metrics_of(repo.backend)
         try:
             snapshot = repo.find_snapshot(spec["snapshot"])
             if spec.get("sourceTree") and snapshot.tree != spec["sourceTree"]:
@@ -379,11 +402,13 @@ class NodeAgent:
             check = self._checker(job, progress)
 
             def on_progress(stats: RestoreStats) -> None:
+                meter.restore_progress(stats.bytes_written + stats.hole_bytes)
                 check(stats.bytes_written + stats.hole_bytes)
 
             stats = run_restore(
                 repo, snapshot, path, force=True, threads=self.threads, progress=on_progress
             )
+            meter.restore_progress(stats.bytes_written + stats.hole_bytes, final=True)
             progress.report(snapshot.size, force=True)
         finally:
             repo.close()
