@@ -336,6 +336,12 @@ def schedule_cmd(
 @click.option(
     "--repository", help="Read the backup from this Repository (e.g. on another cluster)."
 )
+@click.option(
+    "--external-wait",
+    metavar="DURATION",
+    help="How long after the restore ends new external names (a load balancer's hostname) "
+    "are looked for (e.g. 30m)  [default: 10m]",
+)
 @click.option("--wait", is_flag=True, help="Follow the restore until it ends.")
 @click.option("--timeout", default=3600.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -354,6 +360,7 @@ def restore_cmd(
     selector: str | None,
     existing: str,
     repository: str | None,
+    external_wait: str | None,
     wait: bool,
     timeout: float,
     as_json: bool,
@@ -379,6 +386,8 @@ def restore_cmd(
         spec["labelSelector"] = labels
     if repository:
         spec["repository"] = repository
+    if external_wait:
+        spec["externalWait"] = external_wait
     kube = connect(kubeconfig, kube_context)
     body = {
         "apiVersion": api.API_VERSION,
@@ -516,6 +525,30 @@ def describe_cmd(
             click.echo(
                 f"  {entry.get('result')}: {entry.get('kind')} {where}{entry.get('name')}{reason}"
             )
+        _show_external(report)
+
+
+def _show_external(report: Obj) -> None:
+    """A Restore's external names: recorded in the backup, and the restored objects' now."""
+    entries = report.get("external") or []
+    if not entries:
+        return
+    click.echo(
+        "\nExternal names (outside the cluster; what follows them must follow the move): "
+        f"{report.get('externalPhase', '')}: {report.get('externalMessage', '')}"
+    )
+    rows = [
+        [
+            str(e.get("kind", "")),
+            f"{e['namespace']}/{e.get('name', '')}" if e.get("namespace") else str(e.get("name")),
+            str(e.get("what", "")),
+            str(e.get("recorded") or "-"),
+            str(e.get("current") or "-"),
+            str(e.get("state", "")),
+        ]
+        for e in entries
+    ]
+    _plain_table(["KIND", "OBJECT", "WHAT", "RECORDED", "CURRENT", "STATE"], rows)
 
 
 @app.command("cancel")

@@ -27,7 +27,7 @@ Rules (docs/kubernetes.md, "Drift"):
 
 External side effects recorded in the capture (what outside the cluster follows the app: load
 balancer hostnames and IPs, ExternalName targets, Ingress hosts, external-dns names) are listed
-by `external_names`.
+by `external_names` (mover_k8s.external, shared with the Restore report).
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ from typing import Any
 import yaml
 
 from mover.errors import UsageError
+from mover_k8s.external import External, external_names
 from mover_k8s.restore_plan import skip_reason, strip
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str, str]  # group, kind, namespace, name
 
 IGNORED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
-EXTERNAL_DNS = "external-dns.alpha.kubernetes.io/"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -81,15 +81,6 @@ class Ignored:
     namespace: str
     name: str
     reason: str
-
-
-@dataclass(frozen=True)
-class External:
-    kind: str
-    namespace: str
-    name: str
-    type: str  # loadBalancerHostname, loadBalancerIP, externalName, ingressHost, externalDNS
-    value: str
 
 
 @dataclass
@@ -300,43 +291,3 @@ def diff(
             report.same += 1
     report.external = external_names(live_objects)
     return report
-
-
-# -- what outside the cluster follows the app ------------------------------------------------
-
-
-def _ingress_points(status: Obj) -> list[tuple[str, str]]:
-    points: list[tuple[str, str]] = []
-    for entry in (status.get("loadBalancer") or {}).get("ingress") or []:
-        if entry.get("hostname"):
-            points.append(("loadBalancerHostname", str(entry["hostname"])))
-        if entry.get("ip"):
-            points.append(("loadBalancerIP", str(entry["ip"])))
-    return points
-
-
-def external_names(objects: list[Obj]) -> list[External]:
-    """Names outside the cluster that the captured objects made or point at."""
-    found: list[External] = []
-    for obj in objects:
-        kind, meta = str(obj.get("kind")), obj.get("metadata") or {}
-        spec, status = obj.get("spec") or {}, obj.get("status") or {}
-        ns, name = str(meta.get("namespace") or ""), str(meta.get("name"))
-        entries: list[tuple[str, str]] = []
-        if kind == "Service":
-            if spec.get("type") == "ExternalName" and spec.get("externalName"):
-                entries.append(("externalName", str(spec["externalName"])))
-            entries += _ingress_points(status)
-        elif kind == "Ingress":
-            hosts = [r.get("host") for r in spec.get("rules") or []]
-            hosts += [h for t in spec.get("tls") or [] for h in t.get("hosts") or []]
-            entries += [("ingressHost", str(h)) for h in dict.fromkeys(hosts) if h]
-            entries += _ingress_points(status)
-        for annotation, value in sorted((meta.get("annotations") or {}).items()):
-            if annotation.startswith(EXTERNAL_DNS) and annotation.endswith(("hostname", "target")):
-                what = annotation[len(EXTERNAL_DNS) :]
-                entries += [
-                    (f"externalDNS:{what}", v.strip()) for v in str(value).split(",") if v.strip()
-                ]
-        found += [External(kind, ns, name, t, v) for t, v in entries]
-    return found

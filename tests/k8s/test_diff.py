@@ -18,14 +18,13 @@ from mover.errors import UsageError
 from mover_k8s import api
 from mover_k8s.diff import (
     Changed,
-    External,
     FieldChange,
     Ref,
     compare,
     diff,
-    external_names,
     load_desired,
 )
+from mover_k8s.external import External, external_names
 from mover_k8s.k8s.types import ResourceType
 
 from .conftest import (

@@ -9,6 +9,13 @@ All input is checked before the first write: the mode, the backup (found as a Ba
 by name in the repository: a backup taken on another cluster), the repository, the manifest
 against the Backup's root hash, the mappings (storage classes must exist here), the volume
 subset, and the agents for the target volumes. A Restore that fails a check changes nothing.
+
+External names (mover_k8s.external): once the objects are made, the report pairs each external
+name recorded in the captured objects (a load balancer's hostname, an ExternalName target, an
+Ingress host, an external-dns name) with the restored object's current one: `same`, `changed`
+or `pending` (no value yet, e.g. a LoadBalancer the cloud has not provisioned). Pending entries
+are refreshed on every pass, also after the Restore has ended, for `spec.externalWait` (10m)
+after its completion; then they are left pending and `report.externalPhase` says `TimedOut`.
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mover.errors import MoverError
-from mover_k8s import agents, api, store
+from mover_k8s import agents, api, external, store
 from mover_k8s.conditions import now, set_condition
-from mover_k8s.controller.backups import item_name, owner_ref
+from mover_k8s.controller.backups import item_name, owner_ref, parse_ttl
 from mover_k8s.errors import Conflict, KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
 from mover_k8s.repos import Repositories
@@ -39,6 +46,10 @@ from mover_k8s.volumes import pv_node, quantity
 
 log = logging.getLogger("mover.k8s.restore")
 CRD_WAIT = 10.0  # seconds for a restored CRD's kind to be served before its objects fail
+EXTERNAL_WAIT = "10m"  # spec.externalWait's default
+# report.externalPhase: pending external names are refreshed (Waiting), none is pending
+# (Settled), or spec.externalWait ran out with some still pending (TimedOut).
+EXTERNAL_WAITING, EXTERNAL_SETTLED, EXTERNAL_TIMED_OUT = "Waiting", "Settled", "TimedOut"
 
 
 def _as_obj(entry: Obj) -> Obj:
@@ -76,6 +87,50 @@ class Loaded:
     policy: str
 
 
+def external_wait(spec: Obj) -> float:
+    """spec.externalWait in seconds; SpecError if it is not a duration."""
+    text = str(spec.get("externalWait") or EXTERNAL_WAIT)
+    try:
+        return parse_ttl(text).total_seconds()
+    except SpecError:
+        raise SpecError(
+            "InvalidExternalWait", f"spec.externalWait {text!r} is not a duration like 10m or 90s"
+        ) from None
+
+
+def _wait_of(restore: Obj) -> float:
+    """spec.externalWait of a Restore that was checked already: the default if it has been
+    changed since to something that is not a duration."""
+    try:
+        return external_wait(restore.get("spec") or {})
+    except SpecError:
+        return external_wait({})
+
+
+def _external_fields(entries: list[Obj], wait: float, waited: float | None) -> Obj:
+    """The report's external fields; `waited`: seconds since the Restore ended (None: not yet).
+    Nothing when nothing external was recorded."""
+    if not entries:
+        return {}
+    pending = sum(1 for e in entries if e.get("state") == external.PENDING)
+    if not pending:
+        phase = EXTERNAL_SETTLED
+        message = "every recorded external name is known on the restored objects"
+    elif waited is not None and waited >= wait:
+        phase = EXTERNAL_TIMED_OUT
+        message = (
+            f"{pending} external name(s) still pending; stopped checking {wait:.0f}s after "
+            "the restore ended (spec.externalWait)"
+        )
+    else:
+        phase = EXTERNAL_WAITING
+        message = (
+            f"{pending} external name(s) pending; checked until {wait:.0f}s after the restore "
+            "ends (spec.externalWait)"
+        )
+    return {"external": entries, "externalPhase": phase, "externalMessage": message}
+
+
 def _seconds_since(stamp: str) -> float:
     try:
         then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
@@ -97,6 +152,7 @@ class RestoreReconciler:
     def reconcile(self, restore: Obj) -> None:
         phase = (restore.get("status") or {}).get("phase") or api.NEW
         if phase in api.DONE_PHASES:
+            self._follow_external(restore)
             return
         if (restore.get("spec") or {}).get("cancel"):
             self._cancel(restore)
@@ -227,6 +283,7 @@ class RestoreReconciler:
             raise SpecError(
                 "InvalidPolicy", f"existingResourcePolicy {policy!r} is not skip or update"
             )
+        external_wait(spec)
         repo_name, manifest_ref, root = self._locate(restore)
         repo = self.repos.open(meta["namespace"], repo_name)
         try:
@@ -297,11 +354,17 @@ class RestoreReconciler:
         )
         volumes = self._hand_out(restore, repo_name, plan, loaded.namespaces, volume_nodes, mode)
         counts = self._counts(report, volumes)
+        names = self._refresh_external(self._recorded_external(plan))
+        wait = _wait_of(restore)
         self._patch(
             restore,
             {
                 "phase": api.WAITING,
-                "report": {"objects": report, "volumes": volumes},
+                "report": {
+                    "objects": report,
+                    "volumes": volumes,
+                    **_external_fields(names, wait, None),
+                },
                 "counts": counts,
             },
         )
@@ -623,6 +686,9 @@ class RestoreReconciler:
             objects = self._apply_deferred(restore, objects, deferred)
             report["objects"] = objects
             self._patch(restore, {"report": report})
+        if report.get("external"):
+            wait = _wait_of(restore)
+            report.update(_external_fields(self._refresh_external(report["external"]), wait, None))
         counts = self._counts(report.get("objects") or [], volumes)
         failed = counts["failed"]
         ok = failed == 0
@@ -636,6 +702,7 @@ class RestoreReconciler:
             {
                 "phase": api.COMPLETED if ok else api.PARTIALLY_FAILED,
                 "completionTimestamp": now(),
+                "report": report,
                 "conditions": set_condition(
                     status.get("conditions"),
                     "Ready",
@@ -666,6 +733,89 @@ class RestoreReconciler:
             done.get(key_of(_as_obj(e)), dict(e, **missing)) if e.get("result") == "pending" else e
             for e in objects
         ]
+
+    # -- external names --
+
+    @staticmethod
+    def _recorded_external(plan: Plan) -> list[Obj]:
+        """The external names of the captured objects this restore makes (or finds existing),
+        under their restored (mapped) namespace; not yet compared."""
+        entries: list[Obj] = []
+        for step in plan.steps:
+            if step.skip:
+                continue
+            meta = step.prepared.get("metadata") or {}
+            for what, value in external.values_of(step.original):
+                entry: Obj = {
+                    "apiVersion": step.prepared.get("apiVersion", ""),
+                    "kind": step.prepared.get("kind", ""),
+                    "name": meta.get("name", ""),
+                    "what": what,
+                    "recorded": value,
+                    "current": "",
+                    "state": external.PENDING,
+                }
+                if meta.get("namespace"):
+                    entry["namespace"] = meta["namespace"]
+                entries.append(entry)
+        return entries
+
+    def _current_external(
+        self, api_version: str, kind: str, ns: str, name: str
+    ) -> list[tuple[str, str]]:
+        """(type, value) of the restored object's external names now; none if it is not there
+        (or its kind is not served)."""
+        try:
+            obj = self.kube.find(self.kube.resource_for(api_version, kind), ns or None, name)
+        except NotFound:
+            return []
+        return external.values_of(obj) if obj is not None else []
+
+    def _refresh_external(self, entries: list[Obj]) -> list[Obj]:
+        """`entries` paired again with the restored objects' current values."""
+        groups: dict[tuple[str, str, str, str, str], list[tuple[str, str]]] = {}
+        for e in entries:
+            if e.get("recorded"):
+                key = (
+                    str(e.get("apiVersion") or ""),
+                    str(e.get("kind") or ""),
+                    str(e.get("namespace") or ""),
+                    str(e.get("name") or ""),
+                    external.family(str(e.get("what") or "")),
+                )
+                groups.setdefault(key, []).append((str(e["what"]), str(e["recorded"])))
+        live: dict[tuple[str, str, str, str], list[tuple[str, str]]] = {}
+        refreshed: list[Obj] = []
+        for (api_version, kind, ns, name, family), recorded in groups.items():
+            obj_key = (api_version, kind, ns, name)
+            if obj_key not in live:
+                live[obj_key] = self._current_external(api_version, kind, ns, name)
+            current = [(t, v) for t, v in live[obj_key] if external.family(t) == family]
+            for what, old, new, state in external.pair(recorded, current):
+                entry: Obj = {"apiVersion": api_version, "kind": kind, "name": name}
+                if ns:
+                    entry["namespace"] = ns
+                entry.update(what=what, recorded=old, current=new, state=state)
+                refreshed.append(entry)
+        return refreshed
+
+    def _follow_external(self, restore: Obj) -> None:
+        """After the Restore has ended: refresh its pending external names until none is
+        pending or spec.externalWait has run out since it ended."""
+        status = restore.get("status") or {}
+        report = dict(status.get("report") or {})
+        if report.get("externalPhase") != EXTERNAL_WAITING:
+            return
+        wait = _wait_of(restore)
+        waited = _seconds_since(str(status.get("completionTimestamp") or ""))
+        try:
+            names = self._refresh_external(list(report.get("external") or []))
+        except KubeError as exc:  # the Restore has ended well: its condition stays; next pass
+            log.warning("restore %s: external names: %s", restore["metadata"]["name"], exc)
+            return
+        updated = dict(report, **_external_fields(names, wait, waited))
+        if updated != report:
+            self._patch(restore, {"report": updated})
 
     @staticmethod
     def _counts(objects: list[Obj], volumes: list[Any]) -> dict[str, int]:

@@ -1,32 +1,65 @@
 """Reconciling a Schedule: make a Backup from its template when the cron expression comes due,
-and keep the last `keepLast` completed ones.
+keep what the retention policy keeps, and prune the repository now and then.
 
-Runs missed while the controller was down are not made up one by one: the next pass makes one
-Backup for the latest due time (a backup is of the app as it is now; ten catch-up copies would
-be ten copies of the same state). Backups are named after their due time, so a pass that runs
-twice makes one Backup. Retention expires older Backups (their `status.expiration` is set to
-now): the Backup reconciler then forgets their snapshots and deletes them, as for a TTL.
+- **Runs.** Backups are named after their due time, so a pass that runs twice makes one
+  Backup. `spec.paused` (or the older `spec.suspend`) stops new runs; un-pausing resumes at the
+  next due time after the pass that sees it, and makes up nothing from the pause.
+- **Missed runs** (the controller was down): they are not made up one by one (a backup is of
+  the app as it is now; ten catch-up copies would be ten copies of the same state). The next
+  pass makes at most one Backup, for the latest due time, if that time was missed by no more
+  than `spec.startingDeadlineSeconds` (no deadline: always); otherwise it makes none and
+  records the skipped runs in status (`lastMissedTime`, `missedRuns`, condition reason
+  `MissedRun`), like a Kubernetes CronJob.
+- **Retention** is mover's own policy (mover.retention, restic's semantics: last, hourly,
+  daily, weekly, monthly, yearly) over the schedule's Completed Backups by completion time.
+  Those it does not keep expire (their `status.expiration` is set to now): the Backup
+  reconciler forgets their snapshots and deletes them, as for a TTL. Failed or cancelled
+  Backups older than the oldest kept one expire too.
+- **Prune.** Once retention has expired Backups and they are gone (their snapshots
+  forgotten), mover's prune (two-phase GC, exclusive lock; safe beside running backups, see
+  mover.maintenance) runs on the repository, in a thread, at most once every
+  `spec.prune.interval` (default 24h, counted from the last start, kept in status) and one at a
+  time in this controller. Its outcome goes to `status.prune` and the `Pruned` condition; a
+  failure (e.g. another prune holds the repository) is a condition, tried again next interval.
+  Packs still waiting (grace period, running backups) keep a prune due for the next interval.
+
+The clock is injectable (`clock`), so that tests can say when "now" is.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
+from mover.errors import MoverError
+from mover.maintenance import prune
+from mover.retention import Policy, apply_policy
+from mover.snapshot import Snapshot
 from mover_k8s import api
 from mover_k8s.conditions import condition, set_condition
-from mover_k8s.controller.backups import owner_ref
-from mover_k8s.errors import KubeError
+from mover_k8s.controller.backups import owner_ref, parse_ttl
+from mover_k8s.errors import KubeError, SpecError
 from mover_k8s.k8s.client import Kube, Obj
+from mover_k8s.repos import Repositories
 
 log = logging.getLogger("mover.k8s.schedule")
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
+RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+DEFAULT_KEEP_LAST = 7
+DEFAULT_PRUNE_INTERVAL = "24h"
+# Missed runs counted at most this far (a schedule every second, down for a week).
+MAX_COUNTED = 10000
+# A condition besides Ready: type, status, reason, message.
+Extra = tuple[str, bool | None, str, str]
 
 
-def _parse(stamp: str | None) -> datetime | None:
-    if not stamp:
+def _parse(stamp: object) -> datetime | None:
+    if not isinstance(stamp, str) or not stamp:
         return None
     try:
         return datetime.strptime(stamp, STAMP).replace(tzinfo=UTC)
@@ -34,67 +67,224 @@ def _parse(stamp: str | None) -> datetime | None:
         return None
 
 
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime(STAMP)
+
+
 def _next(expression: str, after: datetime) -> datetime:
     result: datetime = croniter(expression, after).get_next(datetime)
     return result
 
 
-class ScheduleReconciler:
-    def __init__(self, kube: Kube) -> None:
-        self.kube = kube
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
-    def _status(self, schedule: Obj, update: Obj, ok: bool, reason: str, message: str) -> None:
-        meta, status = schedule["metadata"], schedule.get("status") or {}
-        ready = condition(schedule, "Ready") or {}
-        same = all(status.get(k) == v for k, v in update.items())
-        if same and ready.get("reason") == reason and ready.get("message") == message:
-            return  # nothing new: no write every pass
-        update["conditions"] = set_condition(
-            status.get("conditions"), "Ready", ok, reason, message, meta.get("generation")
+
+def policy_of(spec: Obj) -> Policy:
+    """spec.retention's rules (spec.keepLast is the `last` rule when retention has none; 7 when
+    neither is given). Raises SpecError for a count that is not an integer >= 0, or a policy
+    that would keep nothing."""
+    retention = spec.get("retention")
+    if retention is None:
+        retention = {}
+    if not isinstance(retention, dict):
+        raise SpecError("InvalidRetention", "spec.retention must be a map of rule: count")
+    unknown = sorted(set(retention) - set(RULES))
+    if unknown:
+        raise SpecError(
+            "InvalidRetention",
+            f"spec.retention has unknown rules {unknown}; known: {', '.join(RULES)}",
         )
+    counts: dict[str, object] = dict(retention)
+    if "last" not in counts:
+        keep_last = spec.get("keepLast")
+        if keep_last is not None:
+            counts["last"] = keep_last
+        elif not retention:
+            counts["last"] = DEFAULT_KEEP_LAST
+    for rule, value in counts.items():
+        if type(value) is not int or value < 0:
+            where = f"spec.retention.{rule}" if rule in retention else "spec.keepLast"
+            raise SpecError("InvalidRetention", f"{where} must be an integer >= 0, not {value!r}")
+    policy = Policy(**{rule: int(str(value)) for rule, value in counts.items()})
+    if policy.empty():
+        raise SpecError(
+            "InvalidRetention",
+            "the retention policy keeps nothing (every count is 0); keep at least one Backup",
+        )
+    return policy
+
+
+@dataclass
+class _Prune:
+    """One prune of this controller: the repository it runs on and, once done, its outcome."""
+
+    schedule: tuple[str, str]
+    repository: str
+    thread: threading.Thread
+    result: Obj | None = None
+
+
+class ScheduleReconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        repos: Repositories | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.repos = repos or Repositories(kube)
+        self.clock: Callable[[], datetime] = clock or _utc_now
+        self._prune: _Prune | None = None  # one at a time in this controller
+        self._prune_lock = threading.Lock()
+
+    # -- status --------------------------------------------------------------------------
+
+    def _status(
+        self,
+        schedule: Obj,
+        update: Obj,
+        ok: bool,
+        reason: str,
+        message: str,
+        extra: Sequence[Extra] = (),
+    ) -> None:
+        meta, status = schedule["metadata"], schedule.get("status") or {}
+        same = all(status.get(k) == v for k, v in update.items())
+        for type_, state, why, text in [("Ready", ok, reason, message), *extra]:
+            now = condition(schedule, type_) or {}
+            want = "Unknown" if state is None else "True" if state else "False"
+            if (now.get("status"), now.get("reason"), now.get("message")) != (want, why, text):
+                same = False
+        if same:
+            return  # nothing new: no write every pass
+        conditions = status.get("conditions")
+        for type_, state, why, text in [("Ready", ok, reason, message), *extra]:
+            conditions = set_condition(conditions, type_, state, why, text, meta.get("generation"))
+        update["conditions"] = conditions
         update["observedGeneration"] = meta.get("generation", 1)
         self.kube.patch_status(api.SCHEDULE, meta["namespace"], meta["name"], update)
+
+    def _refuse(self, schedule: Obj, reason: str, message: str) -> None:
+        self._status(schedule, {"nextScheduleTime": None}, False, reason, message)
+
+    # -- the pass ------------------------------------------------------------------------
 
     def reconcile(self, schedule: Obj) -> None:
         meta, spec = schedule["metadata"], schedule.get("spec") or {}
         status = schedule.get("status") or {}
         expression = str(spec.get("schedule") or "")
         if not croniter.is_valid(expression):
-            self._status(
+            self._refuse(
                 schedule,
-                {},
-                False,
                 "InvalidSchedule",
                 f"spec.schedule {expression!r} is not a cron expression (e.g. '0 2 * * *')",
             )
             return
         template = spec.get("template")
         if not isinstance(template, dict) or not template.get("repository"):
-            self._status(
+            self._refuse(
                 schedule,
-                {},
-                False,
                 "InvalidTemplate",
                 "spec.template must be a Backup spec naming a repository",
             )
             return
-        self._retain(schedule, int(spec.get("keepLast") or 7))
-        if spec.get("suspend"):
-            self._status(schedule, {"nextScheduleTime": None}, True, "Suspended", "suspended")
+        deadline = spec.get("startingDeadlineSeconds")
+        if deadline is not None and (type(deadline) is not int or deadline < 0):
+            self._refuse(
+                schedule,
+                "InvalidDeadline",
+                f"spec.startingDeadlineSeconds must be an integer >= 0, not {deadline!r}",
+            )
             return
-        now = datetime.now(UTC)
-        base = _parse(status.get("lastScheduleTime")) or _parse(meta.get("creationTimestamp"))
-        due = _next(expression, base or now)
+        try:
+            policy = policy_of(spec)
+            interval = self._prune_interval(spec)
+            self.repos.get(meta["namespace"], str(template["repository"]))
+        except SpecError as exc:
+            self._refuse(schedule, exc.reason, str(exc))
+            return
+        now = self.clock()
         update: Obj = {}
+        expired = self._retain(schedule, policy)
+        extra = self._pruning(schedule, str(template["repository"]), interval, expired, now, update)
+        if spec.get("paused") or spec.get("suspend"):
+            update.update(nextScheduleTime=None, pausedAt=status.get("pausedAt") or _stamp(now))
+            self._status(
+                schedule,
+                update,
+                True,
+                "Paused",
+                "paused: no new Backups; un-pausing resumes at the next due time",
+                extra,
+            )
+            return
+        base = [_parse(status.get(k)) for k in ("lastScheduleTime", "lastMissedTime")]
+        if status.get("pausedAt"):  # un-paused in this pass: count from now
+            update.update(pausedAt=None, resumedAt=_stamp(now))
+            base.append(now)
+        base.append(_parse(status.get("resumedAt")))
+        known = [b for b in base if b is not None]
+        start = max(known) if known else _parse(meta.get("creationTimestamp")) or now
+        due = _next(expression, start)
+        reason = "Scheduled"
+        message = f"last backup: {status.get('lastBackup') or 'none yet'}"
         if due <= now:
-            latest: datetime = croniter(expression, now).get_prev(datetime)
+            latest = croniter(expression, now).get_prev(datetime)
+            if _next(expression, latest) <= now:  # get_prev is strictly before `now`
+                latest = _next(expression, latest)
             run_at = max(due, latest)
-            name = self._make_backup(schedule, template, run_at)
-            update.update(lastScheduleTime=run_at.strftime(STAMP), lastBackup=name)
+            missed = self._count(expression, due, run_at)  # due times before run_at not run
+            late = (now - run_at).total_seconds()
+            if deadline is not None and late > deadline:
+                update.update(lastMissedTime=_stamp(run_at), missedRuns=missed + 1)
+                reason = "MissedRun"
+                message = (
+                    f"missed the run due at {_stamp(run_at)} by {late:.0f}s, more than "
+                    f"startingDeadlineSeconds ({deadline}); skipped {missed + 1} run(s)"
+                )
+            else:
+                name = self._make_backup(schedule, template, run_at)
+                update.update(lastScheduleTime=_stamp(run_at), lastBackup=name)
+                message = f"last backup: {name}"
+                if missed:
+                    update["lastMissedTime"] = _stamp(
+                        croniter(expression, run_at).get_prev(datetime)
+                    )
+                    update["missedRuns"] = missed
+                    message += f" (caught up once; skipped {missed} earlier run(s))"
             due = _next(expression, max(run_at, now))
-        update["nextScheduleTime"] = due.strftime(STAMP)
-        last = update.get("lastBackup") or status.get("lastBackup") or "none yet"
-        self._status(schedule, update, True, "Scheduled", f"last backup: {last}")
+        update["nextScheduleTime"] = _stamp(due)
+        self._status(schedule, update, True, reason, message, extra)
+
+    @staticmethod
+    def _count(expression: str, first: datetime, before: datetime) -> int:
+        """Due times from `first` up to, not including, `before` (at most MAX_COUNTED)."""
+        counted, it = 0, croniter(expression, first - timedelta(seconds=1))
+        when = it.get_next(datetime)
+        while when < before and counted < MAX_COUNTED:
+            counted += 1
+            when = it.get_next(datetime)
+        return counted
+
+    @staticmethod
+    def _prune_interval(spec: Obj) -> timedelta | None:
+        """None: prune is off (spec.prune.enabled: false)."""
+        settings = spec.get("prune") or {}
+        if not isinstance(settings, dict):
+            raise SpecError("InvalidPrune", "spec.prune must be a map (enabled, interval)")
+        if settings.get("enabled") is False:
+            return None
+        text = str(settings.get("interval") or DEFAULT_PRUNE_INTERVAL)
+        try:
+            interval = parse_ttl(text)
+        except SpecError:
+            raise SpecError(
+                "InvalidPrune", f"spec.prune.interval {text!r} is not a duration like 24h or 90m"
+            ) from None
+        if interval <= timedelta(0):
+            raise SpecError("InvalidPrune", f"spec.prune.interval {text!r} must be above zero")
+        return interval
 
     def _make_backup(self, schedule: Obj, template: Obj, run_at: datetime) -> str:
         meta = schedule["metadata"]
@@ -118,38 +308,176 @@ class ScheduleReconciler:
                 raise
         return name
 
-    def _retain(self, schedule: Obj, keep: int) -> None:
-        """Keep the newest `keep` Completed Backups and anything newer; expire the rest."""
+    # -- retention -----------------------------------------------------------------------
+
+    def _made(self, schedule: Obj) -> list[Obj]:
         meta = schedule["metadata"]
         selector = f"{api.SCHEDULE_LABEL}={meta['name']}"
-        made = self.kube.list(api.BACKUP, meta["namespace"], label_selector=selector)
+        return self.kube.list(api.BACKUP, meta["namespace"], label_selector=selector)
+
+    def _retain(self, schedule: Obj, policy: Policy) -> int:
+        """Expire the Completed Backups the policy does not keep, and the failed or cancelled
+        ones older than the oldest kept. Returns how many expired in this pass."""
+        meta = schedule["metadata"]
         done = [
             b
-            for b in made
+            for b in self._made(schedule)
             if (b.get("status") or {}).get("phase") in api.DONE_PHASES and not _expiring(b)
         ]
-        done.sort(key=lambda b: (b["metadata"].get("creationTimestamp", ""), b["metadata"]["name"]))
-        completed = [b for b in done if b["status"]["phase"] == api.COMPLETED]
-        if len(completed) <= keep:
-            return
-        oldest_kept = completed[-keep]
-        cutoff = (
-            oldest_kept["metadata"].get("creationTimestamp", ""),
-            oldest_kept["metadata"]["name"],
+        completed = {
+            b["metadata"]["name"]: b for b in done if b["status"]["phase"] == api.COMPLETED
+        }
+        snapshots = [
+            Snapshot(
+                time=_when(b).isoformat(), hostname="", source=meta["name"], size=0, tree="", id=n
+            )
+            for n, b in completed.items()
+        ]
+        expire: list[str] = []
+        kept: list[datetime] = []
+        for group in apply_policy(snapshots, policy):
+            expire += [d.snapshot.id for d in group.remove]
+            kept += [_when(completed[d.snapshot.id]) for d in group.keep]
+        if kept:
+            oldest = min(kept)
+            expire += [
+                b["metadata"]["name"]
+                for b in done
+                if b["status"]["phase"] != api.COMPLETED and _when(b) < oldest
+            ]
+        stamp = _stamp(datetime.now(UTC))  # the Backup reconciler's clock: expire now
+        for name in sorted(expire):
+            self.kube.patch_status(api.BACKUP, meta["namespace"], name, {"expiration": stamp})
+            log.info("schedule %s: backup %s expires (retention)", meta["name"], name)
+        return len(expire)
+
+    # -- prune ---------------------------------------------------------------------------
+
+    def _pruning(
+        self,
+        schedule: Obj,
+        repository: str,
+        interval: timedelta | None,
+        expired: int,
+        now: datetime,
+        update: Obj,
+    ) -> list[Extra]:
+        """Collect a finished prune's outcome, start one when due; the Pruned condition."""
+        meta, status = schedule["metadata"], schedule.get("status") or {}
+        key = (meta["namespace"], meta["name"])
+        state: Obj = dict(status.get("prune") or {})
+        before = dict(state)
+        if expired:
+            state["pending"] = True
+        outcome: Obj | None = None
+        with self._prune_lock:
+            current = self._prune
+            if current is not None and current.schedule == key and current.result is not None:
+                outcome, self._prune = current.result, None
+        if outcome is not None:
+            state.update(outcome)
+            state["pending"] = bool(outcome.get("error") or outcome.get("packsWaiting"))
+        running = current is not None and current.schedule == key and outcome is None
+        last = _parse(state.get("lastStartTime"))
+        if (
+            interval is not None
+            and state.get("pending")
+            and not running
+            and (last is None or now - last >= interval)
+            and not self._expiring_left(schedule)
+            and self._start_prune(key, meta["namespace"], repository)
+        ):
+            state["lastStartTime"] = _stamp(now)
+            running = True
+        if state != before:
+            update["prune"] = state
+        if interval is None:
+            return [("Pruned", None, "PruneDisabled", "spec.prune.enabled is false")]
+        if running:
+            return [("Pruned", None, "Pruning", f"prune of Repository {repository} is running")]
+        if state.get("error"):
+            return [("Pruned", False, "PruneFailed", f"{state['error']}; retried next interval")]
+        if "lastEndTime" not in state:
+            return [("Pruned", None, "NotYet", "no prune yet: retention has expired nothing")]
+        message = (
+            f"{state.get('packsDeleted', 0)} packs deleted, {state.get('bytesFreed', 0)} bytes "
+            f"freed, {state.get('packsWaiting', 0)} packs waiting"
         )
-        now = datetime.now(UTC).strftime(STAMP)
-        for backup in done:
-            key = (backup["metadata"].get("creationTimestamp", ""), backup["metadata"]["name"])
-            if key < cutoff:
-                self.kube.patch_status(
-                    api.BACKUP, meta["namespace"], backup["metadata"]["name"], {"expiration": now}
-                )
-                log.info("schedule %s: backup %s expires", meta["name"], backup["metadata"]["name"])
+        if state.get("packsWaiting"):
+            return [("Pruned", True, "PruneWaiting", message + "; deleted by a later prune")]
+        return [("Pruned", True, "Pruned", message)]
+
+    def _expiring_left(self, schedule: Obj) -> bool:
+        """Expired Backups not deleted yet: their snapshots may not be forgotten yet."""
+        return any(_expiring(b) for b in self._made(schedule))
+
+    def _start_prune(self, key: tuple[str, str], namespace: str, repository: str) -> bool:
+        with self._prune_lock:
+            job = self._prune
+            if (
+                job is not None
+                and job.result is not None
+                and job.schedule != key
+                and self.kube.find(api.SCHEDULE, *job.schedule) is None
+            ):
+                job = self._prune = None  # its schedule is gone: nobody reads its outcome
+            if job is not None:
+                return False  # another schedule's prune is running, or its outcome unread
+            thread = threading.Thread(
+                target=self._run_prune, name=f"prune-{repository}", daemon=True
+            )
+            self._prune = _Prune(key, f"{namespace}/{repository}", thread)
+            thread.start()
+        log.info("schedule %s/%s: prune of %s started", *key, repository)
+        return True
+
+    def _run_prune(self) -> None:
+        with self._prune_lock:
+            job = self._prune
+        if job is None:  # pragma: no cover - set before the thread starts
+            return
+        namespace, name = job.repository.split("/", 1)
+        result: Obj
+        try:
+            repo = self.repos.open(namespace, name)
+            try:
+                stats = prune(repo)
+            finally:
+                repo.close()
+        except MoverError as exc:
+            log.warning("prune of %s failed: %s", job.repository, exc)
+            result = {"error": str(exc)}
+        except Exception as exc:  # the controller outlives a prune's bug: say it in status
+            log.exception("prune of %s failed", job.repository)
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        else:
+            result = {
+                "error": None,
+                "packsDeleted": stats.packs_deleted + stats.unindexed_deleted,
+                "bytesFreed": stats.bytes_freed,
+                "packsWaiting": stats.packs_waiting,
+            }
+        result["lastEndTime"] = _stamp(self.clock())
+        with self._prune_lock:
+            job.result = result
+
+    def wait_prune(self, timeout: float) -> None:
+        """Wait for this controller's running prune, if any (tests; shutdown)."""
+        with self._prune_lock:
+            job = self._prune
+        if job is not None:
+            job.thread.join(timeout)
 
 
-def _age_key(backup: Obj) -> tuple[str, str]:
-    """Oldest first: creation time, then the name (which holds the due time)."""
-    return (backup["metadata"].get("creationTimestamp", ""), backup["metadata"]["name"])
+def _when(backup: Obj) -> datetime:
+    """When a Backup ended (completionTimestamp), else when it was made."""
+    status = backup.get("status") or {}
+    meta = backup["metadata"]
+    return (
+        _parse(status.get("completionTimestamp"))
+        or _parse(meta.get("creationTimestamp"))
+        or datetime.min.replace(tzinfo=UTC)
+    )
 
 
 def _expiring(backup: Obj) -> bool:
