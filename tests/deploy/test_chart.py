@@ -317,8 +317,13 @@ def test_controller_writes_only_mover_resources_and_what_it_restores(
             if rule["resources"] == ["leases"]:
                 assert role_kind == "Role", rule
                 continue
+            if rule["resources"] == ["pods/exec"]:  # the Backups' hooks
+                assert groups == {""} and verbs == {"create"}, rule
+                continue
             # Everything else is a restore rule: it never deletes.
             assert restores, rule
             assert "delete" not in verbs, rule
+    execs = [r for _, r in _rules(defaults, "mover-controller") if r["resources"] == ["pods/exec"]]
+    assert len(execs) == 1
     reads = [r for _, r in _rules(defaults, "mover-controller") if r["resources"] == ["*"]]
     assert any(set(r["verbs"]) == {"get", "list", "watch"} for r in reads)

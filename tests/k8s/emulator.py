@@ -22,7 +22,19 @@ through the official client:
   dotted path) on list, and on watch; pages on list (`limit`, `continue`);
 - CustomResourceDefinitions: creating one makes the API serve its kind (as the apiextensions
   server does), deleting it stops that;
-- deletion with finalizers sets deletionTimestamp and waits for them to be removed.
+- deletion with finalizers sets deletionTimestamp and waits for them to be removed;
+- pods/exec (`/api/v1/namespaces/NS/pods/NAME/exec`, what `kubectl exec` and the client's
+  `stream(connect_get_namespaced_pod_exec, ...)` call): the websocket upgrade with the
+  `v4.channel.k8s.io` subprotocol, as the API server proxies it from the kubelet. Every message
+  is a binary frame whose first byte is the channel: 1 stdout, 2 stderr, 3 the error channel,
+  which carries a JSON `Status` when the command ends (`Success`, or `Failure` with reason
+  `NonZeroExitCode` and the code in `details.causes[{reason: ExitCode, message: "N"}]`); then
+  the server closes. A pod or a container the pod does not have answers 404 / 400 before the
+  upgrade. Test support, not emulation of a runtime: *a container is this host* — the command
+  runs as a local subprocess of the emulator, with MOVER_TEST_POD (NS/NAME) and
+  MOVER_TEST_CONTAINER in its environment, so that a test sees what ran, where, and in which
+  order (e.g. by having commands append to a file). A command that cannot be started ends with
+  exit code 127, as a shell reports it; closing the websocket before the end kills the process.
 
 What a cluster's controllers would do is not emulated, except one thing tests need: a file
 provisioner. A PVC whose StorageClass names the provisioner `file.mover.test` is bound at once
@@ -53,6 +65,8 @@ import kmock
 from kmock._internal import rendering
 
 FILE_PROVISIONER = "file.mover.test"
+EXEC_PROTOCOL = "v4.channel.k8s.io"
+_EXEC_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/exec$")
 Obj = dict[str, Any]
 
 
@@ -223,6 +237,9 @@ class Cluster(kmock.KubernetesEmulator):
         path = raw_request.path
         if len(path) > 1 and path.endswith("/"):
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(path.rstrip("/")))
+        exec_target = _EXEC_PATH.match(raw_request.path)
+        if exec_target:
+            return await self._exec(raw_request, exec_target.group(1), exec_target.group(2))
         target = parse_target(raw_request.path)
         query = dict(raw_request.query)
         if query.get("watch") == "1":  # kmock knows only watch=true
@@ -267,6 +284,73 @@ class Cluster(kmock.KubernetesEmulator):
         if method == "DELETE":
             return 200, await self._delete(key)
         raise ApiError(405, "MethodNotAllowed", method)
+
+    # -- pods/exec --
+
+    async def _exec(
+        self, request: aiohttp.web.BaseRequest, namespace: str, name: str
+    ) -> aiohttp.web.StreamResponse:
+        """pods/exec: see the module docstring."""
+        command = request.query.getall("command", [])
+        container = request.query.get("container", "")
+        key = (kmock.resource("", "v1", "pods"), namespace, name)
+        try:
+            pod = self._current(key)
+        except ApiError as exc:
+            return _json(exc.status(), exc.code)
+        containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+        if not container and len(containers) == 1:
+            container = str(containers[0])
+        if container not in containers:
+            error = ApiError(
+                400, "BadRequest", f"container {container} is not valid for pod {name}"
+            )
+            return _json(error.status(), 400)
+        if not command:
+            return _json(ApiError(400, "BadRequest", "you must specify a command").status(), 400)
+        ws = aiohttp.web.WebSocketResponse(protocols=(EXEC_PROTOCOL,))
+        await ws.prepare(request)
+        env = dict(os.environ, MOVER_TEST_POD=f"{namespace}/{name}", MOVER_TEST_CONTAINER=container)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        except OSError as exc:
+            await ws.send_bytes(b"\x02" + f"exec: {exc}\n".encode())
+            await ws.send_bytes(b"\x03" + json.dumps(_exit_status(127)).encode())
+            await ws.close()
+            return ws
+
+        async def pump(stream: asyncio.StreamReader | None, channel: int) -> None:
+            assert stream is not None
+            while chunk := await stream.read(65536):
+                if not ws.closed:
+                    await ws.send_bytes(bytes([channel]) + chunk)
+
+        async def until_closed() -> None:
+            async for _ in ws:  # stdin is not offered; this ends when the client goes
+                pass
+
+        closed = asyncio.ensure_future(until_closed())
+        ran = asyncio.ensure_future(
+            asyncio.gather(pump(proc.stdout, 1), pump(proc.stderr, 2), proc.wait())
+        )
+        await asyncio.wait({closed, ran}, return_when=asyncio.FIRST_COMPLETED)
+        if not ran.done():  # the client left first (its timeout): the command goes too
+            proc.kill()
+            await proc.wait()
+            ran.cancel()
+            return ws
+        closed.cancel()
+        code = proc.returncode or 0
+        if not ws.closed:
+            await ws.send_bytes(b"\x03" + json.dumps(_exit_status(code)).encode())
+            await ws.close()
+        return ws
 
     def _info(self, resource: kmock.resource) -> kmock.ResourceInfo:
         if resource not in self.resources:
@@ -553,6 +637,19 @@ def _spec_of(obj: Obj) -> Obj:
 
 def _api_version(resource: kmock.resource) -> str:
     return f"{resource.group}/{resource.version}" if resource.group else str(resource.version)
+
+
+def _exit_status(code: int) -> Obj:
+    """What the error channel carries when an exec'd command ends (as the kubelet says it)."""
+    if code == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "message": f"command terminated with non-zero exit code: exit status {code}",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+    }
 
 
 def _json(payload: Obj, code: int) -> aiohttp.web.Response:

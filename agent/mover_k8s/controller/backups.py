@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from mover.errors import MoverError
 from mover.maintenance import forget
-from mover_k8s import agents, api, store
+from mover_k8s import agents, api, hooks, store
 from mover_k8s.capture import Scope, capture
 from mover_k8s.conditions import condition, now, set_condition
 from mover_k8s.errors import KubeError, NotFound, SpecError
@@ -129,6 +129,7 @@ class BackupReconciler:
                 )
         if status.get("volumes"):
             self._delete_snapshots(backup)
+        self._post_hooks(backup)
         message = "cancelled; nothing of it is kept in the repository"
         log.info("backup %s/%s %s", meta["namespace"], meta["name"], message)
         self._patch(
@@ -156,7 +157,14 @@ class BackupReconciler:
         self.kube.patch_status(api.BACKUP, meta["namespace"], meta["name"], status)
         backup.setdefault("status", {}).update(status)
 
-    def _fail(self, backup: Obj, reason: str, message: str, phase: str = api.FAILED) -> None:
+    def _fail(
+        self,
+        backup: Obj,
+        reason: str,
+        message: str,
+        phase: str = api.FAILED,
+        extra: Obj | None = None,
+    ) -> None:
         log.info("backup %s failed: %s", backup["metadata"]["name"], message)
         conditions = set_condition(
             (backup.get("status") or {}).get("conditions"),
@@ -168,8 +176,37 @@ class BackupReconciler:
         )
         self._patch(
             backup,
-            {"phase": phase, "completionTimestamp": now(), "conditions": conditions},
+            {"phase": phase, "completionTimestamp": now(), "conditions": conditions}
+            | (extra or {}),
         )
+
+    # -- hooks --
+
+    def _thaw(self, owed: list[hooks.Hook], records: list[Obj]) -> Obj:
+        """The start failed after the pre hooks ran: run the post hooks owed now; what to record."""
+        if not owed and not records:
+            return {}
+        post, _ = hooks.run(self.kube, owed, stop_on_failure=False)
+        owed.clear()
+        return {"hooks": records + post}
+
+    def _post_hooks(self, backup: Obj) -> str | None:
+        """Run the post hooks still owed (status.postHooks), record them, and say why the first
+        one with onError=Fail failed, if one did (also after a restart: status.hookFailure)."""
+        status = backup.get("status") or {}
+        pending = [hooks.Hook.of(h) for h in status.get("postHooks") or []]
+        if not pending:
+            return status.get("hookFailure") or None
+        records, failure = hooks.run(self.kube, pending, stop_on_failure=False)
+        self._patch(
+            backup,
+            {
+                "hooks": list(status.get("hooks") or []) + records,
+                "postHooks": [],
+                "hookFailure": failure or "",
+            },
+        )
+        return failure
 
     # -- steps --
 
@@ -177,6 +214,8 @@ class BackupReconciler:
         meta, spec = backup["metadata"], backup.get("spec") or {}
         namespace, name = meta["namespace"], meta["name"]
         started = now()
+        owed: list[hooks.Hook] = []  # post hooks due once pre hooks ran
+        records: list[Obj] = []
         try:
             ttl = parse_ttl(str(spec.get("ttl") or ""))
             scope = Scope.of(spec)
@@ -201,28 +240,39 @@ class BackupReconciler:
                     return
                 if problems:
                     raise SpecError(problems[0][0], "; ".join(p[1] for p in problems))
+                # Hooks are read (and a bad one fails the Backup) before anything runs; the pre
+                # hooks run before anything is stored or any volume work is handed out.
+                hook_plan = hooks.plan(spec, captured.objects, self.kube)
+                records, failure = hooks.run(self.kube, [h for h in hook_plan if h.phase == "pre"])
+                owed = hooks.owed_post_hooks(hook_plan, records, failure is not None)
+                if failure:
+                    post, _ = hooks.run(self.kube, owed, stop_on_failure=False)
+                    owed = []
+                    self._fail(backup, "HookFailed", failure, extra={"hooks": records + post})
+                    return
                 doc = captured.document(self.kube.host, scope)
                 stored = store.store_document(
                     repo, doc, store.source_name(namespace, name, "objects")
                 )
+                entries = []
+                for volume in volumes:
+                    entry = volume.status()
+                    entry["volumeBackup"], source = self._create_item(backup, repo_name, volume)
+                    if "volumeSnapshot" in source:
+                        entry["volumeSnapshot"] = source["volumeSnapshot"]
+                    entry["phase"] = api.NEW
+                    entries.append(entry)
             finally:
                 repo.close()
         except SpecError as exc:
-            self._fail(backup, exc.reason, str(exc))
+            self._fail(backup, exc.reason, str(exc), extra=self._thaw(owed, records))
             return
         except KubeError:
+            self._thaw(owed, records)
             raise  # the API failed, not the backup: retried on the next pass
         except MoverError as exc:
-            self._fail(backup, "StorageFailed", str(exc))
+            self._fail(backup, "StorageFailed", str(exc), extra=self._thaw(owed, records))
             return
-        entries = []
-        for volume in volumes:
-            entry = volume.status()
-            entry["volumeBackup"], source = self._create_item(backup, repo_name, volume)
-            if "volumeSnapshot" in source:
-                entry["volumeSnapshot"] = source["volumeSnapshot"]
-            entry["phase"] = api.NEW
-            entries.append(entry)
         status: Obj = {
             "phase": api.WAITING if entries else api.IN_PROGRESS,
             "startTimestamp": started,
@@ -231,6 +281,8 @@ class BackupReconciler:
             "objectCount": len(captured.objects),
             "volumeCount": len(entries),
             "volumes": entries,
+            "hooks": records,
+            "postHooks": [h.to_obj() for h in owed],
             "skippedVolumes": [
                 {
                     "namespace": v.namespace,
@@ -381,6 +433,7 @@ class BackupReconciler:
             self._patch(backup, {"conditions": conditions})
 
     def _finish(self, backup: Obj) -> None:
+        hook_failure = self._post_hooks(backup)  # the volumes are read: thaw first
         meta, spec, status = backup["metadata"], backup.get("spec") or {}, backup["status"]
         entries: list[Obj] = status.get("volumes") or []
         done = [e for e in entries if e.get("phase") == api.COMPLETED]
@@ -440,6 +493,16 @@ class BackupReconciler:
                 False,
                 "VolumeFailed",
                 f"objects and {len(done)} volume(s) stored; failed: {names}",
+                meta.get("generation"),
+            )
+        elif hook_failure:
+            result["phase"] = api.PARTIALLY_FAILED
+            result["conditions"] = set_condition(
+                status.get("conditions"),
+                "Ready",
+                False,
+                "HookFailed",
+                f"objects and {len(done)} volume(s) stored; {hook_failure}",
                 meta.get("generation"),
             )
         else:

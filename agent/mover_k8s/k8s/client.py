@@ -23,11 +23,12 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.stream import stream as k8s_stream
 
 from mover_k8s.errors import Conflict, KubeError, NotFound
-from mover_k8s.k8s.types import Obj, ResourceType
+from mover_k8s.k8s.types import ExecResult, Obj, ResourceType
 
-__all__ = ["Kube", "Obj", "ResourceType"]
+__all__ = ["ExecResult", "Kube", "Obj", "ResourceType"]
 
 MERGE_PATCH = "application/merge-patch+json"
 LIST_PAGE = 500
@@ -164,6 +165,56 @@ class Kube:
             return  # silent for `idle`, or cut: the caller watches again
         finally:
             stream.release_conn()
+
+    # -- pods/exec ------------------------------------------------------------------------
+
+    def exec(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        command: builtins.list[str],
+        timeout: float,
+    ) -> ExecResult:
+        """Run `command` in a pod's container (pods/exec over the channel.k8s.io websocket
+        protocol, through the official client's `stream`). Past `timeout` seconds the stream is
+        closed and the exit code is None. The client's `stream` swaps the request function of
+        the ApiClient it is given: each call gets its own, so it never races the other threads'
+        requests."""
+        api = k8s_client.ApiClient(self._api.configuration)
+        try:
+            ws = k8s_stream(
+                k8s_client.CoreV1Api(api).connect_get_namespaced_pod_exec,
+                pod,
+                namespace,
+                container=container,
+                command=command,
+                stdin=False,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            raise KubeError(
+                f"exec in {namespace}/{pod} ({container}): {exc.reason}", status=exc.status or 0
+            ) from None
+        try:
+            ws.run_forever(timeout=timeout)
+            stdout, stderr = ws.read_stdout(timeout=0), ws.read_stderr(timeout=0)
+            if ws.is_open():
+                return ExecResult(None, stdout, stderr)
+            code = ws.returncode
+            return ExecResult(int(code) if code is not None else None, stdout, stderr)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KubeError(
+                f"exec in {namespace}/{pod} ({container}): {exc}", temporary=True
+            ) from None
+        finally:
+            ws.close()
+            if ws.sock is not None:
+                ws.sock.shutdown()  # close() leaves the socket open once the server closed
+            api.close()
 
     # -- objects --------------------------------------------------------------------------
 

@@ -42,3 +42,13 @@ class ResourceType:
         if sub:
             base += f"/{sub}"
         return base
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What a command run in a container (pods/exec) did: its exit code (None when it ran past
+    its timeout and was abandoned), its output, and its stderr."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
