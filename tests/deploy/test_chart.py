@@ -76,6 +76,17 @@ def overridden(tmp_path_factory: pytest.TempPathFactory) -> list[Obj]:
     return objects("-f", str(values), "-n", "backup", "--name", "dr")
 
 
+def test_dashboard_in_the_chart_equals_its_source() -> None:
+    """The Grafana dashboard ships in the chart (agent/chart/dashboards/, for a Grafana sidecar
+    or an import); the source the metrics tests check is agent/dashboards/mover.json."""
+    copy = CHART / "dashboards" / "mover.json"
+    source = ROOT / "agent" / "dashboards" / "mover.json"
+    assert copy.read_bytes() == source.read_bytes(), (
+        "agent/chart/dashboards/mover.json differs from agent/dashboards/mover.json: "
+        "cp agent/dashboards/mover.json agent/chart/dashboards/"
+    )
+
+
 def test_crd_copies_equal_their_sources() -> None:
     copies = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
     assert copies == sorted(p.name for p in SOURCES.glob("*.yaml"))

@@ -339,18 +339,24 @@ class Cluster(kmock.KubernetesEmulator):
         ran = asyncio.ensure_future(
             asyncio.gather(pump(proc.stdout, 1), pump(proc.stderr, 2), proc.wait())
         )
-        await asyncio.wait({closed, ran}, return_when=asyncio.FIRST_COMPLETED)
-        if not ran.done():  # the client left first (its timeout): the command goes too
-            proc.kill()
-            await proc.wait()
-            ran.cancel()
+        try:
+            await asyncio.wait({closed, ran}, return_when=asyncio.FIRST_COMPLETED)
+            if not ran.done():  # the client left first (its timeout): the command goes too
+                return ws
+            code = proc.returncode or 0
+            if not ws.closed:
+                await ws.send_bytes(b"\x03" + json.dumps(_exit_status(code)).encode())
+                await ws.close()
             return ws
-        closed.cancel()
-        code = proc.returncode or 0
-        if not ws.closed:
-            await ws.send_bytes(b"\x03" + json.dumps(_exit_status(code)).encode())
-            await ws.close()
-        return ws
+        finally:
+            # Whatever ended this handler (the command, the client leaving, the server
+            # stopping and cancelling it): no process and no pipe is left behind, or a later
+            # test sees their ResourceWarnings when they are collected.
+            closed.cancel()
+            ran.cancel()
+            transport = getattr(proc, "_transport", None)
+            if transport is not None:
+                transport.close()  # kills the process if it still runs, closes its pipes
 
     def _info(self, resource: kmock.resource) -> kmock.ResourceInfo:
         if resource not in self.resources:
