@@ -118,12 +118,16 @@ class LiveSet:
         del self.values[kept:]
         self._squeezed = kept
 
+    def add_tree(self, blobs: Blobs, root: bytes) -> None:
+        """Every node of the tree under root, and every chunk its leaves name."""
+        for node_id, node in nodes(blobs.read, root):
+            self.add(node_id)
+            for chunk_id in leaf_chunks(node):
+                self.add(chunk_id)
+
     def add_snapshots(self, blobs: Blobs, snapshots: Iterable[Snapshot]) -> None:
         for snapshot in snapshots:
-            for node_id, node in nodes(blobs.read, bytes.fromhex(snapshot.tree)):
-                self.add(node_id)
-                for chunk_id in leaf_chunks(node):
-                    self.add(chunk_id)
+            self.add_tree(blobs, bytes.fromhex(snapshot.tree))
         self.squeeze()
 
     def __bool__(self) -> bool:
@@ -133,10 +137,7 @@ class LiveSet:
         for chunk_id in held.chunk_ids:
             self.add(chunk_id)
         for node in held.node_ids:
-            for node_id, plain in nodes(blobs.read, node):
-                self.add(node_id)
-                for chunk_id in leaf_chunks(plain):
-                    self.add(chunk_id)
+            self.add_tree(blobs, node)
 
     def __contains__(self, chunk_id: bytes) -> bool:
         """After squeeze()."""

@@ -7,25 +7,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mover_k8s import api
+from mover_k8s import api, timestamps
 from mover_k8s.errors import NotFound
 from mover_k8s.k8s.client import Kube, Obj
 
 LEASE_SECONDS = 30
 PREFIX = "mover-agent-"
-
-
-def _micro_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(stamp: str) -> datetime | None:
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    return None
 
 
 def lease_name(node: str) -> str:
@@ -39,7 +26,7 @@ def renew(
     spec: Obj = {
         "holderIdentity": identity,
         "leaseDurationSeconds": seconds,
-        "renewTime": _micro_now(),
+        "renewTime": timestamps.micro_now(),
     }
     try:
         kube.patch(api.LEASE, namespace, name, {"spec": spec})
@@ -71,7 +58,7 @@ def live_nodes(kube: Kube, namespace: str) -> set[str]:
         if not name.startswith(PREFIX):
             continue
         spec = lease.get("spec") or {}
-        renewed = _parse(str(spec.get("renewTime") or ""))
+        renewed = timestamps.parse(str(spec.get("renewTime") or ""))
         seconds = int(spec.get("leaseDurationSeconds") or LEASE_SECONDS)
         if renewed is not None and renewed + timedelta(seconds=seconds) > now:
             nodes.add(name[len(PREFIX) :])

@@ -3,14 +3,11 @@ lastTransitionTime, observedGeneration; one entry per type."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
+from mover_k8s.timestamps import now
+
 Obj = dict[str, Any]
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def set_condition(

@@ -11,25 +11,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from mover_k8s import api
+from mover_k8s import api, timestamps
 from mover_k8s.errors import Conflict
 from mover_k8s.k8s.client import Kube, Obj
 
 log = logging.getLogger("mover.k8s.leader")
 NAME = "mover-controller"
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(stamp: str) -> datetime | None:
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    return None
 
 
 class Leadership:
@@ -44,12 +31,12 @@ class Leadership:
         spec = dict((lease or {}).get("spec") or {})
         transitions = int(spec.get("leaseTransitions") or 0)
         if spec.get("holderIdentity") != self.identity:
-            spec["acquireTime"] = _now()
+            spec["acquireTime"] = timestamps.micro_now()
             transitions += 1 if lease is not None else 0
         spec.update(
             holderIdentity=self.identity,
             leaseDurationSeconds=max(1, round(self.seconds)),
-            renewTime=_now(),
+            renewTime=timestamps.micro_now(),
             leaseTransitions=transitions,
         )
         return spec
@@ -71,7 +58,7 @@ class Leadership:
             else:
                 spec = lease.get("spec") or {}
                 holder = spec.get("holderIdentity")
-                renewed = _parse(str(spec.get("renewTime") or ""))
+                renewed = timestamps.parse(str(spec.get("renewTime") or ""))
                 duration = timedelta(seconds=float(spec.get("leaseDurationSeconds") or 0))
                 expired = renewed is None or renewed + duration < datetime.now(UTC)
                 if holder != self.identity and not expired:

@@ -19,10 +19,11 @@ from mover.errors import MoverError
 from mover.maintenance import forget
 from mover_k8s import agents, api, hooks, store
 from mover_k8s.capture import Scope, capture
-from mover_k8s.conditions import condition, now, set_condition
+from mover_k8s.conditions import condition, set_condition
 from mover_k8s.errors import KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj
 from mover_k8s.repos import Repositories
+from mover_k8s.timestamps import now
 from mover_k8s.volumes import Volume, plan
 
 log = logging.getLogger("mover.k8s.backup")

@@ -28,7 +28,7 @@ from typing import Any
 
 from mover.errors import MoverError
 from mover_k8s import agents, api, external, store
-from mover_k8s.conditions import now, set_condition
+from mover_k8s.conditions import set_condition
 from mover_k8s.controller.backups import item_name, owner_ref, parse_ttl
 from mover_k8s.errors import Conflict, KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
@@ -42,6 +42,7 @@ from mover_k8s.restore_plan import (
     make_plan,
     rank,
 )
+from mover_k8s.timestamps import now
 from mover_k8s.volumes import pv_node, quantity
 
 log = logging.getLogger("mover.k8s.restore")

@@ -32,12 +32,13 @@ from mover.restore import RestoreStats, run_restore
 from mover.source import source_size
 from mover.storage.stack import metrics_of
 from mover_k8s import agents, api, store
-from mover_k8s.conditions import now, set_condition
+from mover_k8s.conditions import set_condition
 from mover_k8s.errors import Cancelled, KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
 from mover_k8s.metrics import JobMeter, NodeMetrics
 from mover_k8s.node.exposer import Exposed, Exposer, PathExposer, target_pv
 from mover_k8s.repos import Repositories
+from mover_k8s.timestamps import now
 from mover_k8s.volumes import local_path
 from mover_k8s.wakeup import Wakeup
 
