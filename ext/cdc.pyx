@@ -187,6 +187,10 @@ def is_zero(const uint8_t[::1] data not None):
     if n == 0:
         return True
     cdef int r
+    # Most chunks are not zero and show it in their first bytes: answer those without giving
+    # up the GIL, whose hand-over to a busy worker thread costs more than the test.
+    if cdc_is_zero(&data[0], min(n, <size_t>64)) == 0:
+        return False
     if n >= GIL_MINSIZE:
         with nogil:
             r = cdc_is_zero(&data[0], n)

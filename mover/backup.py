@@ -1,14 +1,23 @@
 """The backup pipeline.
 
-    reader+chunker (this thread) -> workers (zero test, keyed BLAKE3, dedup lookup, zstd, AEAD)
-    -> in-order consumer (tree, packer) -> uploader thread -> index -> snapshot
+    reader+chunker (this thread) -> batches of chunks -> workers (zero test, keyed BLAKE3,
+    dedup lookup, zstd, AEAD) -> in-order consumer (tree, packer) -> uploader thread -> index
+    -> snapshot
+
+Work goes to the workers in batches of about BATCH_BYTES (a few chunks), not chunk by chunk:
+on data already stored a chunk costs ~30 us of hashing, and a task and future per chunk, plus
+the GIL handed back and forth for each, cost as much again (py-spy: the workers waited on the
+GIL most of the time and the reader thread was the bottleneck). Chunks are views of recycled
+read buffers (mover.source.ReadBuffers): a batch holds its buffer's lease until its worker is
+done with it, so nothing is copied on the way to a worker except a chunk that spans two reads.
 
 With streams > 1 the reader+chunker is mover.chunking.parallel (N threads, the same chunks, in
 order). Every checkpoint interval the pipeline drains, the index is flushed and a checkpoint
 (mover.checkpoint) records the offset reached; the next backup of the same source resumes there.
 
-Memory is bounded by configuration: one read buffer, at most INFLIGHT_BYTES (or two max-size
-chunks a worker) of chunks in flight, recycled pack buffers (one filling, one for each upload in
+Memory is bounded by configuration: at most INFLIGHT_BYTES (or two batches a worker) of chunks in
+flight, which hold the read buffers they are views of (plus one being chunked), recycled pack
+buffers (one filling, one for each upload in
 flight: one on a local disk, REMOTE_UPLOADS on an object store), and
 pending index entries flushed every INDEX_FLUSH chunks. The chunker, BLAKE3 and zstd release the
 GIL on large buffers, so the workers keep every core busy (py-spy: both workers >90% busy, in
@@ -42,14 +51,15 @@ from mover.errors import SourceError, UsageError
 from mover.locks import as_writer
 from mover.repository import Repository
 from mover.snapshot import Snapshot
-from mover.source import pieces, source_size
+from mover.source import Lease, ReadBuffers, pieces, source_size
 from mover.tree import TreeBuilder
 
-READ_SIZE = 8 << 20
+READ_SIZE = 4 << 20
+BATCH_BYTES = 2 << 20  # a worker's task: the chunks of about this many bytes
 # Of a hole, the chunker sees only the head: enough for its first cut inside the zeros, which
 # comes at most min_size in; the rest is cut arithmetically (_skip_hole). None: 2 x min_size.
 HOLE_HEAD: int | None = None
-ZEROS = bytes(READ_SIZE)
+ZEROS = bytes(8 << 20)
 INDEX_FLUSH = 65536
 INFLIGHT_BYTES = 16 << 20
 
@@ -164,48 +174,84 @@ def run_backup(
     ):
         writer = _Writer(repo, stats, PackWriter(repo, uploader, uploads))
 
-        def process(chunk: bytes) -> _Result:
-            chunk_id = master.chunk_id_of(chunk)
-            if writer.known(chunk_id):  # optimistic: the consumer decides for good
-                return _Result(len(chunk), chunk_id, None)
-            return _Result(len(chunk), chunk_id, blob.encode(sealer, chunk_id, chunk, level))
+        def process(batch: list[bytes | memoryview], lease: Lease | None) -> list[_Result]:
+            try:
+                results = []
+                for chunk in batch:
+                    if is_zero(chunk):  # 38 GB/s, and exits at the first non-zero byte
+                        results.append(_Result(len(chunk), None, None))
+                        continue
+                    chunk_id = master.chunk_id_of(chunk)
+                    if writer.known(chunk_id):  # optimistic: the consumer decides for good
+                        results.append(_Result(len(chunk), chunk_id, None))
+                    else:
+                        sealed = blob.encode(sealer, chunk_id, chunk, level)
+                        results.append(_Result(len(chunk), chunk_id, sealed))
+                return results
+            finally:
+                if lease is not None:
+                    lease.release()  # the chunks' bytes are not needed after this
 
         tree = restored_tree(writer.store_node, resume)
-        inflight: deque[Future[_Result]] = deque()
+        # Batches in flight, in order, with their sizes in bytes.
+        inflight: deque[tuple[Future[list[_Result]], int]] = deque()
         inflight_bytes = 0
-        # Chunks in flight, bounded by bytes: a window wide enough that a slow chunk at the
+        # Chunks in flight, bounded by bytes: a window wide enough that a slow batch at the
         # head of the in-order queue does not leave the other workers idle.
-        max_inflight_bytes = max(INFLIGHT_BYTES, 2 * threads * repo.config.chunker.max_size)
+        max_inflight_bytes = max(
+            INFLIGHT_BYTES, 2 * threads * (BATCH_BYTES + repo.config.chunker.max_size)
+        )
+        batch: list[bytes | memoryview] = []
+        batch_bytes = 0
+        # The lease on the read buffer being chunked (None: a hole, or chunks already copied).
+        # A batch is sent before its piece's lease is released, so a batch holds views of at
+        # most one leased buffer: this one.
+        piece_lease: Lease | None = None
 
         def consume_one() -> None:
             nonlocal inflight_bytes
-            result = inflight.popleft().result()
-            inflight_bytes -= result.length
-            tree.add(result.length, result.chunk_id)
-            if result.chunk_id is None:
-                stats.zero_bytes += result.length
-            elif writer.known(result.chunk_id):
-                stats.reused_bytes += result.length
-                stats.reused_chunks += 1
-            else:
-                assert result.sealed is not None  # known() only grows, see process()
-                writer.add(result.chunk_id, result.sealed, KIND_DATA)
-                stats.new_bytes += result.length
-                stats.new_chunks += 1
+            done, length = inflight.popleft()
+            inflight_bytes -= length
+            for result in done.result():
+                tree.add(result.length, result.chunk_id)
+                if result.chunk_id is None:
+                    stats.zero_bytes += result.length
+                elif result.sealed is None or writer.known(result.chunk_id):
+                    # sealed is None: a worker found it known, and known() only grows
+                    stats.reused_bytes += result.length
+                    stats.reused_chunks += 1
+                else:
+                    writer.add(result.chunk_id, result.sealed, KIND_DATA)
+                    stats.new_bytes += result.length
+                    stats.new_chunks += 1
             if progress:
                 progress(stats)
 
-        def submit(chunk: memoryview | bytearray) -> None:
-            nonlocal inflight_bytes
+        def send_batch() -> None:
+            nonlocal inflight_bytes, batch, batch_bytes
+            if not batch:
+                return
             while inflight and inflight_bytes >= max_inflight_bytes:
                 consume_one()
-            inflight_bytes += len(chunk)
-            if is_zero(chunk):  # 38 GB/s, and exits at the first non-zero byte
-                done: Future[_Result] = Future()
-                done.set_result(_Result(len(chunk), None, None))
-                inflight.append(done)
-            else:
-                inflight.append(workers.submit(process, bytes(chunk)))
+            if piece_lease is not None:
+                piece_lease.hold()  # released by the worker, see process()
+            inflight.append((workers.submit(process, batch, piece_lease), batch_bytes))
+            inflight_bytes += batch_bytes
+            batch, batch_bytes = [], 0
+
+        def submit(chunk: bytes | memoryview) -> None:
+            """Queue one chunk: bytes, a view of ZEROS or of the piece under piece_lease."""
+            nonlocal batch_bytes
+            batch.append(chunk)
+            batch_bytes += len(chunk)
+            if batch_bytes >= BATCH_BYTES:
+                send_batch()
+
+        def drain() -> None:
+            """Store everything queued so far, in order."""
+            send_batch()
+            while inflight:
+                consume_one()
 
         next_checkpoint = start + (checkpoint_interval or 0)
 
@@ -216,8 +262,7 @@ def run_backup(
                 return
             if expected is not None and reached >= expected:
                 return  # the end: the snapshot comes next, a checkpoint would only cost time
-            while inflight:
-                consume_one()
+            drain()
             writer.flush_index()  # the packs, then the index entries, then the checkpoint
             checkpoints.write(tree)
             stats.checkpoints += 1
@@ -234,11 +279,14 @@ def run_backup(
                     source.fileno(), repo.config.chunker, streams, start, expected
                 ):
                     stats.bytes_read += len(chunk)
-                    submit(chunk)
+                    submit(bytes(chunk))  # the view is valid only until the next chunk
                     maybe_checkpoint(offset + len(chunk))
             else:
                 origin = 0  # where the current chunker's position 0 is, relative to start
-                for piece in pieces(source, bytearray(READ_SIZE), ZEROS, start):
+                # Enough buffers for the chunks in flight, the piece being chunked and the
+                # next read; fewer would only make the reader wait for the workers.
+                buffers = ReadBuffers(max_inflight_bytes // READ_SIZE + 3, READ_SIZE)
+                for piece, piece_lease in pieces(source, buffers, ZEROS, start):
                     base = stats.bytes_read
                     stats.bytes_read += len(piece)
                     begin = 0
@@ -251,15 +299,14 @@ def run_backup(
                         end = origin + cut - base
                         if pending:
                             pending += piece[begin:end]
-                            submit(pending)
+                            submit(bytes(pending))
                             pending.clear()
                         else:
                             submit(piece[begin:end])
                         begin = end
                         maybe_checkpoint(start + origin + cut)
                     if head < len(piece) and begin > 0:
-                        while inflight:  # in order: what came before goes first
-                            consume_one()
+                        drain()  # in order: what came before goes first
                         begin = _skip_hole(tree, stats, begin, len(piece), min_size)
                         maybe_checkpoint(start + base + begin)
                         if progress:
@@ -275,21 +322,24 @@ def run_backup(
                             end = origin + cut - base
                             if pending:
                                 pending += piece[begin:end]
-                                submit(pending)
+                                submit(bytes(pending))
                                 pending.clear()
                             else:
                                 submit(piece[begin:end])
                             begin = end
                             maybe_checkpoint(start + origin + cut)
                     pending += piece[begin:]
+                    if piece_lease is not None:  # its chunks go, then the buffer may be reused
+                        send_batch()
+                        piece_lease.release()
+                        piece_lease = None
                 if chunker.finish():
-                    submit(pending)
+                    submit(bytes(pending))
         except OSError as exc:
             raise SourceError(
                 f"cannot read {source_name}: {exc.strerror or exc}; no snapshot was written"
             ) from None
-        while inflight:
-            consume_one()
+        drain()
         # A file truncated while it was read may have had its lost tail taken for a hole:
         # its size now counts as much as the bytes read.
         now = source_size(source.fileno()) if expected is not None else None

@@ -28,14 +28,19 @@ class PackWriter:
         self.repo = repo
         self.uploader = uploader
         config = repo.config
-        capacity = config.pack_size + config.chunker.max_size + (1 << 20)
-        self.free = [bytearray(capacity) for _ in range(uploads + 1)]
-        self.pack = PackBuilder(self.free.pop())
+        self.capacity = config.pack_size + config.chunker.max_size + (1 << 20)
+        # Buffers are made when first needed: a backup of unchanged data fills none, and
+        # zeroing three 18 MiB buffers up front cost it ~20 ms and their resident memory.
+        self.unmade = uploads + 1
+        self.free: list[bytearray] = []
+        self.pack: PackBuilder | None = None  # made at the first blob
         self.uploads: deque[Future[list[tuple[bytes, PackEntry]]]] = deque()
         self.pending: list[tuple[bytes, PackEntry]] = []  # uploaded, not yet indexed
         self.packs_written = 0
 
     def add(self, chunk_id: bytes, sealed: bytes | memoryview, kind: int) -> None:
+        if self.pack is None:
+            self.pack = PackBuilder(self._buffer())
         self.pack.add(chunk_id, sealed, kind)
         if len(self.pack) >= self.repo.config.pack_size:
             self.flush_pack()
@@ -49,13 +54,19 @@ class PackWriter:
         return [(pack_id, e) for e in pack.entries]
 
     def flush_pack(self) -> None:
-        if not self.pack.entries:
+        if self.pack is None or not self.pack.entries:
             return
         self.uploads.append(self.uploader.submit(self._upload, self.pack))
         self.packs_written += 1
-        while not self.free:  # a free buffer bounds the uploads in flight
+        self.pack = None
+
+    def _buffer(self) -> bytearray:
+        while not self.free and not self.unmade:  # free buffers bound the uploads in flight
             self.pending += self.uploads.popleft().result()
-        self.pack = PackBuilder(self.free.pop())
+        if self.free:
+            return self.free.pop()
+        self.unmade -= 1
+        return bytearray(self.capacity)
 
     def flush_index(self) -> None:
         """Everything added so far becomes durable and known to the repository's index."""
