@@ -286,7 +286,8 @@ def run_backup(
                 # Enough buffers for the chunks in flight, the piece being chunked and the
                 # next read; fewer would only make the reader wait for the workers.
                 buffers = ReadBuffers(max_inflight_bytes // READ_SIZE + 3, READ_SIZE)
-                for piece, piece_lease in pieces(source, buffers, ZEROS, start):
+                for piece, lease in pieces(source, buffers, ZEROS, start):
+                    piece_lease = lease
                     base = stats.bytes_read
                     stats.bytes_read += len(piece)
                     begin = 0

@@ -93,9 +93,7 @@ def _read(source: BinaryIO, buffers: ReadBuffers, want: int) -> Piece | None:
     return memoryview(lease.buffer)[:n], lease
 
 
-def pieces(
-    source: BinaryIO, buffers: ReadBuffers, zeros: bytes, start: int = 0
-) -> Iterator[Piece]:
+def pieces(source: BinaryIO, buffers: ReadBuffers, zeros: bytes, start: int = 0) -> Iterator[Piece]:
     """The source's bytes from `start` (a seekable source's only) in order: (view, lease) pairs.
     The caller holds each lease and must release it; the view is valid until then. Holes come
     as views of `zeros`, valid always, with no lease."""
