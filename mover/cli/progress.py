@@ -5,15 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+if TYPE_CHECKING:  # rich costs ~20 ms to import: only terminals that show a bar pay for it
+    from rich.progress import Progress
 
 
 @contextmanager
@@ -22,6 +17,14 @@ def byte_progress(description: str, total: int | None, enabled: bool) -> Iterato
         yield None
         return
     from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     with Progress(
         TextColumn("{task.description}"),
