@@ -29,7 +29,10 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install --no-cache-dir --no-index --find-links /wheels mover \
     && python -c "import mover._native.cdc, mover._native.index_run, mover_k8s.cli" \
-    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin mover
+    && groupadd --system --gid 10001 mover \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin mover
+# The group is made first with gid 10001: `useradd --system --user-group` would give it a system
+# gid (999), leaving USER's 10001 a gid with no group.
 # Non-root by default; the node agent's DaemonSet runs it as root and privileged (see the chart).
 USER 10001:10001
 WORKDIR /tmp

@@ -1,4 +1,4 @@
-"""Render mover's Helm chart (agent/chart) without helm, as `helm template` would.
+"""Render mover's Helm chart (agent/chart) without helm, as `helm template --include-crds` would.
 
     python3 scripts/render_chart.py [CHART] [-f VALUES.yaml ...] [-n NAMESPACE] [--name RELEASE]
 
@@ -15,6 +15,16 @@ where PATH is `.Values.a.b...`, `.Release.Name`, `.Release.Namespace`, `.Chart.N
 `.Chart.Version` or `.Chart.AppVersion`. Anything else between `{{ }}` is an error, and so is a
 PATH that names no value (helm would print `<no value>`: a chart bug, caught here).
 
+Numbers print as helm prints them: helm reads every number of a values file as a float64, so
+`{{ PATH }}` and `quote` give Go's `%v` of it (1000000 is `1e+06`, 2.0 is `2`) and `toJson`
+gives Go's JSON of it (1000000, 0.00001). tests/deploy/test_helm.py compares the output with
+real helm's.
+
+YAML is read as helm and kubectl read it (sigs.k8s.io/yaml, YAML 1.1 as go-yaml v2 resolves
+it), not as PyYAML's defaults: `y`/`n` are booleans, `1e-05`, `12e3` and `08` are numbers,
+`1:20` and `2001-12-14` are strings (`HelmLoader`); the output quotes every string that helm
+would read as something else (`HelmDumper`).
+
 Values files are merged over values.yaml as helm merges them: maps key by key, anything else
 replaced, and a null removes the key.
 
@@ -26,11 +36,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -42,6 +54,83 @@ PATH = r"\.[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 PLAIN = re.compile(rf"^\s*({PATH})\s*$")
 QUOTED = re.compile(rf"^\s*({PATH})\s*\|\s*quote\s*$")
 TO_JSON = re.compile(rf"^\s*toJson\s+({PATH})\s*$")
+
+
+_STANDARD_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "timestamp")}
+_GO_BOOL = re.compile(
+    r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE"
+    r"|on|On|ON|off|Off|OFF)$"
+)
+_GO_TRUE = {"y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"}
+# go-yaml v2 tries strconv.ParseInt(base 0), then a float, on any plain scalar that starts
+# like a number, after dropping every `_`; these are the shapes those accept.
+_GO_INT = re.compile(r"[-+]?(?:0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)")
+_GO_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_GO_SPECIAL_FLOAT = re.compile(r"^(?:[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+_NUMBERISH = re.compile(r"^[-+.0-9][-+.0-9a-fA-FxXoO_]*$")
+_NUMBER_TAG = "tag:mover.dev,2025:go-number"
+
+
+def _go_scalar(text: str) -> int | float | str:
+    """A plain scalar that starts like a number, as go-yaml v2 resolves it."""
+    plain = text.replace("_", "")
+    if _GO_INT.fullmatch(plain):
+        sign = -1 if plain.startswith("-") else 1
+        digits = plain.lstrip("+-")
+        if digits[1:2] in ("x", "X", "o", "O", "b", "B"):
+            value = sign * int(digits, 0)
+        elif digits.startswith("0"):  # a leading 0 is octal, as in C
+            value = sign * int(digits, 8)
+        else:
+            value = sign * int(digits)
+        if -(2**63) <= value < 2**64:
+            return value
+    if _GO_FLOAT.fullmatch(plain):
+        return float(plain)
+    return text
+
+
+def _resolvers_without_standard() -> dict[str, list[tuple[str, re.Pattern[str]]]]:
+    return {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in _STANDARD_TAGS]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+class HelmLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type stubs
+    """PyYAML's safe loader with go-yaml v2's scalar resolution (helm's and kubectl's)."""
+
+    yaml_implicit_resolvers: ClassVar = _resolvers_without_standard()
+
+
+class HelmDumper(yaml.SafeDumper):  # type: ignore[misc]  # as above
+    """Quotes a string whenever helm would read it, unquoted, as something else."""
+
+    yaml_implicit_resolvers: ClassVar = _resolvers_without_standard()
+
+
+for _cls in (HelmLoader, HelmDumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:bool", _GO_BOOL, list("yYnNtTfFoO"))
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _GO_SPECIAL_FLOAT, list("-+."))
+    _cls.add_implicit_resolver(_NUMBER_TAG, _NUMBERISH, list("-+.0123456789"))
+
+
+def _represent_number(dumper: yaml.SafeDumper, number: float) -> yaml.ScalarNode:
+    # Plain, as Go's JSON prints it (PyYAML's 1.0e-05 would need an explicit tag here).
+    if isinstance(number, float) and not math.isfinite(number):
+        return dumper.represent_float(number)
+    return dumper.represent_scalar(_NUMBER_TAG, go_json(number, "output"))
+
+
+HelmDumper.add_representer(int, _represent_number)
+HelmDumper.add_representer(float, _represent_number)
+HelmLoader.add_constructor(
+    "tag:yaml.org,2002:bool",
+    lambda loader, node: loader.construct_scalar(node) in _GO_TRUE,
+)
+HelmLoader.add_constructor(
+    _NUMBER_TAG, lambda loader, node: _go_scalar(loader.construct_scalar(node))
+)
 
 
 class RenderError(Exception):
@@ -63,7 +152,7 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 def _load_mapping(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=HelmLoader)
     except OSError as exc:
         raise RenderError(f"{path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -84,13 +173,80 @@ def _lookup(scope: Mapping[str, Any], path: str, where: str) -> Any:
     return value
 
 
+def _digits(value: float) -> tuple[str, int]:
+    """The shortest decimal digits that read back as `value` (as Go's and Python's float
+    printing both find them) and the decimal point's position: 0.25 is ("25", 0)."""
+    _, digits, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
+    assert isinstance(exponent, int)  # finite: the callers handle inf and nan
+    text = "".join(map(str, digits))
+    return text, len(text) + exponent
+
+
+def _fixed(digits: str, point: int) -> str:
+    if point <= 0:
+        return "0." + "0" * -point + digits
+    if point >= len(digits):
+        return digits + "0" * (point - len(digits))
+    return digits[:point] + "." + digits[point:]
+
+
+def _exponent(digits: str, point: int, width: int) -> str:
+    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+    exp = point - 1
+    return f"{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):0{width}d}"
+
+
+def go_number(value: float) -> str:
+    """Go's `%v` of a float64 (strconv's shortest `%g`, exponent from 1e+06 and below 1e-04),
+    which is how a helm template prints any number from a values file."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return sign + "0"
+    digits, point = _digits(value)
+    if point - 1 < -4 or point - 1 >= 6:
+        return sign + _exponent(digits, point, 2)
+    return sign + _fixed(digits, point)
+
+
+def go_json(value: Any, where: str) -> str:
+    """Go's encoding/json of a helm value (sprig's toJson): keys sorted, numbers as float64,
+    an exponent only below 1e-6 or from 1e21."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        number = float(value)
+        if not math.isfinite(number):
+            raise RenderError(f"{where}: {value} has no JSON form (helm renders it empty)")
+        sign = "-" if math.copysign(1.0, number) < 0 else ""
+        if number == 0:
+            return sign + "0"
+        digits, point = _digits(number)
+        if abs(number) < 1e-6 or abs(number) >= 1e21:
+            return sign + _exponent(digits, point, 1)
+        return sign + _fixed(digits, point)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        items = sorted((str(k), v) for k, v in value.items())
+        return "{" + ",".join(f"{json.dumps(k)}:{go_json(v, where)}" for k, v in items) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(go_json(item, where) for item in value) + "]"
+    raise RenderError(f"{where}: a {type(value).__name__} has no JSON form")
+
+
 def _scalar(value: Any, path: str, where: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, int | float | str):
-        return str(value)
+    if isinstance(value, int | float):
+        return go_number(float(value))
+    if isinstance(value, str):
+        return value
     raise RenderError(f"{where}: {path} is a {type(value).__name__}: write {{{{ toJson {path} }}}}")
 
 
@@ -106,7 +262,7 @@ def render_text(text: str, scope: Mapping[str, Any], where: str) -> str:
             path = found.group(1)
             return json.dumps(_scalar(_lookup(scope, path, where), path, where))
         if found := TO_JSON.match(body):
-            return json.dumps(_lookup(scope, found.group(1), where), sort_keys=True)
+            return go_json(_lookup(scope, found.group(1), where), where)
         raise RenderError(f"{where}: unsupported template action {match.group(0)!r}")
 
     return ACTION.sub(action, text)
@@ -114,7 +270,7 @@ def render_text(text: str, scope: Mapping[str, Any], where: str) -> str:
 
 def _documents(text: str, where: str) -> list[dict[str, Any]]:
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=HelmLoader))
     except yaml.YAMLError as exc:
         raise RenderError(f"{where}: renders to invalid YAML: {exc}".replace("\n", " ")) from None
     objects: list[dict[str, Any]] = []
@@ -172,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     except RenderError as exc:
         print(f"render_chart: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
+    sys.stdout.write(yaml.dump_all(objects, Dumper=HelmDumper, sort_keys=False))
     return 0
 
 
