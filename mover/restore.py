@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +24,7 @@ from mover.tree import Extent, walk
 
 ZERO_BLOCK = bytes(4 << 20)
 RESTORE_WINDOW = 64 << 20  # bytes of chunks fetched ahead of the writer
+FLUSH_EVERY = 64 << 20  # bytes written between two background flushes (see _Flusher)
 
 
 @dataclass
@@ -64,6 +66,54 @@ def open_target(path: str, size: int, force: bool) -> tuple[int, bool]:
     return fd, False
 
 
+class _Flusher:
+    """Flushes the target to disk in the background while the restore goes on writing.
+
+    A restore ends with fsync, and the disk then has to take everything still in the page
+    cache: measured, 0.33 s of a 1.1 s restore of 1 GiB, with no other work left to hide it.
+    Flushing every FLUSH_EVERY bytes from another thread overlaps the disk's work with the
+    fetching and decoding, so the last fsync finds little left to write."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = 0
+        self.error: OSError | None = None
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="mover-flush", daemon=True)
+        self._thread.start()
+
+    def wrote(self, n: int) -> None:
+        self.pending += n
+        if self.pending >= FLUSH_EVERY:
+            self.pending = 0
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop:
+                return
+            try:
+                os.fdatasync(self.fd)
+            except OSError as exc:  # reported by finish(): the last fsync would fail too
+                self.error = exc
+                return
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+
+    def finish(self) -> None:
+        """Stop the thread and report its error; then the caller's fsync makes everything
+        durable."""
+        self.stop()
+        if self.error is not None:
+            raise self.error
+
+
 @as_reader
 def run_restore(
     repo: Repository,
@@ -89,8 +139,11 @@ def run_restore(
             )
         return data
 
+    flusher = _Flusher(fd)
+
     def write_at(data: bytes | memoryview, offset: int) -> None:
         view = memoryview(data)
+        flusher.wrote(len(view))
         while view:
             written = os.pwrite(fd, view, offset)
             view, offset = view[written:], offset + written
@@ -125,6 +178,7 @@ def run_restore(
                 inflight.append((extent, future))
             while inflight:
                 finish_one()
+        flusher.finish()
         os.fsync(fd)
     except OSError as exc:
         raise SourceError(
@@ -133,5 +187,6 @@ def run_restore(
     except MoverError as exc:
         raise type(exc)(f"{exc}; restore stopped, {target} is incomplete") from None
     finally:
+        flusher.stop()  # before the fd is closed: it may be in fdatasync
         os.close(fd)
     return stats

@@ -27,6 +27,14 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return cache[level]  # type: ignore[no-any-return]
 
 
+def _decompressor() -> zstandard.ZstdDecompressor:
+    # Made once per thread: making one per chunk cost ~2% of a restore (perf).
+    found = getattr(_local, "decompressor", None)
+    if found is None:
+        found = _local.decompressor = zstandard.ZstdDecompressor()
+    return found  # type: ignore[no-any-return]
+
+
 def aad(chunk_id: bytes) -> bytes:
     return b"blob" + chunk_id
 
@@ -48,7 +56,7 @@ def decode(master: MasterKey, sealer: Sealer, chunk_id: bytes, sealed: bytes) ->
     flag, body = plain[0], plain[1:]
     if flag == ZSTD:
         try:
-            body = zstandard.ZstdDecompressor().decompress(body)
+            body = _decompressor().decompress(body)
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"{what} does not decompress: {exc}") from None
     elif flag != RAW:
