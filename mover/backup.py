@@ -90,7 +90,7 @@ Progress = Callable[[BackupStats], None]
 class _Result:
     length: int
     chunk_id: bytes | None  # None: all zeros
-    sealed: bytes | None  # None: already stored (or zeros)
+    sealed: bytes | bytearray | None  # None: already stored (or zeros)
 
 
 @dataclass
@@ -107,7 +107,7 @@ class _Writer:
     def known(self, chunk_id: bytes) -> bool:
         return chunk_id in self.seen or chunk_id in self.repo.index
 
-    def add(self, chunk_id: bytes, sealed: bytes, kind: int) -> None:
+    def add(self, chunk_id: bytes, sealed: bytes | bytearray, kind: int) -> None:
         self.seen.add(chunk_id)
         self.stats.stored_bytes += len(sealed)
         self.packs.add(chunk_id, sealed, kind)

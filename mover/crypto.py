@@ -58,6 +58,15 @@ class Sealer:
         nonce = os.urandom(NONCE)
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
+    def seal_into(self, plaintext: bytes | bytearray | memoryview, aad: bytes) -> bytearray:
+        """seal(), encrypting straight into the result: for chunks, where each copy of the
+        data costs (perf: copies were 11% of a backup of new incompressible data)."""
+        nonce = os.urandom(NONCE)
+        sealed = bytearray(NONCE + len(plaintext) + TAG)
+        sealed[:NONCE] = nonce
+        self._aead.encrypt_into(nonce, plaintext, aad, memoryview(sealed)[NONCE:])
+        return sealed
+
     def open(self, sealed: bytes | memoryview, aad: bytes, what: str) -> bytes:
         if len(sealed) < OVERHEAD:
             raise IntegrityError(f"{what} is truncated ({len(sealed)} bytes)")

@@ -49,11 +49,11 @@ class PackBuilder:
 
     def __init__(self, buffer: bytearray | None = None) -> None:
         self.buffer = buffer
-        self.parts: list[bytes | memoryview] = []
+        self.parts: list[bytes | bytearray | memoryview] = []
         self.entries: list[PackEntry] = []
         self.size = 0
 
-    def add(self, chunk_id: bytes, sealed: bytes | memoryview, kind: int) -> None:
+    def add(self, chunk_id: bytes, sealed: bytes | bytearray | memoryview, kind: int) -> None:
         self.entries.append(PackEntry(chunk_id, self.size, len(sealed), kind))
         if self.buffer is None:
             self.parts.append(sealed)

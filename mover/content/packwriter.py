@@ -38,7 +38,7 @@ class PackWriter:
         self.pending: list[tuple[bytes, PackEntry]] = []  # uploaded, not yet indexed
         self.packs_written = 0
 
-    def add(self, chunk_id: bytes, sealed: bytes | memoryview, kind: int) -> None:
+    def add(self, chunk_id: bytes, sealed: bytes | bytearray | memoryview, kind: int) -> None:
         if self.pack is None:
             self.pack = PackBuilder(self._buffer())
         self.pack.add(chunk_id, sealed, kind)
