@@ -71,7 +71,8 @@ class Sealer:
         if len(sealed) < OVERHEAD:
             raise IntegrityError(f"{what} is truncated ({len(sealed)} bytes)")
         try:
-            return self._aead.decrypt(bytes(sealed[:NONCE]), bytes(sealed[NONCE:]), aad)
+            view = memoryview(sealed)  # slices of a view copy nothing
+            return self._aead.decrypt(view[:NONCE], view[NONCE:], aad)
         except InvalidTag:
             raise IntegrityError(f"{what} failed authentication: damaged or altered") from None
 

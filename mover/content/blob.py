@@ -67,13 +67,15 @@ def decode(master: MasterKey, sealer: Sealer, chunk_id: bytes, sealed: bytes) ->
     """Plaintext of a blob, verified: authenticated, and its keyed hash equal to its id."""
     what = f"chunk {chunk_id.hex()[:16]}"
     plain = sealer.open(sealed, aad(chunk_id), what)
-    flag, body = plain[0], plain[1:]
+    flag = plain[0]
     if flag == ZSTD:
         try:
-            body = _decompressor().decompress(body)
+            body = _decompressor().decompress(memoryview(plain)[1:])
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"{what} does not decompress: {exc}") from None
-    elif flag != RAW:
+    elif flag == RAW:
+        body = plain[1:]
+    else:
         raise IntegrityError(f"{what} has unknown encoding {flag}")
     if master.chunk_id_of(body) != chunk_id:
         raise IntegrityError(f"{what} does not match its id: damaged or altered")
