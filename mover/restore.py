@@ -24,6 +24,7 @@ from mover.tree import Extent, walk
 
 ZERO_BLOCK = bytes(4 << 20)
 RESTORE_WINDOW = 64 << 20  # bytes of chunks fetched ahead of the writer
+RESTORE_BATCH = 2 << 20  # a worker's task: consecutive chunks of about this many bytes
 FLUSH_EVERY = 64 << 20  # bytes written between two background flushes (see _Flusher)
 
 
@@ -129,53 +130,94 @@ def run_restore(
     fd, is_device = open_target(target, snapshot.size, force)
     stats = RestoreStats()
 
-    def fetch(extent: Extent) -> bytes:
-        assert extent.chunk_id is not None
-        data = repo.read_blob(extent.chunk_id)
-        if len(data) != extent.length:
-            raise IntegrityError(
-                f"chunk {extent.chunk_id.hex()[:16]} has {len(data)} bytes, the tree says "
-                f"{extent.length}"
-            )
-        return data
+    def fetch(batch: list[Extent]) -> list[bytes]:
+        datas = []
+        for extent in batch:
+            assert extent.chunk_id is not None
+            data = repo.read_blob(extent.chunk_id)
+            if len(data) != extent.length:
+                raise IntegrityError(
+                    f"chunk {extent.chunk_id.hex()[:16]} has {len(data)} bytes, the tree says "
+                    f"{extent.length}"
+                )
+            datas.append(data)
+        return datas
 
     flusher = _Flusher(fd)
 
     def write_at(data: bytes | memoryview, offset: int) -> None:
         view = memoryview(data)
-        flusher.wrote(len(view))
         while view:
             written = os.pwrite(fd, view, offset)
             view, offset = view[written:], offset + written
 
-    # Workers fetch, decrypt, decompress and verify; this thread writes, in order. Writers on
-    # several threads contend for the target's inode lock (perf showed rwsem spinning) and
-    # the page-cache copy is the same work whichever thread does it.
+    def write_run(datas: list[bytes], offset: int) -> None:
+        """Consecutive chunks at offset, in one system call where the kernel takes them all."""
+        total = sum(len(d) for d in datas)
+        flusher.wrote(total)
+        written = os.pwritev(fd, datas, offset)
+        for data in datas:  # a short write (rare): the rest one by one
+            if written >= len(data):
+                written -= len(data)
+            else:
+                write_at(memoryview(data)[written:], offset + written)
+                written = 0
+            offset += len(data)
+
+    # Workers fetch, decrypt, decompress and verify batches of consecutive chunks (a task and
+    # a thread wake-up per chunk cost ~15% of a restore of small chunks: perf); this thread
+    # writes, in order. Writers on several threads contend for the target's inode lock (perf
+    # showed rwsem spinning) and the page-cache copy is the same work whichever thread does it.
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="mover-restore") as pool:
-            inflight: deque[tuple[Extent, Future[bytes] | None]] = deque()
-            window = max(2 * threads + 2, RESTORE_WINDOW // repo.config.chunker.avg_size)
+            # A hole (None) or a batch of chunks being fetched, in order.
+            inflight: deque[tuple[list[Extent], Future[list[bytes]] | None]] = deque()
+            inflight_bytes = 0
+            batch: list[Extent] = []
+            batch_bytes = 0
 
             def finish_one() -> None:
-                extent, future = inflight.popleft()
+                nonlocal inflight_bytes
+                extents, future = inflight.popleft()
                 if future is None:
+                    (extent,) = extents
                     if is_device:  # a device holds old data: holes are written as zeros
                         for start in range(0, extent.length, len(ZERO_BLOCK)):
                             n = min(len(ZERO_BLOCK), extent.length - start)
                             write_at(memoryview(ZERO_BLOCK)[:n], extent.offset + start)
+                            flusher.wrote(n)
                     stats.hole_bytes += extent.length
                 else:
-                    write_at(future.result(), extent.offset)
-                    stats.bytes_written += extent.length
-                    stats.chunks += 1
+                    write_run(future.result(), extents[0].offset)
+                    length = sum(e.length for e in extents)
+                    inflight_bytes -= length
+                    stats.bytes_written += length
+                    stats.chunks += len(extents)
                 if progress:
                     progress(stats)
 
-            for extent in walk(repo.read_blob, root):
-                while len(inflight) >= window:
+            def send(entry: tuple[list[Extent], Future[list[bytes]] | None]) -> None:
+                while inflight and (inflight_bytes >= RESTORE_WINDOW or len(inflight) > 4096):
                     finish_one()
-                future = None if extent.chunk_id is None else pool.submit(fetch, extent)
-                inflight.append((extent, future))
+                inflight.append(entry)
+
+            def send_batch() -> None:
+                nonlocal batch, batch_bytes, inflight_bytes
+                if batch:
+                    send((batch, pool.submit(fetch, batch)))
+                    inflight_bytes += batch_bytes
+                    batch, batch_bytes = [], 0
+
+            for extent in walk(repo.read_blob, root):
+                if extent.chunk_id is None:
+                    send_batch()  # a batch is consecutive chunks: one write
+                    send(([extent], None))
+                    continue
+                batch.append(extent)
+                batch_bytes += extent.length
+                if batch_bytes >= RESTORE_BATCH:
+                    send_batch()
+            send_batch()
             while inflight:
                 finish_one()
         flusher.finish()
