@@ -1,10 +1,13 @@
-"""The batched backup pipeline under pressure: tiny read buffers, batches and in-flight windows
-make buffers recycle constantly while worker threads still hash views of them. Any view read
-after its buffer was reused would change a chunk's id, so the snapshot's root must equal the
-one a roomy run gives, and the restore must be bit-exact."""
+"""The batched backup pipeline under pressure, and the restore's background flush.
+
+Backup: tiny read buffers, batches and in-flight windows make buffers recycle constantly while
+worker threads still hash views of them. Any view read after its buffer was reused would change
+a chunk's id, so the snapshot's root must equal the one a roomy run gives, and the restore must
+be bit-exact."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import threading
@@ -13,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from mover import backup as backup_module
+from mover import restore as restore_module
 from mover.backup import run_backup
 from mover.chunking import ChunkerParams
 from mover.crypto import KdfParams
+from mover.errors import SourceError
 from mover.repository import RepoConfig, Repository
 from mover.restore import run_restore
 from mover.storage.local import LocalBackend
@@ -102,3 +107,32 @@ def test_a_stream_source_through_recycled_buffers(
     target = tmp_path / "restored.img"
     run_restore(repo, snapshot, str(target))
     assert file_digest(target) == file_digest(source)
+
+
+def test_restore_flushes_in_the_background_and_reports_its_disk_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restore flushes every FLUSH_EVERY bytes from another thread. A write error that
+    only the flush sees (Linux reports it once: the final fsync may then pass) must still fail
+    the restore, with the target named as incomplete."""
+    source = tmp_path / "source.img"
+    make_source(source)
+    repo = new_repo(tmp_path / "repo")
+    with open(source, "rb", buffering=0) as f:
+        snapshot = run_backup(repo, f, "src", checkpoint_interval=None)
+    monkeypatch.setattr(restore_module, "FLUSH_EVERY", 256 * KiB)
+    flushed: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(restore_module.os, "fdatasync", lambda fd: flushed.append(fd) or real(fd))
+    good = tmp_path / "good.img"
+    run_restore(repo, snapshot, str(good))
+    assert len(flushed) >= 2  # the flusher ran while the restore went on
+    assert file_digest(good) == file_digest(source)
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(restore_module.os, "fdatasync", failing)
+    bad = tmp_path / "bad.img"
+    with pytest.raises(SourceError, match=r"cannot write restore target .*bad\.img.*incomplete"):
+        run_restore(repo, snapshot, str(bad))
