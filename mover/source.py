@@ -9,7 +9,8 @@ Data is read into recycled buffers (ReadBuffers) and handed out as views with a 
 pipeline passes views to worker threads without copying them, and a buffer is read into again
 only once every holder of its lease has let go. Recycling matters: reading into a fresh 4 MiB
 buffer each time ran at ~4 GB/s inside a backup (page faults on the new memory; py-spy: the
-reader thread's top cost), reading into a recycled one at ~30 GB/s from the page cache.
+reader thread's top cost), while a loop that only reads into one recycled buffer runs at
+~30 GB/s from the page cache.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class ReadBuffers:
                 buffer = self._free.get()
         return Lease(self, buffer)
 
+    def give_back(self, buffer: bytearray) -> None:
+        """For Lease: the buffer's last holder let go."""
+        self._free.put(buffer)
+
 
 class Lease:
     """A buffer's holders: it returns to its pool when the last one calls release()."""
@@ -78,7 +83,7 @@ class Lease:
             self._holders -= 1
             last = self._holders == 0
         if last:
-            self.pool._free.put(self.buffer)
+            self.pool.give_back(self.buffer)
 
 
 Piece = tuple[memoryview, Lease | None]
