@@ -271,6 +271,23 @@ def run_backup(
         min_size = repo.config.chunker.min_size
         hole_head = HOLE_HEAD or 2 * min_size + 64
         pending = bytearray()  # the start of a chunk that began in an earlier piece
+        origin = 0  # where the current chunker's position 0 is, relative to start
+
+        def submit_cuts(piece: memoryview, base: int, begin: int, cuts: list[int]) -> int:
+            """Submit the chunks that end at `cuts` (chunker positions) in `piece` (which starts
+            at `base` bytes read), from `begin` in it; returns where the next chunk begins."""
+            for cut in cuts:
+                end = origin + cut - base
+                if pending:
+                    pending.extend(piece[begin:end])
+                    submit(bytes(pending))
+                    pending.clear()
+                else:
+                    submit(piece[begin:end])
+                begin = end
+                maybe_checkpoint(start + origin + cut)
+            return begin
+
         try:
             if streams > 1:
                 assert expected is not None
@@ -281,7 +298,6 @@ def run_backup(
                     submit(bytes(chunk))  # the view is valid only until the next chunk
                     maybe_checkpoint(offset + len(chunk))
             else:
-                origin = 0  # where the current chunker's position 0 is, relative to start
                 # Enough buffers for the chunks in flight, the piece being chunked and the
                 # next read; fewer would only make the reader wait for the workers.
                 buffers = ReadBuffers(max_inflight_bytes // READ_SIZE + 3, READ_SIZE)
@@ -289,22 +305,12 @@ def run_backup(
                     piece_lease = lease
                     base = stats.bytes_read
                     stats.bytes_read += len(piece)
-                    begin = 0
                     # A hole (pieces() hands holes out as views of ZEROS) longer than a few
                     # minimum chunks: only its head goes through the chunker, see _skip_hole.
                     head = len(piece)
                     if piece.obj is ZEROS and len(piece) > hole_head + 2 * min_size:
                         head = hole_head
-                    for cut in chunker.feed(piece[:head]):
-                        end = origin + cut - base
-                        if pending:
-                            pending += piece[begin:end]
-                            submit(bytes(pending))
-                            pending.clear()
-                        else:
-                            submit(piece[begin:end])
-                        begin = end
-                        maybe_checkpoint(start + origin + cut)
+                    begin = submit_cuts(piece, base, 0, chunker.feed(piece[:head]))
                     if head < len(piece) and begin > 0:
                         drain()  # in order: what came before goes first
                         begin = _skip_hole(tree, stats, begin, len(piece), min_size)
@@ -318,16 +324,7 @@ def run_backup(
                         pending += piece[begin:]
                         continue
                     if head < len(piece):  # no cut in the head (HOLE_HEAD set too small): go on
-                        for cut in chunker.feed(piece[head:]):
-                            end = origin + cut - base
-                            if pending:
-                                pending += piece[begin:end]
-                                submit(bytes(pending))
-                                pending.clear()
-                            else:
-                                submit(piece[begin:end])
-                            begin = end
-                            maybe_checkpoint(start + origin + cut)
+                        begin = submit_cuts(piece, base, begin, chunker.feed(piece[head:]))
                     pending += piece[begin:]
                     if piece_lease is not None:  # its chunks go, then the buffer may be reused
                         send_batch()
