@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.backup_bench import write_image  # the same sample image (seed 11), fsynced
 from benchmarks.child import run_child
 from mover import nodebench
 from mover.backup import run_backup
@@ -38,20 +39,11 @@ from mover.chunking import DEFAULT_PARAMS
 from mover.cli.sizes import parse_size
 from mover.crypto import KdfParams
 from mover.repository import RepoConfig, Repository
-from mover.sampledata import SampleData
 from mover.storage.local import LocalBackend
 
 PASSWORD = "unchanged-bench"
 GB = 1e9
 GROUPS = (("blake3", "BLAKE3"), ("cdc", "chunker"), ("kernel", "kernel"), ("python", "Python"))
-
-
-def write_image(path: Path, size: int) -> None:
-    data = SampleData(seed=11)
-    with open(path, "wb") as f:
-        for block in data.blocks(size):
-            f.write(block)
-        os.fsync(f.fileno())
 
 
 def steady_state(repo: Repository, image: Path, repeat: int) -> list[float]:

@@ -25,6 +25,9 @@ from mover.tree import Extent, walk
 ZERO_BLOCK = bytes(4 << 20)
 RESTORE_WINDOW = 64 << 20  # bytes of chunks fetched ahead of the writer
 RESTORE_BATCH = 2 << 20  # a worker's task: consecutive chunks of about this many bytes
+# Entries (batches and holes) queued at most: holes take no bytes of the window, so a run of
+# many small holes is bounded by count.
+MAX_QUEUED = 4096
 FLUSH_EVERY = 64 << 20  # bytes written between two background flushes (see _Flusher)
 
 
@@ -197,7 +200,7 @@ def run_restore(
                     progress(stats)
 
             def send(entry: tuple[list[Extent], Future[list[bytes]] | None]) -> None:
-                while inflight and (inflight_bytes >= RESTORE_WINDOW or len(inflight) > 4096):
+                while inflight and (inflight_bytes >= RESTORE_WINDOW or len(inflight) > MAX_QUEUED):
                     finish_one()
                 inflight.append(entry)
 
