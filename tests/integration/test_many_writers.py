@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,9 +91,10 @@ def assert_repository_sound(path: Path, sources: dict[str, Path], tmp_path: Path
 
 
 class HeldBackup:
-    """A backup in a thread that stops once `hold_at` bytes went through it, until released."""
+    """A backup in a daemon thread, stopped by its progress callback once `hold_at` bytes went
+    through it, until finish(); keyword arguments go to run_backup."""
 
-    def __init__(self, repo: Path, source: Path, hold_at: int) -> None:
+    def __init__(self, repo_dir: Path, source: Path, hold_at: int, **kwargs: Any) -> None:
         self.reached = threading.Event()
         self.go_on = threading.Event()
         self.result: Snapshot | None = None
@@ -105,20 +107,27 @@ class HeldBackup:
                 self.go_on.wait(60)
 
         def run() -> None:
+            repo = open_repo(repo_dir)
             try:
-                self.result = backup_file(repo, source, progress)
+                with open(source, "rb") as f:
+                    self.result = run_backup(
+                        repo, f, str(source), threads=2, progress=progress, **kwargs
+                    )
             except BaseException as exc:
                 self.error = exc
             finally:
+                repo.close()
                 self.reached.set()
 
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
         assert self.reached.wait(60)
+        assert self.error is None, self.error
 
     def finish(self) -> Snapshot:
         self.go_on.set()
         self.thread.join(60)
+        assert not self.thread.is_alive()
         if self.error is not None:
             raise self.error
         assert self.result is not None

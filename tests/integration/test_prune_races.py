@@ -34,6 +34,7 @@ from mover.storage.local import LocalBackend
 from tests.integration.conftest import PASSWORD
 from tests.integration.test_many_writers import (
     SMALL,
+    HeldBackup,
     assert_repository_sound,
     backup_file,
     open_repo,
@@ -75,47 +76,6 @@ def forgotten_packs(repo_dir: Path, tmp_path: Path, size: int) -> tuple[Path, Sn
 
 def stored_bytes(repo_dir: Path) -> int:
     return sum(p.stat().st_size for p in (repo_dir / "data").rglob("*") if p.is_file())
-
-
-class HeldBackup:
-    """A backup in a daemon thread, stopped by its progress callback once `hold_at` bytes went
-    through it, until finish() (test_many_writers' HeldBackup, with run_backup's options)."""
-
-    def __init__(self, repo_dir: Path, source: Path, hold_at: int, **kwargs: Any) -> None:
-        self.reached = threading.Event()
-        self.go_on = threading.Event()
-        self.result: Snapshot | None = None
-        self.error: BaseException | None = None
-
-        def progress(stats: BackupStats) -> None:
-            done = stats.new_bytes + stats.reused_bytes + stats.zero_bytes  # consumed, in order
-            if done >= hold_at and not self.go_on.is_set():
-                self.reached.set()
-                self.go_on.wait(60)
-
-        def run() -> None:
-            repo = open_repo(repo_dir)
-            try:
-                self.result = backup_with(repo, source, progress=progress, **kwargs)
-            except BaseException as exc:
-                self.error = exc
-            finally:
-                repo.close()
-                self.reached.set()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert self.reached.wait(60)
-        assert self.error is None, self.error
-
-    def finish(self) -> Snapshot:
-        self.go_on.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive()
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
 
 
 def test_backup_finishing_during_phase_2_keeps_its_old_unindexed_packs(
