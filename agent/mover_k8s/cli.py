@@ -251,18 +251,7 @@ def backup_cmd(
         spec["labelSelector"] = labels
     if ttl:
         spec["ttl"] = ttl
-    body = {
-        "apiVersion": api.API_VERSION,
-        "kind": "Backup",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-    obj = create_or_explain(kube, api.BACKUP, body)
-    if wait:
-        obj = wait_for(kube, api.BACKUP, namespace, name, timeout)
-    _show(obj, as_json)
-    if wait:
-        outcome(obj)
+    _submit(kube, api.BACKUP, namespace, name, spec, wait, timeout, as_json)
 
 
 @app.command("schedule")
@@ -305,13 +294,8 @@ def schedule_cmd(
     if labels:
         template["labelSelector"] = labels
     kube = connect(kubeconfig, kube_context)
-    body = {
-        "apiVersion": api.API_VERSION,
-        "kind": "Schedule",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"schedule": cron, "keepLast": keep_last, "template": template},
-    }
-    _show(create_or_explain(kube, api.SCHEDULE, body), as_json)
+    spec = {"schedule": cron, "keepLast": keep_last, "template": template}
+    _submit(kube, api.SCHEDULE, namespace, name, spec, False, 0, as_json)
 
 
 @app.command("restore")
@@ -389,15 +373,30 @@ def restore_cmd(
     if external_wait:
         spec["externalWait"] = external_wait
     kube = connect(kubeconfig, kube_context)
+    _submit(kube, api.RESTORE, namespace, name, spec, wait, timeout, as_json)
+
+
+def _submit(
+    kube: Kube,
+    rt: ResourceType,
+    namespace: str,
+    name: str,
+    spec: Obj,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Create one of our objects, show it (once finished, with wait) and, with wait, exit with
+    its outcome."""
     body = {
         "apiVersion": api.API_VERSION,
-        "kind": "Restore",
+        "kind": rt.kind,
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
-    obj = create_or_explain(kube, api.RESTORE, body)
+    obj = create_or_explain(kube, rt, body)
     if wait:
-        obj = wait_for(kube, api.RESTORE, namespace, name, timeout)
+        obj = wait_for(kube, rt, namespace, name, timeout)
     _show(obj, as_json)
     if wait:
         outcome(obj)
