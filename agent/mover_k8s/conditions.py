@@ -44,6 +44,20 @@ def set_condition(
     return result
 
 
+def set_condition_of(
+    obj: Obj, type_: str, status: bool | None, reason: str, message: str
+) -> list[Obj]:
+    """set_condition on the object's own conditions, for its current generation."""
+    return set_condition(
+        (obj.get("status") or {}).get("conditions"),
+        type_,
+        status,
+        reason,
+        message,
+        obj["metadata"].get("generation"),
+    )
+
+
 def condition(obj: Obj, type_: str) -> Obj | None:
     for entry in (obj.get("status") or {}).get("conditions") or []:
         if entry.get("type") == type_:

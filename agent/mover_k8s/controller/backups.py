@@ -19,7 +19,7 @@ from mover.errors import MoverError
 from mover.maintenance import forget
 from mover_k8s import agents, api, hooks, store
 from mover_k8s.capture import Scope, capture
-from mover_k8s.conditions import condition, set_condition
+from mover_k8s.conditions import condition, set_condition, set_condition_of
 from mover_k8s.errors import KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj
 from mover_k8s.repos import Repositories
@@ -139,14 +139,7 @@ class BackupReconciler:
                 "phase": api.CANCELLED,
                 "completionTimestamp": now(),
                 "volumes": entries,
-                "conditions": set_condition(
-                    status.get("conditions"),
-                    "Ready",
-                    False,
-                    "Cancelled",
-                    message,
-                    meta.get("generation"),
-                ),
+                "conditions": set_condition_of(backup, "Ready", False, "Cancelled", message),
             },
         )
 
@@ -167,14 +160,7 @@ class BackupReconciler:
         extra: Obj | None = None,
     ) -> None:
         log.info("backup %s failed: %s", backup["metadata"]["name"], message)
-        conditions = set_condition(
-            (backup.get("status") or {}).get("conditions"),
-            "Ready",
-            False,
-            reason,
-            message,
-            backup["metadata"].get("generation"),
-        )
+        conditions = set_condition_of(backup, "Ready", False, reason, message)
         self._patch(
             backup,
             {"phase": phase, "completionTimestamp": now(), "conditions": conditions}
@@ -309,13 +295,12 @@ class BackupReconciler:
             self._finish(backup)
 
     def _waiting_for_agent(self, backup: Obj, message: str) -> None:
-        conditions = set_condition(
-            (backup.get("status") or {}).get("conditions"),
+        conditions = set_condition_of(
+            backup,
             "Ready",
             None,
             "WaitingForAgent",
             f"{message} (waiting up to {self.agent_grace:.0f}s for it to start)",
-            backup["metadata"].get("generation"),
         )
         self.kube.patch_status(
             api.BACKUP,
@@ -423,13 +408,8 @@ class BackupReconciler:
                 if orphaned
                 else "volumes are being backed up"
             )
-            conditions = set_condition(
-                status.get("conditions"),
-                "Ready",
-                None if orphaned else False,
-                reason,
-                message,
-                meta.get("generation"),
+            conditions = set_condition_of(
+                backup, "Ready", None if orphaned else False, reason, message
             )
             self._patch(backup, {"conditions": conditions})
 
@@ -488,34 +468,31 @@ class BackupReconciler:
                 f"{e['namespace']}/{e['pvc']}: {e.get('message') or e.get('phase')}" for e in failed
             )
             result["phase"] = api.PARTIALLY_FAILED
-            result["conditions"] = set_condition(
-                status.get("conditions"),
+            result["conditions"] = set_condition_of(
+                backup,
                 "Ready",
                 False,
                 "VolumeFailed",
                 f"objects and {len(done)} volume(s) stored; failed: {names}",
-                meta.get("generation"),
             )
         elif hook_failure:
             result["phase"] = api.PARTIALLY_FAILED
-            result["conditions"] = set_condition(
-                status.get("conditions"),
+            result["conditions"] = set_condition_of(
+                backup,
                 "Ready",
                 False,
                 "HookFailed",
                 f"objects and {len(done)} volume(s) stored; {hook_failure}",
-                meta.get("generation"),
             )
         else:
             result["phase"] = api.COMPLETED
-            result["conditions"] = set_condition(
-                status.get("conditions"),
+            result["conditions"] = set_condition_of(
+                backup,
                 "Ready",
                 True,
                 "Completed",
                 f"{status.get('objectCount', 0)} objects and {len(done)} volume(s) stored; "
                 f"root {stored.tree[:16]}",
-                meta.get("generation"),
             )
         self._patch(backup, result)
 
@@ -559,13 +536,12 @@ class BackupReconciler:
         except MoverError as exc:
             if isinstance(exc, KubeError):
                 raise
-            conditions = set_condition(
-                status.get("conditions"),
+            conditions = set_condition_of(
+                backup,
                 "Expired",
                 False,
                 "ExpiryFailed",
                 f"expired, but its snapshots could not be forgotten: {exc}",
-                meta.get("generation"),
             )
             self._patch(backup, {"conditions": conditions})
             return

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 
 from mover_k8s import api
-from mover_k8s.conditions import set_condition
+from mover_k8s.conditions import set_condition_of
 from mover_k8s.controller.backups import BackupReconciler
 from mover_k8s.controller.repositories import RepositoryReconciler
 from mover_k8s.controller.restores import RestoreReconciler
@@ -111,14 +111,7 @@ class Controller:
             reason, message = "ReconcileError", f"{type(exc).__name__}: {exc}"
         else:
             return
-        conditions = set_condition(
-            (obj.get("status") or {}).get("conditions"),
-            "Ready",
-            None,
-            reason,
-            message,
-            meta.get("generation"),
-        )
+        conditions = set_condition_of(obj, "Ready", None, reason, message)
         # If the API is still failing, the next pass tries again.
         with contextlib.suppress(KubeError):
             self.kube.patch_status(rt, meta["namespace"], meta["name"], {"conditions": conditions})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from mover_k8s import api
-from mover_k8s.conditions import set_condition
+from mover_k8s.conditions import set_condition_of
 from mover_k8s.errors import SpecError
 from mover_k8s.k8s.client import Kube, Obj
 from mover_k8s.repos import Repositories
@@ -38,9 +38,7 @@ class RepositoryReconciler:
         else:
             ok, reason, message, repo_id = True, "Ready", f"opened {repo.backend.location}", repo.id
             repo.close()
-        conditions = set_condition(
-            status.get("conditions"), "Ready", ok, reason, message, meta.get("generation")
-        )
+        conditions = set_condition_of(repository, "Ready", ok, reason, message)
         update: Obj = {"conditions": conditions, "observedGeneration": meta.get("generation", 1)}
         if repo_id:
             update["repositoryId"] = repo_id

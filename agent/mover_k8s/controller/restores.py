@@ -28,7 +28,7 @@ from typing import Any
 
 from mover.errors import MoverError
 from mover_k8s import agents, api, external, store
-from mover_k8s.conditions import set_condition
+from mover_k8s.conditions import set_condition, set_condition_of
 from mover_k8s.controller.backups import item_name, owner_ref, parse_ttl
 from mover_k8s.errors import Conflict, KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
@@ -209,14 +209,7 @@ class RestoreReconciler:
                 "completionTimestamp": now(),
                 "report": report,
                 "counts": counts,
-                "conditions": set_condition(
-                    status.get("conditions"),
-                    "Ready",
-                    False,
-                    "Cancelled",
-                    message,
-                    meta.get("generation"),
-                ),
+                "conditions": set_condition_of(restore, "Ready", False, "Cancelled", message),
             },
         )
 
@@ -228,14 +221,7 @@ class RestoreReconciler:
 
     def _fail(self, restore: Obj, reason: str, message: str) -> None:
         log.info("restore %s failed: %s", restore["metadata"]["name"], message)
-        conditions = set_condition(
-            (restore.get("status") or {}).get("conditions"),
-            "Ready",
-            False,
-            reason,
-            message,
-            restore["metadata"].get("generation"),
-        )
+        conditions = set_condition_of(restore, "Ready", False, reason, message)
         self._patch(
             restore,
             {"phase": api.FAILED, "completionTimestamp": now(), "conditions": conditions},
@@ -704,13 +690,8 @@ class RestoreReconciler:
                 "phase": api.COMPLETED if ok else api.PARTIALLY_FAILED,
                 "completionTimestamp": now(),
                 "report": report,
-                "conditions": set_condition(
-                    status.get("conditions"),
-                    "Ready",
-                    ok,
-                    "Completed" if ok else "PartiallyFailed",
-                    message,
-                    meta.get("generation"),
+                "conditions": set_condition_of(
+                    restore, "Ready", ok, "Completed" if ok else "PartiallyFailed", message
                 ),
             },
         )

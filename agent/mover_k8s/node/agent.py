@@ -32,7 +32,7 @@ from mover.restore import RestoreStats, run_restore
 from mover.source import source_size
 from mover.storage.stack import metrics_of
 from mover_k8s import agents, api, store
-from mover_k8s.conditions import set_condition
+from mover_k8s.conditions import set_condition_of
 from mover_k8s.errors import Cancelled, KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
 from mover_k8s.metrics import JobMeter, NodeMetrics
@@ -220,14 +220,7 @@ class NodeAgent:
         ok: bool | None,
     ) -> None:
         meta = item["metadata"]
-        status["conditions"] = set_condition(
-            (item.get("status") or {}).get("conditions"),
-            "Succeeded",
-            ok,
-            reason,
-            message,
-            meta.get("generation"),
-        )
+        status["conditions"] = set_condition_of(item, "Succeeded", ok, reason, message)
         status["observedGeneration"] = meta.get("generation", 1)
         item.setdefault("status", {}).update(status)
         self.kube.patch_status(rt, meta["namespace"], meta["name"], status)
