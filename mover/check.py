@@ -1,9 +1,12 @@
 """`check`: structure (every snapshot's tree and chunks are indexed, packs exist and are long
 enough), and with read_data every byte (pack hashes, every blob authenticated and matching its
-id). Problems are collected, not raised, so one report names every affected snapshot."""
+id). Problems are collected, not raised: a damaged snapshot, index file, pack or tree node is
+named and the check goes on, so one report names every damaged object and every snapshot it
+hurts."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ from mover.content.pack import pack_name, read_header
 from mover.errors import MoverError
 from mover.locks import as_reader
 from mover.repository import Repository
+from mover.storage.stack import base_of
 from mover.tree import leaf_chunks, nodes
 
 
@@ -25,10 +29,27 @@ class CheckReport:
     chunks: int = 0
     errors: list[str] = field(default_factory=list)
     damaged_snapshots: list[str] = field(default_factory=list)
+    damaged_objects: list[str] = field(default_factory=list)  # object names
+    # Not errors: what killed writers left, which prune removes (after its grace periods).
+    unindexed_packs: int = 0
+    temp_files: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "snapshots": self.snapshots,
+            "packs": self.packs,
+            "chunks": self.chunks,
+            "errors": self.errors,
+            "damaged_snapshots": self.damaged_snapshots,
+            "damaged_objects": self.damaged_objects,
+            "unindexed_packs": self.unindexed_packs,
+            "temp_files": self.temp_files,
+        }
 
 
 @as_reader
@@ -40,6 +61,11 @@ def run_check(
     # one finished after this listing is not checked (and not taken for damaged).
     snapshots = repo.snapshots()
     index = repo.index
+    for name, reason in sorted(repo.damage.items()):
+        report.errors.append(reason)
+        report.damaged_objects.append(name)
+    report.damaged_snapshots.extend(sorted(repo.damaged_snapshots()))
+
     packs: dict[bytes, int] = defaultdict(int)  # pack id -> bytes needed
     for _chunk_id, loc in index.items():
         packs[loc.pack_id] = max(packs[loc.pack_id], loc.offset + loc.length)
@@ -48,61 +74,98 @@ def run_check(
     report.chunks = len(index)
 
     bad_packs: set[bytes] = set()
+
+    def bad_pack(pack_id: bytes, message: str) -> None:
+        report.errors.append(message)
+        report.damaged_objects.append(pack_name(pack_id))
+        bad_packs.add(pack_id)
+
     for pack_id, needed in packs.items():
         name = pack_name(pack_id)
+        short = pack_id.hex()[:16]
         if not repo.backend.exists(name):
-            report.errors.append(f"pack {pack_id.hex()[:16]} is missing")
-            bad_packs.add(pack_id)
+            bad_pack(pack_id, f"pack {short} is missing")
             continue
         size = repo.backend.size(name)
         if size < needed:
-            report.errors.append(
-                f"pack {pack_id.hex()[:16]} is truncated: {size} bytes, index needs {needed}"
-            )
-            bad_packs.add(pack_id)
+            bad_pack(pack_id, f"pack {short} is truncated: {size} bytes, index needs {needed}")
             continue
         if read_data:
             if progress:
-                progress(f"reading pack {pack_id.hex()[:16]}")
+                progress(f"reading pack {short}")
             data = repo.backend.read(name)
             if blake3.blake3(data).digest() != pack_id:
-                report.errors.append(f"pack {pack_id.hex()[:16]} does not match its hash")
-                bad_packs.add(pack_id)
-                continue
+                bad_pack(pack_id, f"pack {short} does not match its hash")
             try:
-                entries = read_header(repo.sealer, data, f"pack {pack_id.hex()[:16]}")
+                entries = read_header(repo.sealer, data, f"pack {short}")
             except MoverError as exc:
-                report.errors.append(str(exc))
+                if pack_id not in bad_packs:
+                    bad_pack(pack_id, str(exc))
                 bad_packs.add(pack_id)
                 continue
             # Every blob verified here, from the pack already in memory: once per chunk, not
-            # once per snapshot that references it.
+            # once per snapshot that references it. A pack whose hash fails keeps its good
+            # blobs usable: only the bad ones are counted as damage.
             for e in entries:
                 sealed = data[e.offset : e.offset + e.length]
                 try:
                     blob.decode(repo.master, repo.sealer, e.chunk_id, sealed)
                 except MoverError as exc:
-                    report.errors.append(f"pack {pack_id.hex()[:16]}: {exc}")
+                    report.errors.append(f"pack {short}: {exc}")
                     bad_chunks.add(e.chunk_id)
-
+            bad_packs.discard(pack_id)  # its header and blobs were read: bad_chunks says which
     bad_chunks |= {cid for cid, loc in index.items() if loc.pack_id in bad_packs}
+
     for snapshot in snapshots:
         report.snapshots += 1
-        damaged = False
+        unindexed = damaged_chunks = 0
+        first: bytes | None = None
+        tree_error = None
         try:
             for _node_id, node in nodes(repo.read_blob, bytes.fromhex(snapshot.tree)):
                 for chunk_id in leaf_chunks(node):
                     if chunk_id not in index:
-                        report.errors.append(
-                            f"snapshot {snapshot.id[:8]}: chunk {chunk_id.hex()[:16]} "
-                            "is in no index"
-                        )
-                        damaged = True
+                        unindexed += 1
+                        first = first or chunk_id
                     elif chunk_id in bad_chunks:
-                        damaged = True
+                        damaged_chunks += 1
         except MoverError as exc:
-            report.errors.append(f"snapshot {snapshot.id[:8]}: tree unreadable: {exc}")
-            damaged = True
-        if damaged:
+            tree_error = str(exc)
+        short = snapshot.id[:8]
+        if tree_error is not None:
+            report.errors.append(f"snapshot {short}: tree unreadable: {tree_error}")
+        if unindexed:
+            assert first is not None
+            report.errors.append(
+                f"snapshot {short}: {unindexed} chunks are in no index (first: {first.hex()[:16]})"
+            )
+        if tree_error is not None or unindexed or damaged_chunks:
             report.damaged_snapshots.append(snapshot.id)
+
+    _count_leftovers(repo, report, set(packs))
     return report
+
+
+def _count_leftovers(repo: Repository, report: CheckReport, indexed: set[bytes]) -> None:
+    """Packs that no index names and temporary files: left by writers that were killed (or
+    written by backups still running). Not damage; prune removes them after its grace."""
+    condemned: set[str] = set()
+    for name in repo.backend.list("gc/"):
+        if name.endswith(".writers"):
+            continue
+        try:
+            doc = json.loads(repo.sealer.open(repo.backend.read(name), b"gc", name))
+        except MoverError:
+            continue
+        condemned.update(doc.get("packs", []))
+    for name in repo.backend.list("data/"):
+        pack_hex = name.rsplit("/", 1)[1]
+        try:
+            pack_id = bytes.fromhex(pack_hex)
+        except ValueError:
+            continue
+        if pack_id not in indexed and pack_hex not in condemned:
+            report.unindexed_packs += 1
+    leftovers = getattr(base_of(repo.backend), "leftovers", None)
+    if leftovers is not None:
+        report.temp_files = len(leftovers())

@@ -9,8 +9,14 @@ A lock `locks/<random id>` is a sealed object `locks/<id>/<n>`, replaced every `
 seconds by `locks/<id>/<n+1>` (objects are never rewritten in place). It is stale when no newer
 one has appeared for `stale_after` seconds (by the backend's clock: the object's modification
 time), so a crashed holder never wedges the repository: stale locks are ignored, reported, and
-removed by `mover locks --break-stale`. A holder that could not refresh its own lock for too
-long stops before it writes anything that others rely on (`ensure_held`).
+removed by `mover unlock` (or `mover locks --break-stale`). A holder that could not refresh its
+own lock for too long stops before it writes anything that others rely on (`ensure_held`).
+
+A lock also names its holder process: host, pid, pid namespace and the process's start (boot
+id and start time). A lock whose holder ran on this host (same host name, same boot, same pid
+namespace) is stale at once, whatever its age, when that process is gone or its pid now belongs
+to another process (`process_alive`): a killed prune or backup does not hold the repository for
+`stale_after`. Locks written elsewhere, or by an older mover, are judged by their age alone.
 """
 
 from __future__ import annotations
@@ -50,6 +56,92 @@ class LockInfo:
     started: float
     age: float  # seconds since the last heartbeat reached the repository
     stale: bool
+    reason: str = ""  # why it is stale ("" when alive)
+
+
+_PROC = "/proc"
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    """This boot of this machine's kernel (a new random id at every boot); None without /proc."""
+    try:
+        with open(f"{_PROC}/sys/kernel/random/boot_id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+@functools.cache
+def _pid_namespace() -> str | None:
+    """Our pid namespace ("pid:[4026531836]"): pids mean the same process only inside one."""
+    try:
+        return os.readlink(f"{_PROC}/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """Process pid's state letter and start time (clock ticks after boot) from /proc/<pid>/stat;
+    None when it cannot be read. The command name (field 2) is in parentheses and may itself
+    hold spaces and parentheses, so the fields are counted after the last ')'."""
+    try:
+        with open(f"{_PROC}/{pid}/stat", "rb") as f:
+            text = f.read().decode(errors="replace")
+        fields = text[text.rindex(")") + 1 :].split()
+        return fields[0], int(fields[19])  # fields 3 (state) and 22 (starttime)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_start(pid: int) -> str | None:
+    """Which process pid is: "<boot id>:<start time in clock ticks>", None without /proc."""
+    boot, stat = _boot_id(), _stat(pid)
+    if boot is None or stat is None:
+        return None
+    return f"{boot}:{stat[1]}"
+
+
+def process_alive(pid: int, start: str) -> bool:
+    """Whether the process that recorded (pid, start) on this host and boot still runs.
+
+    A pid alone does not say: once its process ends, the kernel hands the number to a later
+    one, so "pid exists" can be a stranger. The start time (ticks since boot, from pid_start)
+    tells them apart. False only when sure: no such pid, a zombie, or a different start time.
+    A pid that exists but whose /proc entry cannot be read (another user's under hidepid, or
+    it ended just now) counts as alive: a lock wrongly taken for dead lets prune delete what a
+    running backup wrote, one wrongly kept alive only waits for its heartbeat to age."""
+    if pid <= 0:
+        return True  # not a process id: os.kill would signal a group; cannot tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, another user's
+    except (OSError, OverflowError):
+        return True
+    stat = _stat(pid)
+    if stat is None:
+        return True
+    state, ticks = stat
+    return state not in ("Z", "X") and start.rpartition(":")[2] == str(ticks)
+
+
+def _holder_gone(doc: dict[str, object]) -> str | None:
+    """Why the lock's holder is certainly dead, or None (elsewhere, unknown, or alive). Judged
+    only for a holder on this host, in this boot and this pid namespace: another machine with
+    the same host name, a container beside this one, or a holder from before a reboot is left
+    to the age of its heartbeat."""
+    host, pid, start, ns = doc.get("host"), doc.get("pid"), doc.get("pid_start"), doc.get("pid_ns")
+    if host != socket.gethostname() or not isinstance(pid, int) or not isinstance(start, str):
+        return None
+    boot = _boot_id()
+    if boot is None or start.rpartition(":")[0] != boot or ns is None or ns != _pid_namespace():
+        return None
+    if process_alive(pid, start):
+        return None
+    return f"holder process {pid} on this host is gone"
 
 
 def _groups(repo: Repository) -> dict[str, list[str]]:
@@ -88,8 +180,9 @@ def list_locks(repo: Repository, stale_after: float = STALE_AFTER) -> list[LockI
             age = max(0.0, now - repo.backend.mtime(beats[-1]))
         except ObjectNotFound:
             continue  # released or refreshed while we listed; the next listing sees it
+        reason = _holder_gone(doc) or (f"no heartbeat for {age:.0f}s" if age > stale_after else "")
         found.append(
-            LockInfo(lock, doc["kind"], doc["owner"], doc["started"], age, age > stale_after)
+            LockInfo(lock, doc["kind"], doc["owner"], doc["started"], age, bool(reason), reason)
         )
     return sorted(found, key=lambda lock: lock.started)
 
@@ -135,7 +228,11 @@ class Lock:
         self.refresh = refresh
         self.stale_after = stale_after
         self.name = f"locks/{secrets.token_hex(16)}"
-        self.owner = f"{socket.gethostname()} pid {os.getpid()}"
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.pid_start = pid_start(self.pid)
+        self.pid_ns = _pid_namespace()
+        self.owner = f"{self.host} pid {self.pid}"
         self.started = time.time()
         self._beats = 0
         self._writing = threading.Lock()  # a heartbeat and ensure_held name the same object
@@ -153,7 +250,15 @@ class Lock:
             self._write_beat()
 
     def _write_beat(self) -> None:
-        doc = {"kind": self.kind, "owner": self.owner, "started": self.started}
+        doc = {
+            "kind": self.kind,
+            "owner": self.owner,
+            "started": self.started,
+            "host": self.host,
+            "pid": self.pid,
+            "pid_start": self.pid_start,
+            "pid_ns": self.pid_ns,
+        }
         sealed = self.repo.sealer.seal(json.dumps(doc).encode(), b"lock")
         self.repo.backend.write(self._beat_name(self._beats + 1), sealed)
         self._beats += 1
@@ -181,8 +286,9 @@ class Lock:
                 lock = others[0]
                 raise RepositoryError(
                     f"another prune holds the repository ({lock.owner}, heartbeat "
-                    f"{lock.age:.0f}s ago); try again when it ends, or if it died, after "
-                    f"{self.stale_after:.0f}s run `mover locks --break-stale`"
+                    f"{lock.age:.0f}s ago); try again when it ends (if it died on another "
+                    f"host, its lock is ignored {self.stale_after:.0f}s after its last "
+                    "heartbeat, and `mover unlock` removes it then)"
                 )
         else:
             self._write()
@@ -210,7 +316,7 @@ class Lock:
             released = self.repo.backend.exists(f"{self.name}/{RELEASED}")
         if not present or released:
             raise RepositoryError(
-                "lost the repository lock (removed as stale by `mover locks --break-stale`?); "
+                "lost the repository lock (removed as stale by `mover unlock`?); "
                 "nothing more was written: run again"
             )
         quiet = time.monotonic() - self._last_ok

@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import array
 import bisect
+import contextlib
 import json
 import secrets
-import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -47,17 +47,15 @@ from mover._native import index_run as native
 from mover.checkpoint import Held, held_by_checkpoints
 from mover.content import blob
 from mover.content.index import RECORD, Index, Location, decode_rows, unpack_records
-from mover.content.pack import PackBuilder, PackEntry, pack_name, read_header
-from mover.errors import IntegrityError, ObjectLocked, ObjectNotFound
+from mover.content.pack import PackBuilder, PackEntry, pack_name, read_pack_header
+from mover.errors import IntegrityError, ObjectLocked, ObjectNotFound, RepositoryError
 from mover.locks import Lock, list_locks
-from mover.repository import Repository
+from mover.repository import INDEX_FILE_ENTRIES, IndexWriter, Repository, short_name
 from mover.snapshot import Snapshot
 from mover.tree import leaf_chunks, nodes
 
 # Repack a pack when less than this share of it is still referenced.
 REPACK_BELOW = 0.8
-# Entries per index file prune writes: ~11 MiB sealed; a backup reads them all when it starts.
-INDEX_FILE_ENTRIES = 1 << 18
 # Packs repacked per scan of the index: bounds the live entries held at once.
 REPACK_GROUP = 1024
 # Checkpoints of interrupted backups keep their data this long (7 days).
@@ -90,13 +88,20 @@ class PruneStats:
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
 
+    def count_index_file(self, _name: str) -> None:
+        self.index_files_written += 1
+
 
 def forget(repo: Repository, snapshot_ids: list[str]) -> list[str]:
+    """Deletes the snapshots named by id or unique prefix, damaged ones included; every id is
+    resolved before anything is deleted."""
+    readable = [s.id for s in repo.snapshots()]
+    targets = [repo.resolve_snapshot_id(ref, readable) for ref in snapshot_ids]
     removed = []
-    targets = [repo.find_snapshot(ref) for ref in snapshot_ids]  # all resolved before any delete
-    for snapshot in targets:
-        repo.backend.delete(f"snapshots/{snapshot.id}")
-        removed.append(snapshot.id)
+    for snapshot_id in dict.fromkeys(targets):
+        with contextlib.suppress(ObjectNotFound):  # a concurrent forget was first
+            repo.backend.delete(f"snapshots/{snapshot_id}")
+        removed.append(snapshot_id)
     return removed
 
 
@@ -199,7 +204,7 @@ class Blobs:
                 for pack in _read_gc(self.repo, name)["packs"]:
                     pack_id = bytes.fromhex(pack)
                     try:
-                        entries = _pack_entries(self.repo, pack_id)
+                        entries = read_pack_header(self.repo.backend, self.repo.sealer, pack_id)
                     except ObjectNotFound:
                         continue
                     for e in entries:
@@ -234,31 +239,6 @@ class Named:
         return pack_id in self.packs
 
 
-class _IndexWriter:
-    """Index entries in, index files of INDEX_FILE_ENTRIES out, written as they fill."""
-
-    def __init__(self, repo: Repository, stats: PruneStats) -> None:
-        self.repo = repo
-        self.stats = stats
-        self.entries: list[tuple[bytes, PackEntry]] = []
-        self.names: list[str] = []
-        self.packs: set[bytes] = set()
-
-    def add(self, pack_id: bytes, entry: PackEntry) -> None:
-        self.entries.append((pack_id, entry))
-        self.packs.add(pack_id)
-        if len(self.entries) >= INDEX_FILE_ENTRIES:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.entries:
-            # Not added to the index in memory: prune reads it no more (and at 20M chunks that
-            # re-adding was a third of prune's time).
-            self.names.append(self.repo.write_index(self.entries, remember=False))
-            self.stats.index_files_written += 1
-            self.entries = []
-
-
 def prune(
     repo: Repository,
     unindexed_grace: float = 3600.0,
@@ -279,6 +259,7 @@ def prune(
             snapshots = repo.snapshots()
             held = held_by_checkpoints(repo)
             index = repo.index  # after the lock: what this prune reads is what it replaces
+            _refuse_damage(repo)
             loaded = dict(index.files)
             say(f"collecting the chunks of {len(snapshots)} snapshots")
             blobs = Blobs(repo)
@@ -299,6 +280,27 @@ def prune(
             repo.lock = None
     repo._index = None  # re-read on next use
     return stats
+
+
+def _refuse_damage(repo: Repository) -> None:
+    """Prune decides what is garbage from what it can read: the packs a damaged index file
+    names would look unindexed, and the data of a damaged snapshot unreferenced. It deletes
+    nothing until the damage is repaired."""
+    if not repo.damage:
+        return
+    names = sorted(repo.damage)
+    shown = ", ".join(map(short_name, names[:3])) + (
+        f" and {len(names) - 3} more" if len(names) > 3 else ""
+    )
+    verbs = []
+    if any(n.startswith("index/") for n in names):
+        verbs.append("`mover repair index`")
+    if any(n.startswith("snapshots/") for n in names):
+        verbs.append("`mover repair snapshots`")
+    raise RepositoryError(
+        f"prune refused, nothing was deleted: {len(names)} damaged objects ({shown}) would make "
+        f"live data look unreferenced; run {' and '.join(verbs) or '`mover check`'} first"
+    )
 
 
 def _keep_checkpoints(
@@ -363,7 +365,7 @@ def _condemn(
         unchanged.refresh()
         return unchanged
 
-    writer = _IndexWriter(repo, stats)
+    writer = IndexWriter(repo, stats.count_index_file)
     if repack:
         say(f"repacking {len(repack)} partly used packs")
         _repack(repo, live, pack_ids, repack, writer, stats)
@@ -422,7 +424,7 @@ def _repack(
     live: LiveSet,
     pack_ids: list[bytes],
     repack: list[int],
-    writer: _IndexWriter,
+    writer: IndexWriter,
     stats: PruneStats,
 ) -> None:
     index = repo.index
@@ -456,7 +458,7 @@ def _repack(
 
 
 def _write_pack(
-    repo: Repository, builder: PackBuilder, writer: _IndexWriter, stats: PruneStats
+    repo: Repository, builder: PackBuilder, writer: IndexWriter, stats: PruneStats
 ) -> None:
     if not builder.entries:
         return
@@ -504,7 +506,7 @@ def _delete_condemned(
     snapshots: list[Snapshot] | None = None
     checkpoints: LiveSet | None = None
     now = time.time()
-    reindex = _IndexWriter(repo, stats)
+    reindex = IndexWriter(repo, stats.count_index_file)
     ready: list[tuple[str, dict[str, Any], list[bytes]]] = []
     # A pack can be condemned again by a later record (re-indexed meanwhile by a backup that
     # used it, then dead again): while any record naming it waits, none may delete it.
@@ -549,7 +551,11 @@ def _delete_condemned(
             pname = pack_name(pack_id)
             try:
                 # Read a header only when something written since could need the pack.
-                entries = _pack_entries(repo, pack_id) if newer or checkpoints else []
+                entries = (
+                    read_pack_header(repo.backend, repo.sealer, pack_id)
+                    if newer or checkpoints
+                    else []
+                )
                 size = repo.backend.size(pname)
             except ObjectNotFound:
                 continue
@@ -576,15 +582,6 @@ def _delete_condemned(
             _write_record(repo, f"gc/{secrets.token_hex(16)}", left, snapshots)
         for gone in (f"{name}.writers", name):  # the record last: it is what a crash resumes
             _delete(repo, gone, stats)
-
-
-def _pack_entries(repo: Repository, pack_id: bytes) -> list[PackEntry]:
-    """A pack's header, read from its tail (two small reads, not the whole pack)."""
-    name = pack_name(pack_id)
-    size = repo.backend.size(name)
-    (hlen,) = struct.unpack("<I", repo.backend.read(name, max(0, size - 4), 4))
-    tail = repo.backend.read(name, max(0, size - 4 - hlen), hlen + 4)
-    return read_header(repo.sealer, tail, f"pack {pack_id.hex()[:16]}")
 
 
 def _delete_unindexed(

@@ -11,7 +11,7 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,6 +40,8 @@ FORMAT_VERSION = 1
 CONFIG = "config"
 DEFAULT_PACK_SIZE = 16 << 20  # restic's default too; two pack buffers bound backup memory
 DEFAULT_ZSTD_LEVEL = 3
+# Entries per index file that maintenance writes: ~11 MiB sealed; a backup reads them all.
+INDEX_FILE_ENTRIES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,68 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def write_key(backend: Backend, master: MasterKey, password: bytes, kdf: KdfParams) -> str:
+    """A new key file: the master key wrapped by a key derived from `password`. Named by the
+    BLAKE3 of its bytes, so damage to it is told apart from a wrong password."""
+    salt = os.urandom(16)
+    key_doc = {
+        "kdf": "argon2id",
+        "memory_kib": kdf.memory_kib,
+        "iterations": kdf.iterations,
+        "lanes": kdf.lanes,
+        "salt": _b64(salt),
+        "wrapped": _b64(wrap(master, password, kdf, salt)),
+    }
+    key_raw = json.dumps(key_doc).encode()
+    name = f"keys/{blake3.blake3(key_raw).hexdigest()}"
+    backend.write(name, key_raw)
+    return name
+
+
+def short_name(name: str) -> str:
+    """An object's name for messages: its folder and the first 16 hex digits of its id."""
+    folder, _, object_id = name.rpartition("/")
+    return f"{folder}/{object_id[:16]}" if folder else name
+
+
+def unlock_master(backend: Backend, password: bytes) -> MasterKey:
+    """The master key, from the first key file the password opens.
+
+    A key file is named by the BLAKE3 of its bytes, so a damaged one is told apart from one
+    that another password wraps: "wrong password" is said only when an intact key refused it."""
+    intact = damaged = 0
+    for name in backend.list("keys/"):
+        try:
+            raw = backend.read(name)
+        except ObjectNotFound:
+            continue
+        if blake3.blake3(raw).hexdigest() != name.removeprefix("keys/"):
+            damaged += 1
+            continue
+        try:
+            key_doc = json.loads(raw)
+            kdf = KdfParams(key_doc["memory_kib"], key_doc["iterations"], key_doc["lanes"])
+            wrapped = base64.b64decode(key_doc["wrapped"])
+            salt = base64.b64decode(key_doc["salt"])
+        except (ValueError, KeyError, TypeError):
+            damaged += 1
+            continue
+        intact += 1
+        try:
+            return unwrap(wrapped, password, kdf, salt)
+        except RepositoryError:
+            continue
+    if not intact:
+        raise RepositoryError(
+            f"no key file in {backend.location} could be read ({damaged} damaged"
+            f"{', none other' if damaged else ', none present'}); the repository cannot be "
+            "opened: `mover repair config --from REPLICA` restores keys from a replica"
+        )
+    if damaged:
+        raise WrongPassword(f"{WRONG_PASSWORD} ({damaged} other key files are damaged)")
+    raise WrongPassword(WRONG_PASSWORD)
+
+
 class Repository:
     def __init__(self, backend: Backend, master: MasterKey, config: RepoConfig, repo_id: str):
         self.backend = backend
@@ -96,6 +160,10 @@ class Repository:
         self.config = config
         self.id = repo_id
         self._index: Index | None = None
+        # Objects found damaged while reading (name -> why), skipped so that everything that
+        # does not depend on them keeps working; commands report them (and prune refuses to
+        # run while any is known: what a damaged index file names would look unreferenced).
+        self.damage: dict[str, str] = {}
         # Per thread (one Repository may serve several backups at once): the writer lock held
         # while a backup writes here (mover.locks.writer), checked before index files and
         # snapshots are written; and a restore's or check's shared lock.
@@ -141,20 +209,9 @@ class Repository:
             )
         if not apply_object_lock(backend, config.object_lock) and config.object_lock:
             raise UsageError(f"{backend.location}: Object Lock retention needs an s3:// repository")
-        kdf = kdf or KdfParams()
         master = master or MasterKey.generate()
         repo_id = secrets.token_hex(16)
-        salt = os.urandom(16)
-        key_doc = {
-            "kdf": "argon2id",
-            "memory_kib": kdf.memory_kib,
-            "iterations": kdf.iterations,
-            "lanes": kdf.lanes,
-            "salt": _b64(salt),
-            "wrapped": _b64(wrap(master, password, kdf, salt)),
-        }
-        key_raw = json.dumps(key_doc).encode()
-        backend.write(f"keys/{blake3.blake3(key_raw).hexdigest()}", key_raw)
+        write_key(backend, master, password, kdf or KdfParams())
         sealed = master.sealer().seal(config.to_json(), b"config")
         doc = {"mover_repository": FORMAT_VERSION, "id": repo_id, "sealed": _b64(sealed)}
         # Written last: a directory without config is not (yet) a repository.
@@ -178,24 +235,16 @@ class Repository:
                 f"{backend.location} uses repository format {version}; "
                 f"this mover reads format {FORMAT_VERSION}: upgrade mover"
             )
-        master = None
-        for name in backend.list("keys/"):
-            key_doc = json.loads(backend.read(name))
-            kdf = KdfParams(key_doc["memory_kib"], key_doc["iterations"], key_doc["lanes"])
-            try:
-                master = unwrap(
-                    base64.b64decode(key_doc["wrapped"]),
-                    password,
-                    kdf,
-                    base64.b64decode(key_doc["salt"]),
-                )
-                break
-            except RepositoryError:
-                continue
-        if master is None:
-            raise WrongPassword(WRONG_PASSWORD)
-        raw = master.sealer().open(base64.b64decode(doc["sealed"]), b"config", "config")
-        config = RepoConfig.from_json(raw)
+        master = unlock_master(backend, password)
+        try:
+            sealed = base64.b64decode(doc["sealed"])
+        except (ValueError, KeyError, TypeError):
+            raise RepositoryError(f"{backend.location}: config is damaged") from None
+        raw = master.sealer().open(sealed, b"config", "config")
+        try:
+            config = RepoConfig.from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            raise RepositoryError(f"{backend.location}: config has an unknown format") from None
         # Every writer applies the repository's retention (a no-op off S3, e.g. a local replica).
         apply_object_lock(backend, config.object_lock)
         return cls(backend, master, config, doc["id"])
@@ -222,18 +271,24 @@ class Repository:
 
         def files(batch: list[str]) -> Iterator[tuple[str, list[bytes], memoryview, int]]:
             for name in batch:
+                if name in self.damage:
+                    continue
                 try:
                     sealed = self.backend.read(name)
+                    rows = index_file.decode_rows(self.sealer, sealed, short_name(name))
                 except ObjectNotFound:
                     missing.append(name)
                     continue
-                yield (name, *index_file.decode_rows(self.sealer, sealed, name))
+                except IntegrityError as exc:
+                    self.damage[name] = str(exc)
+                    continue
+                yield (name, *rows)
 
-        index.load(files(names))
+        index.load(files(names), self.damage)
         while missing:
-            seen = set(index.files) | set(missing)
+            seen = set(index.files) | set(missing) | set(self.damage)
             missing.clear()
-            index.load(files(sorted(set(self.backend.list("index/")) - seen)))
+            index.load(files(sorted(set(self.backend.list("index/")) - seen)), self.damage)
 
     def refresh_index(self) -> None:
         """Brings a loaded index up to date: files written by others since are added; if any
@@ -323,31 +378,88 @@ class Repository:
         return snapshot_id
 
     def snapshots(self) -> list[Snapshot]:
+        """Every snapshot that can be read, oldest first. One that cannot (damaged, altered,
+        not a manifest) is skipped and recorded in `damage`: one bad object must not hide the
+        others (damaged_snapshots() names them)."""
         found = []
         for name in self.backend.list("snapshots/"):
             snapshot_id = name.rsplit("/", 1)[1]
             try:
                 sealed = self.backend.read(name)
+                raw = self.sealer.open(sealed, b"snapshot", f"snapshot {snapshot_id[:8]}")
+                found.append(Snapshot.from_json(raw, snapshot_id))
             except ObjectNotFound:
                 continue  # forgotten between the listing and the read
-            raw = self.sealer.open(sealed, b"snapshot", f"snapshot {name}")
-            found.append(Snapshot.from_json(raw, snapshot_id))
+            except IntegrityError as exc:
+                self.damage[name] = str(exc)
+            except (ValueError, TypeError, KeyError):
+                self.damage[name] = f"snapshot {snapshot_id[:8]} is not a snapshot manifest"
         return sorted(found, key=lambda s: (s.time, s.id))
 
+    def damaged_snapshots(self) -> dict[str, str]:
+        """Ids of the snapshots found unreadable so far (by snapshots()) -> why."""
+        return {
+            name.removeprefix("snapshots/"): reason
+            for name, reason in self.damage.items()
+            if name.startswith("snapshots/")
+        }
+
     def find_snapshot(self, ref: str) -> Snapshot:
-        """By id, unique id prefix, or `latest`."""
+        """By id, unique id prefix, or `latest` (the newest that can be read)."""
         snapshots = self.snapshots()
         if ref == "latest":
             if not snapshots:
                 raise UsageError("the repository has no snapshots yet")
             return snapshots[-1]
+        found = self.resolve_snapshot_id(ref, [s.id for s in snapshots])
+        damaged = self.damaged_snapshots()
+        if found in damaged:
+            raise IntegrityError(
+                f"snapshot {found[:8]} cannot be read ({damaged[found]}); "
+                "`mover repair snapshots` removes it, `mover forget` too"
+            )
+        return next(s for s in snapshots if s.id == found)
+
+    def resolve_snapshot_id(self, ref: str, readable: list[str] | None = None) -> str:
+        """The full id that `ref` (an id or unique prefix) names among the snapshots, damaged
+        ones included (they can still be forgotten)."""
+        if readable is None:
+            readable = [s.id for s in self.snapshots()]
         if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
             raise UsageError(
                 f"{ref!r} is not a snapshot id: give `latest` or at least 4 hex digits of an id"
             )
-        matches = [s for s in snapshots if s.id.startswith(ref)]
+        ids = sorted({*readable, *self.damaged_snapshots()})
+        matches = [i for i in ids if i.startswith(ref)]
         if not matches:
             raise UsageError(f"no snapshot {ref!r} in this repository; see `mover snapshots`")
         if len(matches) > 1:
             raise UsageError(f"snapshot id prefix {ref!r} is ambiguous; give more digits")
         return matches[0]
+
+
+class IndexWriter:
+    """Index entries in, index files of INDEX_FILE_ENTRIES out, written as they fill; not
+    added to the index in memory (maintenance reads it no more: at 20M chunks re-adding was a
+    third of prune's time). `on_file` is told each file written."""
+
+    def __init__(self, repo: Repository, on_file: Callable[[str], None] | None = None) -> None:
+        self.repo = repo
+        self.on_file = on_file
+        self.entries: list[tuple[bytes, PackEntry]] = []
+        self.names: list[str] = []
+        self.packs: set[bytes] = set()
+
+    def add(self, pack_id: bytes, entry: PackEntry) -> None:
+        self.entries.append((pack_id, entry))
+        self.packs.add(pack_id)
+        if len(self.entries) >= INDEX_FILE_ENTRIES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.entries:
+            name = self.repo.write_index(self.entries, remember=False)
+            self.names.append(name)
+            if self.on_file is not None:
+                self.on_file(name)
+            self.entries = []

@@ -4,23 +4,32 @@ Extents are fetched and verified (authenticated, keyed hash equal to the id) by 
 and written at their offsets with pwrite, so order does not matter. Holes: a regular file is
 truncated to the volume's size first and holes are left unwritten (a sparse file); on a block
 device they are written as zeros, since the device holds old data.
+
+A partial restore (partial=True) goes on past damage: a chunk that cannot be read (no index
+entry, pack missing or truncated, blob failing authentication or its hash) or a subtree whose
+node cannot be read is left as zeros like a hole, and its range is recorded in
+RestoreStats.bad_ranges; the caller reports them (write_bad_ranges). Errors on the target
+still stop the restore, and so does a temporary storage error (retrying may help).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import stat
 import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from mover.errors import IntegrityError, MoverError, SourceError
+from mover.errors import IntegrityError, MoverError, SourceError, StorageError, UsageError
 from mover.locks import as_reader
 from mover.repository import Repository
 from mover.snapshot import Snapshot
-from mover.tree import Extent, walk
+from mover.tree import Extent, Unreadable, walk
 
 ZERO_BLOCK = bytes(4 << 20)
 RESTORE_WINDOW = 64 << 20  # bytes of chunks fetched ahead of the writer
@@ -32,10 +41,61 @@ FLUSH_EVERY = 64 << 20  # bytes written between two background flushes (see _Flu
 
 
 @dataclass
+class BadRange:
+    """A range of the volume that could not be read and was left as zeros. Adjacent ranges are
+    merged: `pieces` counts the unreadable chunks or subtrees it covers, `reason` is the first
+    one's (describe() adds how many more there are)."""
+
+    offset: int
+    length: int
+    reason: str
+    pieces: int = 1
+
+    def describe(self) -> str:
+        more = self.pieces - 1
+        if not more:
+            return self.reason
+        return f"{self.reason} (and {more} more in this range)"
+
+
+@dataclass
 class RestoreStats:
     bytes_written: int = 0
     hole_bytes: int = 0
     chunks: int = 0
+    bad_bytes: int = 0  # partial restore: bytes left as zeros because they cannot be read
+    bad_ranges: list[BadRange] = field(default_factory=list)  # in offset order, merged
+
+    def add_bad(self, offset: int, length: int, reason: str) -> None:
+        self.bad_bytes += length
+        last = self.bad_ranges[-1] if self.bad_ranges else None
+        if last is not None and last.offset + last.length == offset:
+            last.length += length
+            last.pieces += 1
+        else:
+            self.bad_ranges.append(BadRange(offset, length, reason))
+
+
+class _Bad(NamedTuple):
+    reason: str
+
+
+class _Damaged(NamedTuple):
+    """A batch fetched chunk by chunk after one of its chunks failed: per chunk, its bytes or
+    why it cannot be read."""
+
+    items: list[bytes | _Bad]
+
+
+def _is_damage(exc: MoverError) -> bool:
+    """Whether a partial restore records the error and goes on: anything but a temporary
+    storage failure (the repository may be fine once the network is)."""
+    return not (isinstance(exc, StorageError) and exc.temporary)
+
+
+def _chunk_reason(chunk_id: bytes, exc: MoverError) -> str:
+    message = str(exc)
+    return message if message.startswith("chunk ") else f"chunk {chunk_id.hex()[:16]}: {message}"
 
 
 def open_target(path: str, size: int, force: bool) -> tuple[int, bool]:
@@ -55,16 +115,22 @@ def open_target(path: str, size: int, force: bool) -> tuple[int, bool]:
                 f"restore target {path} is too small: {capacity} bytes, the snapshot needs {size}"
             )
         return fd, True
+    # Targets the user named wrongly are input errors (exit 2); failures of a usable target are
+    # SourceError (exit 1).
     if st is not None and not stat.S_ISREG(st.st_mode):
-        raise SourceError(f"restore target {path} is neither a regular file nor a block device")
+        raise UsageError(f"restore target {path} is neither a regular file nor a block device")
     if st is not None and st.st_size > 0 and not force:
-        raise SourceError(
+        raise UsageError(
             f"restore target {path} exists and is not empty; pass --force to overwrite it"
         )
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         os.ftruncate(fd, 0)
         os.ftruncate(fd, size)
+    except FileNotFoundError:
+        raise UsageError(
+            f"cannot create restore target {path}: its directory does not exist"
+        ) from None
     except OSError as exc:
         raise SourceError(f"cannot create restore target {path}: {exc.strerror}") from None
     return fd, False
@@ -126,7 +192,10 @@ def run_restore(
     force: bool = False,
     threads: int | None = None,
     progress: Callable[[RestoreStats], None] | None = None,
+    partial: bool = False,
 ) -> RestoreStats:
+    """Restore `snapshot` to `target`. With `partial`, damage in the repository does not stop
+    the restore: unreadable ranges are left as zeros and listed in the stats' bad_ranges."""
     threads = threads or os.cpu_count() or 1
     root = bytes.fromhex(snapshot.tree)
     repo.index  # noqa: B018 -- load before the workers use it
@@ -146,6 +215,24 @@ def run_restore(
             datas.append(data)
         return datas
 
+    def fetch_partial(batch: list[Extent]) -> list[bytes] | _Damaged:
+        try:
+            return fetch(batch)
+        except MoverError as exc:
+            if not _is_damage(exc):
+                raise
+        # Damage in this batch (rare): again, chunk by chunk, keeping what can be read.
+        items: list[bytes | _Bad] = []
+        for extent in batch:
+            assert extent.chunk_id is not None
+            try:
+                items.append(fetch([extent])[0])
+            except MoverError as exc:
+                if not _is_damage(exc):
+                    raise
+                items.append(_Bad(_chunk_reason(extent.chunk_id, exc)))
+        return _Damaged(items)
+
     flusher = _Flusher(fd)
 
     def write_at(data: bytes | memoryview, offset: int) -> None:
@@ -153,6 +240,12 @@ def run_restore(
         while view:
             written = os.pwrite(fd, view, offset)
             view, offset = view[written:], offset + written
+
+    def write_zeros(offset: int, length: int) -> None:
+        for start in range(0, length, len(ZERO_BLOCK)):
+            n = min(len(ZERO_BLOCK), length - start)
+            write_at(memoryview(ZERO_BLOCK)[:n], offset + start)
+            flusher.wrote(n)
 
     def write_run(datas: list[bytes], offset: int) -> None:
         """Consecutive chunks at offset, in one system call where the kernel takes them all."""
@@ -174,7 +267,7 @@ def run_restore(
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="mover-restore") as pool:
             # A hole (None) or a batch of chunks being fetched, in order.
-            inflight: deque[tuple[list[Extent], Future[list[bytes]] | None]] = deque()
+            inflight: deque[tuple[list[Extent], Future[list[bytes] | _Damaged] | None]] = deque()
             inflight_bytes = 0
             batch: list[Extent] = []
             batch_bytes = 0
@@ -185,21 +278,45 @@ def run_restore(
                 if future is None:
                     (extent,) = extents
                     if is_device:  # a device holds old data: holes are written as zeros
-                        for start in range(0, extent.length, len(ZERO_BLOCK)):
-                            n = min(len(ZERO_BLOCK), extent.length - start)
-                            write_at(memoryview(ZERO_BLOCK)[:n], extent.offset + start)
-                            flusher.wrote(n)
-                    stats.hole_bytes += extent.length
+                        write_zeros(extent.offset, extent.length)
+                    if isinstance(extent, Unreadable):
+                        stats.add_bad(extent.offset, extent.length, extent.reason)
+                    else:
+                        stats.hole_bytes += extent.length
                 else:
-                    write_run(future.result(), extents[0].offset)
+                    result = future.result()
                     length = sum(e.length for e in extents)
                     inflight_bytes -= length
-                    stats.bytes_written += length
-                    stats.chunks += len(extents)
+                    if isinstance(result, _Damaged):
+                        write_damaged(extents, result)
+                    else:
+                        write_run(result, extents[0].offset)
+                        stats.bytes_written += length
+                        stats.chunks += len(extents)
                 if progress:
                     progress(stats)
 
-            def send(entry: tuple[list[Extent], Future[list[bytes]] | None]) -> None:
+            def write_damaged(extents: list[Extent], damaged: _Damaged) -> None:
+                run: list[bytes] = []
+                run_at = 0
+                for extent, item in zip(extents, damaged.items, strict=True):
+                    if isinstance(item, bytes):
+                        if not run:
+                            run_at = extent.offset
+                        run.append(item)
+                        stats.bytes_written += extent.length
+                        stats.chunks += 1
+                        continue
+                    if run:
+                        write_run(run, run_at)
+                        run = []
+                    if is_device:
+                        write_zeros(extent.offset, extent.length)
+                    stats.add_bad(extent.offset, extent.length, item.reason)
+                if run:
+                    write_run(run, run_at)
+
+            def send(entry: tuple[list[Extent], Future[list[bytes] | _Damaged] | None]) -> None:
                 while inflight and (inflight_bytes >= RESTORE_WINDOW or len(inflight) > MAX_QUEUED):
                     finish_one()
                 inflight.append(entry)
@@ -207,11 +324,11 @@ def run_restore(
             def send_batch() -> None:
                 nonlocal batch, batch_bytes, inflight_bytes
                 if batch:
-                    send((batch, pool.submit(fetch, batch)))
+                    send((batch, pool.submit(fetch_partial if partial else fetch, batch)))
                     inflight_bytes += batch_bytes
                     batch, batch_bytes = [], 0
 
-            for extent in walk(repo.read_blob, root):
+            for extent in walk(repo.read_blob, root, snapshot.size if partial else None):
                 if extent.chunk_id is None:
                     send_batch()  # a batch is consecutive chunks: one write
                     send(([extent], None))
@@ -235,3 +352,43 @@ def run_restore(
         flusher.stop()  # before the fd is closed: it may be in fdatasync
         os.close(fd)
     return stats
+
+
+def write_bad_ranges(
+    path: str, snapshot_id: str, target: str, size: int, stats: RestoreStats
+) -> None:
+    """The list of a partial restore's unreadable ranges, as JSON, written atomically (a temp
+    file in the same directory, fsync, rename): a reader never sees half a list."""
+    body = {
+        "snapshot": snapshot_id,
+        "target": target,
+        "size": size,
+        "bad_bytes": stats.bad_bytes,
+        "ranges": bad_ranges_json(stats),
+    }
+    directory, name = os.path.split(os.path.abspath(path))
+    temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(body, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise SourceError(
+            f"cannot write the list of unreadable ranges {path}: {exc.strerror}"
+        ) from None
+
+
+def bad_ranges_json(stats: RestoreStats) -> list[dict[str, object]]:
+    return [
+        {"offset": r.offset, "length": r.length, "reason": r.describe()} for r in stats.bad_ranges
+    ]

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from mover.errors import IntegrityError
+from mover.errors import IntegrityError, MoverError, StorageError
 
 LEAF = b"MVTL"
 INTERIOR = b"MVTI"
@@ -29,7 +29,15 @@ FANOUT = 8192  # entries per node: leaves of ~300 KiB covering ~8 GiB at 1 MiB c
 class Extent:
     offset: int
     length: int
-    chunk_id: bytes | None  # None: a hole (zeros)
+    chunk_id: bytes | None  # None: a hole (zeros), or an Unreadable range
+
+
+@dataclass(frozen=True)
+class Unreadable(Extent):
+    """A range of the volume whose tree node cannot be read (damage): walk(..., size) yields
+    it, with chunk_id None, instead of stopping."""
+
+    reason: str = ""
 
 
 StoreNode = Callable[[bytes], bytes]  # stores a node's plaintext, returns its id
@@ -184,20 +192,51 @@ class TreeBuilder:
             level += 1
 
 
-def walk(load: LoadNode, root: bytes) -> Iterator[Extent]:
-    """Extents in order, depth first: memory O(FANOUT x depth)."""
+def walk(load: LoadNode, root: bytes, size: int | None = None) -> Iterator[Extent]:
+    """Extents in order, depth first: memory O(FANOUT x depth).
+
+    Without `size`, a node that cannot be loaded or read stops the walk (load's error, or
+    IntegrityError). With `size` (the volume's size, the root's span) the walk tolerates
+    damage: a node that load cannot give (a MoverError, except a temporary StorageError) or of
+    an unknown format comes out as one Unreadable extent of its span (from its parent, or
+    `size` for the root) and the walk goes on, so the extents still cover [0, size) exactly.
+    Chunks and holes are yielded the same either way.
+    """
     offset = 0
-    stack: list[Iterator[bytes]] = [iter([root])]
+    spans = size is not None
+    stack: list[Iterator[tuple[bytes, int | None]]] = [iter([(root, size)])]
     while stack:
-        node_id = next(stack[-1], None)
-        if node_id is None:
+        entry = next(stack[-1], None)
+        if entry is None:
             stack.pop()
             continue
-        node = load(node_id)
-        kind, (count,) = node[:4], struct.unpack_from("<I", node, 4)
+        node_id, span = entry
+        if span is None:
+            node = load(node_id)
+        else:
+            try:
+                node = load(node_id)
+            except MoverError as exc:
+                if isinstance(exc, StorageError) and exc.temporary:
+                    raise  # not damage: the node may be readable once the storage is back
+                if span:
+                    yield Unreadable(offset, span, None, f"tree node {_short(node_id)}: {exc}")
+                    offset += span
+                continue
+        kind = node[:4]
         if kind == INTERIOR:
-            stack.append(iter([node[8 + 40 * i : 8 + 40 * i + 32] for i in range(count)]))
+            (count,) = struct.unpack_from("<I", node, 4)
+            children: list[tuple[bytes, int | None]]
+            if spans:
+                children = [
+                    (node[8 + 40 * i : 8 + 40 * i + 32], _span_at(node, 8 + 40 * i + 32))
+                    for i in range(count)
+                ]
+            else:
+                children = [(node[8 + 40 * i : 8 + 40 * i + 32], None) for i in range(count)]
+            stack.append(iter(children))
         elif kind == LEAF:
+            (count,) = struct.unpack_from("<I", node, 4)
             pos = 8
             for _ in range(count):
                 entry_kind, length = struct.unpack_from("<BI", node, pos)
@@ -208,8 +247,22 @@ def walk(load: LoadNode, root: bytes) -> Iterator[Extent]:
                 else:
                     yield Extent(offset, length, None)
                 offset += length
-        else:
-            raise IntegrityError(f"tree node {node_id.hex()[:16]} has an unknown format")
+        elif span is None:
+            raise IntegrityError(f"tree node {_short(node_id)} has an unknown format")
+        elif span:
+            yield Unreadable(
+                offset, span, None, f"tree node {_short(node_id)} has an unknown format"
+            )
+            offset += span
+
+
+def _span_at(node: bytes, pos: int) -> int:
+    (span,) = struct.unpack_from("<Q", node, pos)
+    return int(span)
+
+
+def _short(node_id: bytes) -> str:
+    return node_id.hex()[:16]
 
 
 def nodes(load: LoadNode, root: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -244,3 +297,11 @@ def _last_hole(leaf: bytes | bytearray, count: int) -> int | None:
         last = pos if leaf[pos] == HOLE else None
         pos += 5 if leaf[pos] == HOLE else 37
     return last
+
+
+def children(node: bytes) -> list[bytes]:
+    """The child ids of an interior node; none for a leaf."""
+    if node[:4] != INTERIOR:
+        return []
+    (count,) = struct.unpack_from("<I", node, 4)
+    return [node[8 + 40 * i : 8 + 40 * i + 32] for i in range(count)]

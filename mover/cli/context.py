@@ -204,9 +204,34 @@ def password(
     return value.encode()
 
 
-def open_repo(repo: str | None, secret: bytes | None = None) -> Repository:
+_REPAIR_HINT = {
+    "snapshots/": "`mover repair snapshots` removes it",
+    "index/": "`mover repair index` rebuilds the index from the packs",
+}
+
+
+def report_damage(repository: Repository) -> None:
+    """One warning line per damaged object the command skipped, with the verb that repairs it."""
+    for name, reason in sorted(repository.damage.items()):
+        hint = next((h for p, h in _REPAIR_HINT.items() if name.startswith(p)), "see `mover check`")
+        click.echo(f"mover: warning: skipped: {reason}; {hint}", err=True)
+
+
+def open_repo(
+    repo: str | None, secret: bytes | None = None, warn_damage: bool = True
+) -> Repository:
+    """The repository, opened with the password. With warn_damage, the damaged objects the
+    command skipped are named on stderr when it ends (check reports them itself)."""
     location = parse_location(repo) if repo else None
-    if location is not None and location.scheme == "local" and not Path(location.path).is_dir():
-        raise UsageError(f"repository {repo} does not exist; create it with `mover init`")
+    if location is not None and location.scheme == "local":
+        path = Path(location.path)
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"repository {repo} is a file, not a repository directory")
+        if not path.is_dir():
+            raise UsageError(f"repository {repo} does not exist; create it with `mover init`")
     backend = backend_for(repo)
-    return Repository.open(backend, secret if secret is not None else password())
+    repository = Repository.open(backend, secret if secret is not None else password())
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and warn_damage:
+        ctx.call_on_close(lambda: report_damage(repository))
+    return repository

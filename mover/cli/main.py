@@ -30,6 +30,8 @@ BUILTIN = {
     "benchmark": ("mover.cli.benchmark", "benchmark"),
     "replicate": ("mover.cli.replicate_cmd", "replicate_cmd"),
     "locks": ("mover.cli.locks_cmd", "locks"),
+    "unlock": ("mover.cli.locks_cmd", "unlock"),
+    "repair": ("mover.cli.repair_cmd", "repair"),
 }
 PLUGIN_GROUP = "mover.commands"
 

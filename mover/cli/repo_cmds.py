@@ -11,7 +11,7 @@ from typing import BinaryIO
 import click
 
 from mover.backup import BackupStats, run_backup
-from mover.check import run_check
+from mover.check import CheckReport, run_check
 from mover.checkpoint import INTERVAL_ENV as CHECKPOINT_ENV
 from mover.chunking import DEFAULT_PARAMS, ChunkerParams
 from mover.cli.context import (
@@ -26,13 +26,20 @@ from mover.cli.output import emit_json, emit_table, status
 from mover.cli.progress import byte_progress
 from mover.cli.sizes import parse_duration, parse_size
 from mover.crypto import KdfParams
-from mover.errors import ObjectNotFound, RepositoryError, SourceError, UsageError
+from mover.errors import (
+    ObjectNotFound,
+    RepositoryError,
+    SourceError,
+    StorageError,
+    UsageError,
+)
 from mover.maintenance import REPACK_BELOW
 from mover.maintenance import forget as forget_snapshots
 from mover.maintenance import prune as prune_repo
 from mover.repository import DEFAULT_PACK_SIZE, DEFAULT_ZSTD_LEVEL, RepoConfig, Repository
 from mover.restore import RestoreStats, run_restore
 from mover.retention import Decision, Group, Policy, apply_policy, snapshot_time
+from mover.snapshot import Snapshot
 from mover.source import source_size
 from mover.storage.s3config import ObjectLock
 
@@ -123,9 +130,9 @@ def _open_source(source: str) -> tuple[BinaryIO, str]:
     try:
         f: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by the caller
     except FileNotFoundError:
-        raise SourceError(f"source {source} does not exist") from None
+        raise UsageError(f"source {source} does not exist") from None
     except IsADirectoryError:
-        raise SourceError(f"source {source} is a directory; give a file or block device") from None
+        raise UsageError(f"source {source} is a directory; give a file or block device") from None
     except OSError as exc:
         raise SourceError(f"cannot open source {source}: {exc.strerror}") from None
     return f, str(path.resolve())
@@ -209,31 +216,92 @@ def backup(
 @click.argument("target")
 @click.option("--force", is_flag=True, help="Overwrite an existing non-empty target file.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None)
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="Go on past damage in the repository: write everything readable, fill unreadable "
+    "ranges with zeros, list them in a JSON file (see --bad-ranges) and exit 1.",
+)
+@click.option(
+    "--bad-ranges",
+    "bad_ranges",
+    metavar="PATH",
+    default=None,
+    help="Where --partial lists the unreadable ranges [default: TARGET.badranges.json; "
+    "required when TARGET is a block device].",
+)
 @json_option
 def restore(
-    repo: str | None, snapshot: str, target: str, force: bool, threads: int | None, as_json: bool
+    repo: str | None,
+    snapshot: str,
+    target: str,
+    force: bool,
+    threads: int | None,
+    partial: bool,
+    bad_ranges: str | None,
+    as_json: bool,
 ) -> None:
     """Restore SNAPSHOT (an id, a unique id prefix, or `latest`) to TARGET (a file or device)."""
+    from mover.errors import IntegrityError, MoverError
+    from mover.restore import bad_ranges_json, write_bad_ranges
+
+    # Where a partial restore lists what it could not read: settled before anything is written.
+    if bad_ranges is not None and not partial:
+        raise UsageError("--bad-ranges only applies with --partial")
+    if partial and bad_ranges is None:
+        if Path(target).is_block_device():
+            raise UsageError(
+                f"{target} is a block device: give --bad-ranges PATH for the list of "
+                "unreadable ranges that --partial writes"
+            )
+        bad_ranges = f"{target}.badranges.json"
+    if bad_ranges is not None:
+        where = os.path.dirname(os.path.abspath(bad_ranges))
+        if os.path.isdir(bad_ranges):
+            raise UsageError(f"--bad-ranges {bad_ranges} is a directory; give a file's path")
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise UsageError(
+                f"cannot write the list of unreadable ranges to {bad_ranges}: {where} is not "
+                "writable; give another path with --bad-ranges"
+            )
     repository = open_repo(repo)
     found = repository.find_snapshot(snapshot)
     with byte_progress("restore", found.size, not as_json) as bar:
 
         def on_progress(stats: RestoreStats) -> None:
             if bar is not None:
-                bar.update(bar.task_ids[0], completed=stats.bytes_written + stats.hole_bytes)
+                done = stats.bytes_written + stats.hole_bytes + stats.bad_bytes
+                bar.update(bar.task_ids[0], completed=done)
 
-        stats = run_restore(repository, found, target, force, threads, on_progress)
-    if as_json:
-        emit_json(
-            {
-                "snapshot": found.id,
-                "target": target,
-                "size": found.size,
-                "bytes_written": stats.bytes_written,
-                "hole_bytes": stats.hole_bytes,
-            }
+        stats = run_restore(repository, found, target, force, threads, on_progress, partial=partial)
+    failure = None
+    if stats.bad_ranges:
+        assert bad_ranges is not None
+        n = len(stats.bad_ranges)
+        failure = (
+            f"restored snapshot {found.id[:8]} to {target} with {n} unreadable "
+            f"range{'s' * (n > 1)} ({stats.bad_bytes} bytes, zero-filled)"
         )
-    else:
+        try:
+            write_bad_ranges(bad_ranges, found.id, target, found.size, stats)
+            failure += f"; see {bad_ranges}"
+        except MoverError as exc:
+            failure += f", but {exc}"
+    if as_json:
+        body: dict[str, object] = {
+            "snapshot": found.id,
+            "target": target,
+            "size": found.size,
+            "bytes_written": stats.bytes_written,
+            "hole_bytes": stats.hole_bytes,
+        }
+        if partial:
+            body["bad_bytes"] = stats.bad_bytes
+            body["bad_ranges"] = bad_ranges_json(stats)
+        emit_json(body)
+    if failure is not None:
+        raise IntegrityError(failure)
+    if not as_json:
         click.echo(
             f"restored snapshot {found.id[:8]} to {target}: {_mib(found.size)} "
             f"({_mib(stats.hole_bytes)} of it holes)"
@@ -244,16 +312,25 @@ def restore(
 @repo_option
 @json_option
 def snapshots(repo: str | None, as_json: bool) -> None:
-    """List snapshots, oldest first, with the root hash that identifies each volume's content."""
-    found = open_repo(repo).snapshots()
+    """List snapshots, oldest first, with the root hash that identifies each volume's content.
+
+    A snapshot whose manifest cannot be read is listed as damaged (on stderr with --json) and
+    the others are listed as usual; `mover repair snapshots` removes damaged ones."""
+    repository = open_repo(repo, warn_damage=as_json)
+    found = repository.snapshots()
     if as_json:
         emit_json([s.public() for s in found])
         return
-    emit_table(
-        "snapshots",
-        ["id", "time", "size", "source", "root"],
-        [[s.id[:8], s.time[:19], _mib(s.size), s.source, s.tree[:16]] for s in found],
-    )
+    rows = [[s.id[:8], s.time[:19], _mib(s.size), s.source, s.tree[:16]] for s in found]
+    damaged = repository.damaged_snapshots()
+    rows += [[i[:8], "DAMAGED", "", "cannot be read", ""] for i in sorted(damaged)]
+    emit_table("snapshots", ["id", "time", "size", "source", "root"], rows)
+    for snapshot_id, reason in sorted(damaged.items()):
+        click.echo(
+            f"mover: warning: snapshot {snapshot_id[:8]} is damaged ({reason}); "
+            "`mover repair snapshots` removes it",
+            err=True,
+        )
 
 
 @click.command()
@@ -261,19 +338,20 @@ def snapshots(repo: str | None, as_json: bool) -> None:
 @click.option("--read-data", is_flag=True, help="Also read and verify every stored byte.")
 @json_option
 def check(repo: str | None, read_data: bool, as_json: bool) -> None:
-    """Verify the repository's structure (and with --read-data, every byte)."""
-    report = run_check(open_repo(repo), read_data)
+    """Verify the repository's structure (and with --read-data, every byte).
+
+    Goes on past damage: every damaged snapshot, index file, pack and tree node is named, and
+    the snapshots they hurt are listed. Exit code 1 when anything is damaged. With --json the
+    report is printed in every case, also when the repository cannot be opened."""
+    try:
+        repository = open_repo(repo, warn_damage=False)
+        report = run_check(repository, read_data)
+    except (RepositoryError, StorageError) as exc:
+        if as_json:
+            emit_json(CheckReport(errors=[str(exc)]).as_dict())
+        raise
     if as_json:
-        emit_json(
-            {
-                "ok": report.ok,
-                "snapshots": report.snapshots,
-                "packs": report.packs,
-                "chunks": report.chunks,
-                "errors": report.errors,
-                "damaged_snapshots": report.damaged_snapshots,
-            }
-        )
+        emit_json(report.as_dict())
     else:
         for error in report.errors:
             click.echo(f"error: {error}", err=True)
@@ -282,10 +360,17 @@ def check(repo: str | None, read_data: bool, as_json: bool) -> None:
                 f"no errors: {report.snapshots} snapshots, {report.packs} packs, "
                 f"{report.chunks} chunks{' (all data read)' if read_data else ''}"
             )
+        if report.unindexed_packs or report.temp_files:
+            click.echo(
+                f"note: {report.unindexed_packs} packs that no index names and "
+                f"{report.temp_files} temporary files (left by killed or running backups); "
+                "`mover prune` removes them once older than its --unindexed-grace"
+            )
     if not report.ok:
         damaged = ", ".join(s[:8] for s in report.damaged_snapshots) or "none"
         raise RepositoryError(
-            f"check found {len(report.errors)} errors; damaged snapshots: {damaged}"
+            f"check found {len(report.errors)} errors; damaged snapshots: {damaged}; "
+            "see `mover repair` for what fixes them"
         )
 
 
@@ -392,7 +477,21 @@ def forget(
         groups = apply_policy(repository.snapshots(), policy)
         remove = [d.snapshot for g in groups for d in g.remove]
     else:  # every id resolved (and checked) before anything is deleted
-        remove = list({s.id: s for s in map(repository.find_snapshot, snapshot_ids)}.values())
+        listed = repository.snapshots()
+        readable = {s.id: s for s in listed}
+
+        def resolve(ref: str) -> str:
+            if ref != "latest":
+                return repository.resolve_snapshot_id(ref, list(readable))
+            if not listed:
+                raise UsageError("the repository has no snapshots yet")
+            return listed[-1].id
+
+        # A damaged snapshot can be forgotten too: it stands in with what is known, its id.
+        remove = [
+            readable.get(i) or Snapshot("", "", "DAMAGED", 0, "", id=i)
+            for i in sorted(set(map(resolve, snapshot_ids)))
+        ]
     removed: list[str] = []
     if not dry_run and by_policy:
         # By full id, straight from the one listing the policy saw: forget_snapshots would

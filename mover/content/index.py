@@ -218,19 +218,31 @@ class Index:
         self._runs = runs
         self._delta = {}
 
-    def load(self, files: Iterable[tuple[str, list[bytes], memoryview, int]]) -> None:
+    def load(
+        self,
+        files: Iterable[tuple[str, list[bytes], memoryview, int]],
+        damage: dict[str, str] | None = None,
+    ) -> None:
         """Adds index files (name, pack list, rows, row count). Into an empty index they go as
         one run, built in bounded memory; into a non-empty one (files written by others since
-        it was loaded: usually few) entry by entry. Either way an id keeps one location."""
+        it was loaded: usually few) entry by entry. Either way an id keeps one location.
+
+        A file whose rows name a pack it does not list is skipped and recorded in `damage`
+        (name -> why) when given; without `damage` it raises IntegrityError."""
         empty = not self._runs and not self._delta
         builder = _RunBuilder(self.directory)
         for name, pack_ids, rows, count in files:
             pack_map = array.array("I", (self.pack_number(p) for p in pack_ids))
-            self.files[name] = pack_map
             try:
                 records = native.convert_rows(rows, count, memoryview(pack_map))
             except ValueError:
-                raise IntegrityError(f"{name} names a pack it does not list") from None
+                folder, _, file_id = name.rpartition("/")
+                reason = f"{folder}/{file_id[:16]} names a pack it does not list"
+                if damage is None:
+                    raise IntegrityError(reason) from None
+                damage[name] = reason
+                continue
+            self.files[name] = pack_map
             if empty:
                 builder.add(records)
                 continue

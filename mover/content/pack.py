@@ -17,6 +17,7 @@ import blake3
 
 from mover.crypto import Sealer
 from mover.errors import IntegrityError
+from mover.storage.base import Backend
 
 MAGIC = b"MVPK\x01"
 _ENTRY = struct.Struct("<32sIIB")
@@ -94,3 +95,18 @@ def read_header(sealer: Sealer, data: bytes, what: str) -> list[PackEntry]:
         raise IntegrityError(f"{what} header has an unknown format")
     (count,) = struct.unpack_from("<I", header, 5)
     return [PackEntry(*_ENTRY.unpack_from(header, 9 + i * _ENTRY.size)) for i in range(count)]
+
+
+def read_pack_header(backend: Backend, sealer: Sealer, pack_id: bytes) -> list[PackEntry]:
+    """A stored pack's header, read from its tail (two small reads, not the whole pack).
+    IntegrityError when the pack is too short for the header it claims (truncated)."""
+    name = pack_name(pack_id)
+    what = f"pack {pack_id.hex()[:16]}"
+    size = backend.size(name)
+    if size < 4:
+        raise IntegrityError(f"{what} is truncated")
+    (hlen,) = struct.unpack("<I", backend.read(name, size - 4, 4))
+    if hlen + 4 > size:
+        raise IntegrityError(f"{what} is truncated (its header would be {hlen} bytes)")
+    tail = backend.read(name, size - 4 - hlen, hlen + 4)
+    return read_header(sealer, tail, what)
