@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -638,10 +639,17 @@ def repair_config(
 
 
 def _config_doc(backend: Backend) -> dict[str, Any] | None:
+    """The config's document; of one damaged past parsing, the repository's id if it can
+    still be read (a restored config keeps it: it must not take the replica's)."""
     try:
-        doc = json.loads(backend.read(CONFIG))
-    except (ObjectNotFound, ValueError):
+        raw = backend.read(CONFIG)
+    except ObjectNotFound:
         return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        found = re.search(rb'"id": ?"([0-9a-f]{32})"', raw)
+        return {"id": found.group(1).decode()} if found else None
     return doc if isinstance(doc, dict) else None
 
 

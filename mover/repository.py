@@ -82,6 +82,13 @@ class RepoConfig:
         return cls(params, body["pack_size"], body["zstd_level"], object_lock)
 
 
+REPAIR_CONFIG = "`mover repair config --from REPLICA` restores it from a replica"
+
+
+def _has_keys(backend: Backend) -> bool:
+    return any(True for _ in backend.list("keys/"))
+
+
 class HeldLock(Protocol):
     def ensure_held(self) -> None: ...
 
@@ -143,8 +150,9 @@ def unlock_master(backend: Backend, password: bytes) -> MasterKey:
             continue
     if not intact:
         raise RepositoryError(
-            f"no key file in {backend.location} could be read ({damaged} damaged"
-            f"{', none other' if damaged else ', none present'}); the repository cannot be "
+            f"no key file in {backend.location} could be read "
+            f"({f'{damaged} damaged, none other' if damaged else 'none present'}); "
+            "the repository cannot be "
             "opened: `mover repair config --from REPLICA` restores keys from a replica"
         )
     if damaged:
@@ -224,11 +232,20 @@ class Repository:
             doc = json.loads(backend.read(CONFIG))
             version = doc["mover_repository"]
         except ObjectNotFound:
+            if _has_keys(backend):  # a repository that lost its config, not an empty place
+                raise RepositoryError(
+                    f"{backend.location}: config is missing while keys are there (damage, or "
+                    f"an init that did not finish); {REPAIR_CONFIG}"
+                ) from None
             raise RepositoryError(
                 f"{backend.location} is not a mover repository (no config); "
                 "create one with `mover init`"
             ) from None
         except (ValueError, KeyError, TypeError):
+            if _has_keys(backend):
+                raise RepositoryError(
+                    f"{backend.location}: config is damaged (not a mover config); {REPAIR_CONFIG}"
+                ) from None
             raise RepositoryError(f"{backend.location}: config is not a mover config") from None
         if version != FORMAT_VERSION:
             raise RepositoryError(
@@ -239,8 +256,13 @@ class Repository:
         try:
             sealed = base64.b64decode(doc["sealed"])
         except (ValueError, KeyError, TypeError):
-            raise RepositoryError(f"{backend.location}: config is damaged") from None
-        raw = master.sealer().open(sealed, b"config", "config")
+            raise RepositoryError(
+                f"{backend.location}: config is damaged; {REPAIR_CONFIG}"
+            ) from None
+        try:
+            raw = master.sealer().open(sealed, b"config", "config")
+        except IntegrityError as exc:
+            raise IntegrityError(f"{backend.location}: {exc}; {REPAIR_CONFIG}") from None
         try:
             config = RepoConfig.from_json(raw)
         except (ValueError, KeyError, TypeError):

@@ -5,6 +5,8 @@ repair that leaves damage it could not fix exits 1 and says what is left."""
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from mover.cli.context import backend_for, json_option, open_repo, password, repo_option
@@ -15,6 +17,16 @@ from mover.repository import Repository
 from mover.storage.base import Backend
 
 FROM_PASSWORD = "MOVER_FROM_PASSWORD"
+
+
+from_option = click.option(
+    "--from",
+    "from_url",
+    required=True,
+    metavar="URL",
+    help=f"A replica made by `mover replicate` (password: {FROM_PASSWORD} or "
+    f"{FROM_PASSWORD}_FILE, else this repository's).",
+)
 
 
 def _mib(n: int) -> str:
@@ -95,8 +107,6 @@ def snapshots_cmd(repo: str | None, dry_run: bool, as_json: bool) -> None:
 def _replica(url: str, own_password: bytes) -> Repository:
     """The replica at url, opened with MOVER_FROM_PASSWORD(_FILE), else this repository's
     password."""
-    import os
-
     given = FROM_PASSWORD in os.environ or f"{FROM_PASSWORD}_FILE" in os.environ
     secret = password(variable=FROM_PASSWORD, what="replica password") if given else own_password
     backend = backend_for(url)
@@ -111,14 +121,7 @@ def _replica(url: str, own_password: bytes) -> Repository:
 
 @repair.command("data")
 @repo_option
-@click.option(
-    "--from",
-    "from_url",
-    required=True,
-    metavar="URL",
-    help=f"A replica made by `mover replicate` (password: {FROM_PASSWORD} or "
-    f"{FROM_PASSWORD}_FILE, else this repository's).",
-)
+@from_option
 @json_option
 def data_cmd(repo: str | None, from_url: str, as_json: bool) -> None:
     """Heal lost or damaged data from a replica: every pack is read and verified, the good
@@ -154,14 +157,7 @@ def data_cmd(repo: str | None, from_url: str, as_json: bool) -> None:
 
 @repair.command("config")
 @repo_option
-@click.option(
-    "--from",
-    "from_url",
-    required=True,
-    metavar="URL",
-    help=f"A replica made by `mover replicate` (password: {FROM_PASSWORD} or "
-    f"{FROM_PASSWORD}_FILE, else this repository's).",
-)
+@from_option
 @json_option
 def config_cmd(repo: str | None, from_url: str, as_json: bool) -> None:
     """Restore a damaged config or unreadable key files from a replica (they share the master

@@ -409,3 +409,44 @@ def test_source_read_error(populated: tuple[Path, dict[str, Any]], tmp_path: Pat
     after = Repository.open(LocalBackend(repo), PASSWORD.encode()).snapshots()
     assert [s.id for s in after] == [snap["id"]]
     ok(mover("check", "--repo", repo))
+
+
+def test_repository_path_that_is_a_file(image: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "repo-file"
+    plain.write_bytes(b"not a repository\n")
+    for args in (("backup", image), ("snapshots",), ("check",), ("repair", "index")):
+        proc = mover(*args, "--repo", plain)
+        line = assert_one_error_line(proc, exit_code=2)
+        assert "is a file" in line, line
+    assert plain.read_bytes() == b"not a repository\n"
+
+
+@pytest.mark.parametrize("damage", ["deleted", "flipped", "extra-damaged"])
+def test_unreadable_key_files_are_not_a_wrong_password(
+    populated: tuple[Path, dict[str, Any]], damage: str
+) -> None:
+    """Key files are named by their hash: damage is told apart from another password's key."""
+    repo, _ = populated
+    (key,) = (repo / "keys").iterdir()
+    if damage == "deleted":
+        key.unlink()
+    else:
+        raw = bytearray(key.read_bytes())
+        raw[len(raw) // 2] ^= 0x40
+        if damage == "flipped":
+            key.write_bytes(bytes(raw))
+        else:  # a second, damaged key file beside the intact one
+            (repo / "keys" / ("0" * 64)).write_bytes(bytes(raw))
+    before = tree_state(repo)
+    proc = mover("snapshots", "--repo", repo)
+    if damage == "extra-damaged":
+        ok(proc)  # the intact key still opens it
+        proc = mover("snapshots", "--repo", repo, env={"MOVER_PASSWORD": "another"})
+        line = assert_one_error_line(proc, exit_code=1, starts="wrong password")
+        assert "1 other key files are damaged" in line
+    else:
+        line = assert_one_error_line(proc, exit_code=1)
+        assert "no key file" in line and "could be read" in line, line
+        assert "wrong password" not in line
+        assert "repair config --from" in line
+    assert tree_state(repo) == before

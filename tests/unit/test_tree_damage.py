@@ -7,25 +7,11 @@ import random
 import struct
 from collections.abc import Callable
 
-import blake3
 import pytest
 
 from mover.errors import IntegrityError, StorageError
-from mover.tree import INTERIOR, LEAF, Extent, TreeBuilder, Unreadable, walk
-
-
-def build(extents: list[tuple[int, bytes | None]], fanout: int) -> tuple[bytes, dict[bytes, bytes]]:
-    store: dict[bytes, bytes] = {}
-
-    def put(node: bytes) -> bytes:
-        node_id = blake3.blake3(node).digest()
-        store[node_id] = node
-        return node_id
-
-    builder = TreeBuilder(put, fanout=fanout)
-    for length, chunk_id in extents:
-        builder.add(length, chunk_id)
-    return builder.finish(), store
+from mover.tree import INTERIOR, LEAF, Extent, Unreadable, walk
+from tests.unit.test_tree import build
 
 
 def sample(count: int, seed: int) -> list[tuple[int, bytes | None]]:
