@@ -11,6 +11,8 @@ import click
 
 from mover.cli.context import backend_for, json_option, open_repo, password, repo_option
 from mover.cli.output import emit_json, status
+from mover.cli.sizes import parse_size
+from mover.crypto import KdfParams
 from mover.errors import IntegrityError, RepositoryError, WrongPassword
 from mover.repair import rebuild_index, repair_config, repair_data, repair_snapshots
 from mover.repository import Repository
@@ -158,17 +160,24 @@ def data_cmd(repo: str | None, from_url: str, as_json: bool) -> None:
 @repair.command("config")
 @repo_option
 @from_option
+@click.option(
+    "--kdf-memory",
+    default="64MiB",
+    show_default=True,
+    help="Argon2id memory for the new key file, when one is written.",
+)
 @json_option
-def config_cmd(repo: str | None, from_url: str, as_json: bool) -> None:
+def config_cmd(repo: str | None, from_url: str, kdf_memory: str, as_json: bool) -> None:
     """Restore a damaged config or unreadable key files from a replica (they share the master
     key): the config is sealed again, and a new key file wraps the key with this repository's
     password. What can still be read is left as it is."""
+    memory_kib = parse_size(kdf_memory, "--kdf-memory", minimum=8 << 10) // 1024
     secret = password()
     backend: Backend = backend_for(repo)
     if not any(True for _ in backend.list("")):
         raise RepositoryError(f"{backend.location} is empty: nothing to repair")
     replica = _replica(from_url, secret)
-    report = repair_config(backend, replica, secret)
+    report = repair_config(backend, replica, secret, KdfParams(memory_kib=memory_kib))
     Repository.open(backend, secret)  # proves the repair: it opens now
     if as_json:
         emit_json(report.as_dict())

@@ -486,7 +486,7 @@ def _config_or_key(
 
     # 3. the repair, 4. and what it must not change.
     report = json.loads(
-        ok(mover("repair", "config", "--repo", repo, "--from", replica, "--json")).stdout
+        ok(mover("repair", "config", "--repo", repo, "--from", replica, *KDF, "--json")).stdout
     )
     assert report["config_restored"] is (obj == "config"), report
     assert (report["key_written"] is not None) is (obj == "key"), report
