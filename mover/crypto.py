@@ -11,6 +11,7 @@ encrypts ~2^23 objects, far below the ~2^32 where random nonces start to risk a 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import blake3
@@ -29,6 +30,9 @@ WRONG_PASSWORD = (
 )
 
 
+_KDF_LOCK = threading.Lock()
+
+
 @dataclass(frozen=True)
 class KdfParams:
     """Argon2id cost; the defaults take ~0.1 s and 64 MiB on the reference VM."""
@@ -38,13 +42,17 @@ class KdfParams:
     lanes: int = 4
 
     def derive(self, password: bytes, salt: bytes) -> bytes:
-        return Argon2id(
-            salt=salt,
-            length=32,
-            iterations=self.iterations,
-            lanes=self.lanes,
-            memory_cost=self.memory_kib,
-        ).derive(password)
+        # One derivation at a time in a process: two at once with lanes > 1 hang forever or
+        # raise MemoryError (seen with cryptography 48 / OpenSSL 4.0.3: OpenSSL's Argon2 thread
+        # pool), and the node agent opens repositories from several job threads.
+        with _KDF_LOCK:
+            return Argon2id(
+                salt=salt,
+                length=32,
+                iterations=self.iterations,
+                lanes=self.lanes,
+                memory_cost=self.memory_kib,
+            ).derive(password)
 
 
 class Sealer:

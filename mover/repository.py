@@ -211,7 +211,13 @@ class Repository:
             raise RepositoryError(
                 f"{backend.location} already holds a repository; nothing was changed"
             )
-        if any(True for _ in backend.list("")):
+        found = list(backend.list(""))
+        if found and all(name.startswith("keys/") for name in found):
+            # Key files and nothing else: an init killed before its config (written last).
+            # Nothing was ever stored with those keys; they are replaced.
+            for name in found:
+                backend.delete(name)
+        elif found:
             raise RepositoryError(
                 f"{backend.location} is not empty; init a repository in an empty or new directory"
             )
