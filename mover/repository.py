@@ -10,9 +10,11 @@ import base64
 import json
 import os
 import secrets
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import blake3
@@ -102,6 +104,8 @@ def write_key(backend: Backend, master: MasterKey, password: bytes, kdf: KdfPara
     BLAKE3 of its bytes, so damage to it is told apart from a wrong password."""
     salt = os.urandom(16)
     key_doc = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "hostname": socket.gethostname(),
         "kdf": "argon2id",
         "memory_kib": kdf.memory_kib,
         "iterations": kdf.iterations,
@@ -122,7 +126,12 @@ def short_name(name: str) -> str:
 
 
 def unlock_master(backend: Backend, password: bytes) -> MasterKey:
-    """The master key, from the first key file the password opens.
+    """The master key, from the first key file the password opens."""
+    return find_key(backend, password)[1]
+
+
+def find_key(backend: Backend, password: bytes) -> tuple[str, MasterKey]:
+    """(name of the first key file the password opens, the master key it wraps).
 
     A key file is named by the BLAKE3 of its bytes, so a damaged one is told apart from one
     that another password wraps: "wrong password" is said only when an intact key refused it."""
@@ -145,7 +154,7 @@ def unlock_master(backend: Backend, password: bytes) -> MasterKey:
             continue
         intact += 1
         try:
-            return unwrap(wrapped, password, kdf, salt)
+            return name, unwrap(wrapped, password, kdf, salt)
         except RepositoryError:
             continue
     if not intact:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
+from mover.cli.options import json_option, password_options
 from mover.errors import UsageError
 from mover.repository import Repository
 from mover.storage.base import Backend
@@ -30,10 +31,17 @@ from mover.storage.stack import (
     parse_location,
 )
 
+# json_option is re-exported: the verbs take it from here with the other shared options.
+__all__ = [
+    "backend_for",
+    "json_option",
+    "open_repo",
+    "password",
+    "repo_option",
+]
+
 F = TypeVar("F", bound=Callable[..., Any])
 _META = "mover.storage_options"
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -103,8 +111,8 @@ _STORAGE_OPTIONS = [
 
 
 def repo_option(f: F) -> F:
-    """--repo and the shared storage options."""
-    for option in reversed(_STORAGE_OPTIONS):
+    """--repo, the password options and the shared storage options."""
+    for option in reversed([*_STORAGE_OPTIONS, *password_options]):
         f = option(f)
     wrapped: F = click.option(
         "--repo",
@@ -185,10 +193,14 @@ def check_object_lock(backend: Backend) -> None:
 def password(
     confirm: bool = False, variable: str = "MOVER_PASSWORD", what: str = "repository password"
 ) -> bytes:
-    """From $variable, else ${variable}_FILE, else a prompt on a terminal."""
+    """From $variable, else ${variable}_FILE, else the output of ${variable}_COMMAND, else a
+    prompt on a terminal."""
     file_variable = f"{variable}_FILE"
+    command_variable = f"{variable}_COMMAND"
     if variable in os.environ:
         value = os.environ[variable]
+    elif command_variable in os.environ:
+        value = _run_password_command(command_variable, os.environ[command_variable])
     elif file_variable in os.environ:
         path = os.environ[file_variable]
         try:
@@ -215,6 +227,23 @@ def report_damage(repository: Repository) -> None:
     for name, reason in sorted(repository.damage.items()):
         hint = next((h for p, h in _REPAIR_HINT.items() if name.startswith(p)), "see `mover check`")
         click.echo(f"mover: warning: skipped: {reason}; {hint}", err=True)
+
+
+def _run_password_command(variable: str, command: str) -> str:
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            command, shell=True, capture_output=True, text=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"{variable} {command!r} did not finish within 60 s") from None
+    if proc.returncode != 0:
+        raise UsageError(
+            f"{variable} {command!r} failed (exit {proc.returncode}): "
+            f"{(proc.stderr.strip().splitlines() or [''])[-1]}"
+        )
+    return proc.stdout.rstrip("\r\n")
 
 
 def open_repo(

@@ -7,11 +7,13 @@ Exit codes: 0 success; 1 a mover error (repository, data, I/O); 2 bad usage or i
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
 
 from mover import __version__
+from mover.cli.options import GLOBAL_JSON, password_options
 from mover.cli.output import error_line
 from mover.errors import MoverError
 
@@ -31,6 +33,7 @@ BUILTIN = {
     "replicate": ("mover.cli.replicate_cmd", "replicate_cmd"),
     "locks": ("mover.cli.locks_cmd", "locks"),
     "unlock": ("mover.cli.locks_cmd", "unlock"),
+    "key": ("mover.cli.key_cmd", "key"),
     "repair": ("mover.cli.repair_cmd", "repair"),
 }
 PLUGIN_GROUP = "mover.commands"
@@ -68,10 +71,41 @@ def _plugins() -> list[importlib.metadata.EntryPoint]:
     return [e for e in importlib.metadata.entry_points(group=PLUGIN_GROUP) if e.name not in BUILTIN]
 
 
+def _global_repo(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:  # each verb's --repo reads MOVER_REPOSITORY; its own --repo wins
+        os.environ["MOVER_REPOSITORY"] = value
+
+
+def _global_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    ctx.meta[GLOBAL_JSON] = value
+
+
 @click.group(cls=_Verbs, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mover")
+@click.option(
+    "-r",
+    "--repo",
+    metavar="REPO",
+    expose_value=False,
+    callback=_global_repo,
+    is_eager=True,
+    help="Repository for the verb (as the verb's own --repo) [env: MOVER_REPOSITORY].",
+)
+@click.option(
+    "--json",
+    is_flag=True,
+    expose_value=False,
+    callback=_global_json,
+    help="Print JSON for scripts (as the verb's own --json).",
+)
+@password_options[0]
+@password_options[1]
 def cli() -> None:
-    """mover: fast, deduplicating, encrypted backup of volumes."""
+    """mover: fast, deduplicating, encrypted backup of volumes.
+
+    The repository comes from --repo (before or after the verb) or MOVER_REPOSITORY; its
+    password from MOVER_PASSWORD, --password-file / MOVER_PASSWORD_FILE, --password-command /
+    MOVER_PASSWORD_COMMAND, or a prompt on a terminal."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -213,7 +213,14 @@ def backup(
 @click.command()
 @repo_option
 @click.argument("snapshot")
-@click.argument("target")
+@click.argument("target", required=False)
+@click.option(
+    "--target",
+    "target_option",
+    metavar="TARGET",
+    default=None,
+    help="The target, as an option (restic's habit) instead of the second argument.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing non-empty target file.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None)
 @click.option(
@@ -234,16 +241,24 @@ def backup(
 def restore(
     repo: str | None,
     snapshot: str,
-    target: str,
+    target: str | None,
+    target_option: str | None,
     force: bool,
     threads: int | None,
     partial: bool,
     bad_ranges: str | None,
     as_json: bool,
 ) -> None:
-    """Restore SNAPSHOT (an id, a unique id prefix, or `latest`) to TARGET (a file or device)."""
+    """Restore SNAPSHOT (an id, a unique id prefix, or `latest`) to TARGET (a file or device),
+    given as the second argument or with --target."""
     from mover.errors import IntegrityError, MoverError
     from mover.restore import bad_ranges_json, write_bad_ranges
+
+    if target is not None and target_option is not None:
+        raise UsageError("give the target once: as the second argument or with --target")
+    target = target if target is not None else target_option
+    if target is None:
+        raise UsageError("no restore target: give TARGET (a file or block device) or --target")
 
     # Where a partial restore lists what it could not read: settled before anything is written.
     if bad_ranges is not None and not partial:
