@@ -15,6 +15,11 @@ def emit_json(payload: object) -> None:
 
 
 def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table: drawn by rich on a terminal; plain aligned text otherwise, never cut to a
+    terminal's width (a pipe or a file has none), so that nothing piped loses a character."""
+    if not sys.stdout.isatty():
+        _plain_table(title, columns, rows)
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -25,6 +30,29 @@ def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+def _plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
+    last = len(columns) - 1
+
+    def line(cells: Sequence[str]) -> str:
+        parts = []
+        for i, cell in enumerate(cells):
+            text = i in (0, last)  # first and last columns are text: left; numbers: right
+            parts.append(str(cell).ljust(widths[i]) if text else str(cell).rjust(widths[i]))
+        return "  ".join(parts).rstrip()
+
+    if title:
+        sys.stdout.write(f"{title}\n")
+    sys.stdout.write(line(columns) + "\n")
+    for row in rows:
+        sys.stdout.write(line(row) + "\n")
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 snapshot`, `2 snapshots`."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 def status(message: str) -> None:

@@ -21,16 +21,25 @@ def byte_progress(description: str, total: int | None, enabled: bool) -> Iterato
         BarColumn,
         DownloadColumn,
         Progress,
+        ProgressColumn,
+        Task,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
+    from rich.text import Text
+
+    from mover.cli.sizes import format_rate
+
+    class BinaryRate(ProgressColumn):  # rich's TransferSpeedColumn speaks MB/s; we speak MiB/s
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else format_rate(speed), style="progress.data.speed")
 
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
+        DownloadColumn(binary_units=True),  # MiB, as every summary line says
+        BinaryRate(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[detail]}"),
         console=Console(stderr=True),

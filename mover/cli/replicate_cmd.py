@@ -88,7 +88,12 @@ def _target_password(source_password: bytes) -> bytes:
     help="How often what was sent is made durable (its index written): an interrupted run "
     "re-sends at most about this much.",
 )
-@click.option("--threads", type=click.IntRange(1, 1024), default=None)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Threads fetching from the source [default: 2 per CPU, at least 8].",
+)
 @json_option
 def replicate_cmd(
     repo: str | None,

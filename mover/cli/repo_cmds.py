@@ -22,9 +22,9 @@ from mover.cli.context import (
     password,
     repo_option,
 )
-from mover.cli.output import emit_json, emit_table, status
+from mover.cli.output import emit_json, emit_table, plural, status
 from mover.cli.progress import byte_progress
-from mover.cli.sizes import parse_duration, parse_size
+from mover.cli.sizes import format_size, parse_duration, parse_size
 from mover.crypto import KdfParams
 from mover.errors import (
     ObjectNotFound,
@@ -50,10 +50,34 @@ def _mib(n: int) -> str:
 
 @click.command()
 @repo_option
-@click.option("--chunk-min", default=str(DEFAULT_PARAMS.min_size), show_default=True)
-@click.option("--chunk-avg", default=str(DEFAULT_PARAMS.avg_size), show_default=True)
-@click.option("--chunk-max", default=str(DEFAULT_PARAMS.max_size), show_default=True)
-@click.option("--pack-size", default=str(DEFAULT_PACK_SIZE), show_default=True)
+@click.option(
+    "--chunk-min",
+    default=f"{DEFAULT_PARAMS.min_size >> 10}KiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Smallest chunk (content-defined chunking; fixed for the repository's life).",
+)
+@click.option(
+    "--chunk-avg",
+    default=f"{DEFAULT_PARAMS.avg_size >> 10}KiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Average chunk, a power of two: smaller dedups finer, costs more index.",
+)
+@click.option(
+    "--chunk-max",
+    default=f"{DEFAULT_PARAMS.max_size >> 10}KiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Largest chunk.",
+)
+@click.option(
+    "--pack-size",
+    default=f"{DEFAULT_PACK_SIZE >> 20}MiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Chunks are stored in packs of about this size (object stores charge per request).",
+)
 @click.option(
     "--compression",
     type=click.IntRange(0, 22),
@@ -141,7 +165,12 @@ def _open_source(source: str) -> tuple[BinaryIO, str]:
 @click.command()
 @repo_option
 @click.argument("source")
-@click.option("--threads", type=click.IntRange(1, 1024), default=None)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Worker threads [default: one per CPU].",
+)
 @click.option(
     "--streams",
     type=click.IntRange(1, 256),
@@ -222,7 +251,12 @@ def backup(
     help="The target, as an option (restic's habit) instead of the second argument.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing non-empty target file.")
-@click.option("--threads", type=click.IntRange(1, 1024), default=None)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Worker threads [default: one per CPU].",
+)
 @click.option(
     "--partial",
     is_flag=True,
@@ -325,8 +359,9 @@ def restore(
 
 @click.command()
 @repo_option
+@click.option("--long", "long_ids", is_flag=True, help="Show full snapshot ids and root hashes.")
 @json_option
-def snapshots(repo: str | None, as_json: bool) -> None:
+def snapshots(repo: str | None, long_ids: bool, as_json: bool) -> None:
     """List snapshots, oldest first, with the root hash that identifies each volume's content.
 
     A snapshot whose manifest cannot be read is listed as damaged (on stderr with --json) and
@@ -336,10 +371,26 @@ def snapshots(repo: str | None, as_json: bool) -> None:
     if as_json:
         emit_json([s.public() for s in found])
         return
-    rows = [[s.id[:8], s.time[:19], _mib(s.size), s.source, s.tree[:16]] for s in found]
     damaged = repository.damaged_snapshots()
-    rows += [[i[:8], "DAMAGED", "", "cannot be read", ""] for i in sorted(damaged)]
-    emit_table("snapshots", ["id", "time", "size", "source", "root"], rows)
+    if not found and not damaged:
+        click.echo("no snapshots")
+        return
+    width = 64 if long_ids else 8
+    rows = [
+        [
+            s.id[:width],
+            f"{snapshot_time(s):%Y-%m-%d %H:%M:%S} UTC",
+            s.hostname,
+            format_size(s.size),
+            s.source,
+            s.tree[: 64 if long_ids else 16],
+        ]
+        for s in found
+    ]
+    rows += [[i[:width], "DAMAGED", "", "", "cannot be read", ""] for i in sorted(damaged)]
+    emit_table(
+        plural(len(found), "snapshot"), ["id", "time", "host", "size", "source", "root"], rows
+    )
     for snapshot_id, reason in sorted(damaged.items()):
         click.echo(
             f"mover: warning: snapshot {snapshot_id[:8]} is damaged ({reason}); "
@@ -684,9 +735,17 @@ def stats(repo: str | None, as_json: bool) -> None:
     }
     if as_json:
         emit_json(body)
-    else:
-        emit_table(
-            f"repository {repository.id}",
-            ["what", "value"],
-            [[k, str(v)] for k, v in body.items()],
-        )
+        return
+    ratio = f"{logical / stored:.2f} x" if stored else "- (nothing stored)"
+    emit_table(
+        f"repository {repository.id[:8]}",
+        ["", "value"],
+        [
+            ["snapshots", str(len(found))],
+            ["logical size (all snapshots)", format_size(logical)],
+            ["stored size", format_size(stored)],
+            ["deduplication and compression", ratio],
+            ["packs", str(len(packs))],
+            ["chunks", str(len(repository.index))],
+        ],
+    )
