@@ -10,10 +10,17 @@ The chart's templates use a small subset of Go templates on purpose, so that thi
 - `{{ PATH }}`: a scalar (string, number, boolean) as Go prints it;
 - `{{ PATH | quote }}`: a scalar as a double-quoted string;
 - `{{ toJson PATH }}`: any value as JSON (valid YAML in flow style: maps, lists, null);
+- `{{ if COND }}...{{ else }}...{{ end }}` (`else` optional), where COND is PATH, `not PATH`,
+  `and PATH PATH...` or `or PATH PATH...`, true as Go's templates take it (false, 0, "", an
+  empty list or map and null are false);
+- `{{ range PATH }}...{{ end }}` over a list: inside, `.` is the item and `$` the top;
 
 where PATH is `.Values.a.b...`, `.Release.Name`, `.Release.Namespace`, `.Chart.Name`,
-`.Chart.Version` or `.Chart.AppVersion`. Anything else between `{{ }}` is an error, and so is a
-PATH that names no value (helm would print `<no value>`: a chart bug, caught here).
+`.Chart.Version` or `.Chart.AppVersion` (relative to `.`), `.` itself, or `$` / `$.Values...`
+(from the top). `{{- ` and ` -}}` trim the whitespace before and after the action, as in Go.
+Anything else between `{{ }}` is an error, and so is a PATH that names no value (helm would
+print `<no value>`, and fail `helm lint --strict`: a chart bug, caught here), in a condition
+or a range too.
 
 Numbers print as helm prints them: helm reads every number of a values file as a float64, so
 `{{ PATH }}` and `quote` give Go's `%v` of it (1000000 is `1e+06`, 2.0 is `2`) and `toJson`
@@ -40,6 +47,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,11 +57,17 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHART = ROOT / "agent" / "chart"
 
-ACTION = re.compile(r"\{\{-?(.*?)-?\}\}", re.DOTALL)
-PATH = r"\.[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+# An action, with Go's trim markers: `{{- ` trims the whitespace before it, ` -}}` after it.
+ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.DOTALL)
+_NAME = r"\.[A-Za-z_][A-Za-z0-9_]*"
+PATH = rf"(?:\$?(?:{_NAME})+|\$|\.)"
 PLAIN = re.compile(rf"^\s*({PATH})\s*$")
 QUOTED = re.compile(rf"^\s*({PATH})\s*\|\s*quote\s*$")
 TO_JSON = re.compile(rf"^\s*toJson\s+({PATH})\s*$")
+IF = re.compile(rf"^\s*if\s+(?:(not)\s+({PATH})|(and|or)((?:\s+{PATH}){{2,}})|({PATH}))\s*$")
+RANGE = re.compile(rf"^\s*range\s+({PATH})\s*$")
+ELSE = re.compile(r"^\s*else\s*$")
+END = re.compile(r"^\s*end\s*$")
 
 
 _STANDARD_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "timestamp")}
@@ -164,9 +178,17 @@ def _load_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def _lookup(scope: Mapping[str, Any], path: str, where: str) -> Any:
-    value: Any = scope
-    for part in path.lstrip(".").split("."):
+def _lookup(scope: Mapping[str, Any], path: str, where: str, dot: Any = None) -> Any:
+    """PATH's value: from `dot` (the top, `scope`, outside a range), or from the top for `$`."""
+    if path.startswith("$"):
+        value: Any = scope
+        path_rest = path[1:]
+    else:
+        value = scope if dot is None else dot
+        path_rest = path
+    if path_rest in ("", "."):
+        return value
+    for part in path_rest.lstrip(".").split("."):
         if not isinstance(value, Mapping) or part not in value:
             raise RenderError(f"{where}: {path} names no value")
         value = value[part]
@@ -250,22 +272,128 @@ def _scalar(value: Any, path: str, where: str) -> str:
     raise RenderError(f"{where}: {path} is a {type(value).__name__}: write {{{{ toJson {path} }}}}")
 
 
+def _truthy(value: Any) -> bool:
+    """Go's text/template truth: false, 0, "", empty lists and maps, and nil are false."""
+    if value is None:
+        return False
+    if isinstance(value, bool | int | float | str | list | dict):
+        return bool(value)
+    return True
+
+
+@dataclass
+class _If:
+    where: str
+    condition: re.Match[str]
+    then: list[Any] = field(default_factory=list)
+    otherwise: list[Any] | None = None
+
+
+@dataclass
+class _Range:
+    path: str
+    body: list[Any] = field(default_factory=list)
+
+
+def _parse(text: str, where: str) -> list[Any]:
+    """The template as a tree: strings (text), re.Match (an expression action), _If, _Range."""
+    pieces: list[Any] = []
+    last = 0
+    for match in ACTION.finditer(text):
+        before = text[last : match.start()]
+        if match.group(1):  # `{{- `
+            before = before.rstrip(" \t\r\n")
+        pieces.append(before)
+        pieces.append(match)
+        last = match.end()
+    pieces.append(text[last:])
+    # ` -}}`: trim the start of the text after the action.
+    for i, piece in enumerate(pieces):
+        if isinstance(piece, re.Match) and piece.group(3) and i + 1 < len(pieces):
+            pieces[i + 1] = pieces[i + 1].lstrip(" \t\r\n")
+
+    root: list[Any] = []
+    stack: list[tuple[Any, list[Any]]] = [(None, root)]
+    for piece in pieces:
+        if isinstance(piece, str):
+            if piece:
+                stack[-1][1].append(piece)
+            continue
+        body = piece.group(2)
+        if found := IF.match(body):
+            node = _If(where, found)
+            stack[-1][1].append(node)
+            stack.append((node, node.then))
+        elif found := RANGE.match(body):
+            loop = _Range(found.group(1))
+            stack[-1][1].append(loop)
+            stack.append((loop, loop.body))
+        elif ELSE.match(body):
+            owner = stack[-1][0]
+            if not isinstance(owner, _If) or owner.otherwise is not None:
+                raise RenderError(f"{where}: {{{{ else }}}} outside an if")
+            owner.otherwise = []
+            stack[-1] = (owner, owner.otherwise)
+        elif END.match(body):
+            if len(stack) == 1:
+                raise RenderError(f"{where}: {{{{ end }}}} closes nothing")
+            stack.pop()
+        elif PLAIN.match(body) or QUOTED.match(body) or TO_JSON.match(body):
+            stack[-1][1].append(piece)
+        else:
+            raise RenderError(f"{where}: unsupported template action {piece.group(0)!r}")
+    if len(stack) != 1:
+        raise RenderError(f"{where}: an if or range has no {{{{ end }}}}")
+    return root
+
+
+def _condition(found: re.Match[str], scope: Mapping[str, Any], dot: Any, where: str) -> bool:
+    negated, negated_path, junction, paths, path = found.groups()
+    if negated:
+        return not _truthy(_lookup(scope, negated_path, where, dot))
+    if junction:
+        values = [_truthy(_lookup(scope, p, where, dot)) for p in paths.split()]
+        return all(values) if junction == "and" else any(values)
+    return _truthy(_lookup(scope, path, where, dot))
+
+
+def _expression(body: str, scope: Mapping[str, Any], dot: Any, where: str) -> str:
+    if found := PLAIN.match(body):
+        path = found.group(1)
+        return _scalar(_lookup(scope, path, where, dot), path, where)
+    if found := QUOTED.match(body):
+        path = found.group(1)
+        return json.dumps(_scalar(_lookup(scope, path, where, dot), path, where))
+    found = TO_JSON.match(body)
+    assert found is not None  # _parse let only these three through
+    return go_json(_lookup(scope, found.group(1), where, dot), where)
+
+
+def _evaluate(nodes: list[Any], scope: Mapping[str, Any], dot: Any, where: str) -> str:
+    out: list[str] = []
+    for node in nodes:
+        if isinstance(node, str):
+            out.append(node)
+        elif isinstance(node, _If):
+            if _condition(node.condition, scope, dot, where):
+                out.append(_evaluate(node.then, scope, dot, where))
+            elif node.otherwise is not None:
+                out.append(_evaluate(node.otherwise, scope, dot, where))
+        elif isinstance(node, _Range):
+            items = _lookup(scope, node.path, where, dot)
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                raise RenderError(f"{where}: range over {node.path}, which is not a list")
+            out += [_evaluate(node.body, scope, item, where) for item in items]
+        else:
+            out.append(_expression(node.group(2), scope, dot, where))
+    return "".join(out)
+
+
 def render_text(text: str, scope: Mapping[str, Any], where: str) -> str:
     """One template's text with every action replaced (the subset in the module docstring)."""
-
-    def action(match: re.Match[str]) -> str:
-        body = match.group(1)
-        if found := PLAIN.match(body):
-            path = found.group(1)
-            return _scalar(_lookup(scope, path, where), path, where)
-        if found := QUOTED.match(body):
-            path = found.group(1)
-            return json.dumps(_scalar(_lookup(scope, path, where), path, where))
-        if found := TO_JSON.match(body):
-            return go_json(_lookup(scope, found.group(1), where), where)
-        raise RenderError(f"{where}: unsupported template action {match.group(0)!r}")
-
-    return ACTION.sub(action, text)
+    return _evaluate(_parse(text, where), scope, scope, where)
 
 
 def _documents(text: str, where: str) -> list[dict[str, Any]]:

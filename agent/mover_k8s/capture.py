@@ -6,6 +6,9 @@ Scope: `includedNamespaces` and/or a label selector; kinds in or out. Cluster-sc
 dependencies: the CRDs of the custom resources found, the namespaces themselves, the PVs bound
 to the PVCs and the StorageClasses they name, the ClusterRoles named by the RoleBindings, and
 the ClusterRoleBindings that grant to its captured ServiceAccounts (with their ClusterRoles).
+
+The document also records where it was taken: `cluster` (the API server's URL, for people) and
+`clusterId` (cluster_id(): what a restore compares to tell the same cluster from another).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mover_k8s import api
-from mover_k8s.errors import NotFound, SpecError
+from mover_k8s.errors import KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
 
 # Never captured: events are a log, not state; the others are requests, not objects.
@@ -100,15 +103,31 @@ class Scope:
         return not kind_matches(rt, self.excluded_kinds)
 
 
+def cluster_id(kube: Kube) -> str:
+    """Which cluster this is: the uid of its `kube-system` namespace, made once when the cluster
+    was created and kept for its life (a URL is not an identity: every cluster is
+    https://kubernetes.default.svc from inside). "" when there is none (not a real cluster) or
+    reading it is forbidden."""
+    try:
+        namespace = kube.find(api.NAMESPACE, None, "kube-system")
+    except KubeError as exc:
+        if exc.status != 403:
+            raise
+        return ""
+    return str(((namespace or {}).get("metadata") or {}).get("uid") or "")
+
+
 @dataclass
 class Capture:
     objects: list[Obj] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
+    cluster_id: str = ""  # cluster_id() of the cluster captured
 
     def document(self, cluster: str, scope: Scope) -> Obj:
         return {
             "format": 1,
             "cluster": cluster,
+            "clusterId": self.cluster_id,
             "scope": {
                 "namespaces": list(scope.namespaces),
                 "labelSelector": scope.selector,
@@ -163,7 +182,7 @@ def capture(kube: Kube, scope: Scope) -> Capture:
         else:
             for obj in kube.list(rt, None, label_selector=selector):
                 found[_key(obj)] = obj
-    result = Capture()
+    result = Capture(cluster_id=cluster_id(kube))
     namespaces = set(scope.namespaces) | {
         o["metadata"]["namespace"] for o in found.values() if o["metadata"].get("namespace")
     }

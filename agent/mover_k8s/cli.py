@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mover.cli.output import emit_json, emit_table
+from mover.cli.sizes import format_age, format_duration, format_rate, format_size
 from mover.errors import MoverError, UsageError
 from mover_k8s import api
 from mover_k8s.conditions import condition
 from mover_k8s.errors import Conflict, KubeError
 from mover_k8s.k8s.types import Obj, ResourceType
+from mover_k8s.timestamps import parse as parse_time
 
 if TYPE_CHECKING:  # the client is imported when a command runs: `mover` starts fast without it
     from prometheus_client import CollectorRegistry
@@ -118,29 +121,99 @@ def create_or_explain(kube: Kube, rt: ResourceType, body: Obj) -> Obj:
 
 
 def status_line(kube: Kube, obj: Obj) -> str:
-    """`Backup nightly: WaitingForVolumes, 1 of 2 volumes, 1.2 GB of 8.0 GB, ...` for people:
+    """`Backup nightly: WaitingForVolumes, 1 of 2 volumes, 1.2 GiB of 8.0 GiB, ...` for people:
     the phase, and the volumes' progress summed over their work items."""
     kind, meta = obj.get("kind", ""), obj["metadata"]
     status = obj.get("status") or {}
     line = f"{kind} {meta['name']}: {status.get('phase') or api.NEW}"
-    rt = api.VOLUME_BACKUP if kind == "Backup" else api.VOLUME_RESTORE
-    label = api.BACKUP_LABEL if kind == "Backup" else api.RESTORE_LABEL
-    items = kube.list(rt, meta["namespace"], label_selector=f"{label}={meta['name']}")
+    items = _work_items(kube, obj)
     if not items:
         return line
     done = sum(1 for i in items if (i.get("status") or {}).get("phase") in api.DONE_PHASES)
-    progress = [(i.get("status") or {}).get("progress") or {} for i in items]
-    total: Obj = {
-        "bytesDone": sum(p.get("bytesDone", 0) for p in progress),
-        "bytesTotal": sum(p.get("bytesTotal", 0) for p in progress),
-        "bytesPerSecond": sum(
-            p.get("bytesPerSecond", 0)
-            for p, i in zip(progress, items, strict=True)
-            if (i.get("status") or {}).get("phase") == api.RUNNING
-        ),
-        "etaSeconds": max((p.get("etaSeconds", 0) for p in progress), default=0),
-    }
-    return f"{line}, {done} of {len(items)} volumes," + progress_text(total)
+    return f"{line}, {done} of {len(items)} volumes," + progress_text(
+        total_progress(items, _volume_sizes(obj))
+    )
+
+
+def _work_items(kube: Kube, obj: Obj) -> list[Obj]:
+    """The VolumeBackups of a Backup, the VolumeRestores of a Restore."""
+    meta = obj["metadata"]
+    rt = api.VOLUME_BACKUP if obj.get("kind") == "Backup" else api.VOLUME_RESTORE
+    label = api.BACKUP_LABEL if obj.get("kind") == "Backup" else api.RESTORE_LABEL
+    return kube.list(rt, meta["namespace"], label_selector=f"{label}={meta['name']}")
+
+
+def _volume_entries(obj: Obj) -> list[Obj]:
+    """A Backup's status.volumes, a Restore's status.report.volumes."""
+    status = obj.get("status") or {}
+    if obj.get("kind") == "Restore":
+        return list((status.get("report") or {}).get("volumes") or [])
+    return list(status.get("volumes") or [])
+
+
+def _volume_sizes(obj: Obj) -> dict[str, int]:
+    """Work item name -> the volume's size as the controller recorded it (its capacity)."""
+    key = "volumeBackup" if obj.get("kind") == "Backup" else "volumeRestore"
+    return {str(e[key]): int(e.get("size") or 0) for e in _volume_entries(obj) if e.get(key)}
+
+
+def _seconds_between(start: object, end: object) -> float:
+    """Seconds from one recorded time stamp to another; 0 when either is missing."""
+    first, last = parse_time(str(start or "")), parse_time(str(end or ""))
+    return (last - first).total_seconds() if first and last else 0.0
+
+
+def item_progress(item: Obj) -> Obj:
+    """A work item's progress as its agent recorded it, with a rate: the agent's (bytes done
+    over the time since it began reading), else bytes done over the time from the item's
+    start to the progress's last update. {} before the agent reported any."""
+    status = item.get("status") or {}
+    progress = dict(status.get("progress") or {})
+    if progress and not progress.get("bytesPerSecond") and progress.get("bytesDone"):
+        elapsed = _seconds_between(status.get("startTimestamp"), progress.get("updated"))
+        if elapsed > 0:
+            progress["bytesPerSecond"] = progress["bytesDone"] / elapsed
+    return progress
+
+
+def total_progress(items: list[Obj], sizes: dict[str, int] | None = None) -> Obj:
+    """The progress of a Backup's or Restore's work items together. Bytes add up (an item the
+    agent has not begun counts its volume's size from `sizes` as its total). The rate is the
+    bytes done over the time they took as recorded: from the first item's start to the last
+    progress update, or the longest item's own time when that is longer (the stamps are whole
+    seconds). The ETA is the bytes left at that rate, when every item's total is known."""
+    sizes = sizes or {}
+    done = total = 0
+    known = True
+    starts: list[datetime] = []
+    updates: list[datetime] = []
+    longest = 0.0
+    for item in items:
+        status, progress = item.get("status") or {}, item_progress(item)
+        item_done = int(progress.get("bytesDone") or 0)
+        item_total = int(progress.get("bytesTotal") or 0) or sizes.get(
+            str(item["metadata"]["name"]), 0
+        )
+        done += item_done
+        total += item_total
+        finished = status.get("phase") in api.DONE_PHASES
+        known = known and (item_total > 0 or finished)
+        rate = float(progress.get("bytesPerSecond") or 0)
+        if item_done and rate > 0:
+            longest = max(longest, item_done / rate)
+        start = parse_time(str(status.get("startTimestamp") or ""))
+        update = parse_time(str(progress.get("updated") or ""))
+        if start and update and item_done:
+            starts.append(start)
+            updates.append(update)
+    span = (max(updates) - min(starts)).total_seconds() if starts else 0.0
+    elapsed = max(span, longest)
+    result: Obj = {"bytesDone": done, "bytesTotal": total}
+    if done and elapsed > 0:
+        result["bytesPerSecond"] = done / elapsed
+        if known and total > done:
+            result["etaSeconds"] = int((total - done) * elapsed / done)
+    return result
 
 
 def wait_for(kube: Kube, rt: ResourceType, namespace: str, name: str, timeout: float) -> Obj:
@@ -189,6 +262,70 @@ def summary(obj: Obj) -> Obj:
     }
 
 
+def age_of(obj: Obj, at: datetime | None = None) -> str:
+    """`3m`, `2h`, `5d` since the object's creationTimestamp ("" without one)."""
+    created = parse_time(str(obj["metadata"].get("creationTimestamp") or ""))
+    if created is None:
+        return ""
+    return format_age(((at or datetime.now(UTC)) - created).total_seconds())
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+STATE_WIDTH = 60
+
+
+def state_of(obj: Obj) -> str:
+    """The phase, with the reason and (shortened) message of the Ready condition (or a Failed
+    one) unless it is Ready: `Failed: NamespaceNotFound: namespace(s) ghost do not exist…`."""
+    phase = (obj.get("status") or {}).get("phase") or api.NEW
+    found = condition(obj, "Ready") or condition(obj, "Failed") or {}
+    if not found or (found.get("type") == "Ready" and found.get("status") == "True"):
+        return phase
+    parts = [phase]
+    if found.get("reason") and found["reason"] != phase:
+        parts.append(str(found["reason"]))
+    if found.get("message"):
+        parts.append(str(found["message"]))
+    return _shorten(": ".join(parts), STATE_WIDTH)
+
+
+def volumes_of(obj: Obj) -> Obj:
+    """{"count": volumes, "bytes": their sizes summed, None when not known}; count None before
+    the controller has looked (no status yet)."""
+    status = obj.get("status") or {}
+    entries = _volume_entries(obj)
+    if obj.get("kind") == "Backup":
+        count = status.get("volumeCount", len(entries) if "volumes" in status else None)
+    else:
+        count = len(entries) if "report" in status else None
+    size = sum(int(e.get("size") or 0) for e in entries)
+    return {"count": count, "bytes": size or None}
+
+
+def volumes_text(volumes: Obj) -> str:
+    """`2 (6.0 MiB)`, `2`, or "" when not known yet."""
+    if volumes.get("count") is None:
+        return ""
+    text = str(volumes["count"])
+    return text + (f" ({format_size(volumes['bytes'])})" if volumes.get("bytes") else "")
+
+
+def list_entry(obj: Obj) -> Obj:
+    """summary() with what `mover app list` shows: when made and its age, the state with its
+    reason, the volumes (count and bytes)."""
+    return {
+        **summary(obj),
+        "created": obj["metadata"].get("creationTimestamp"),
+        "age": age_of(obj),
+        "state": state_of(obj),
+        "volumes": volumes_of(obj),
+    }
+
+
 @click.group("app")
 def app() -> None:
     """Back up and restore whole applications on Kubernetes (objects and volumes)."""
@@ -214,6 +351,21 @@ def app() -> None:
 @click.option("--exclude-kinds", multiple=True, help="Not these kinds.")
 @click.option("--no-volumes", is_flag=True, help="Capture objects only.")
 @click.option("--ttl", default="", help="Keep the backup this long (e.g. 720h).")
+@click.option(
+    "--per-namespace",
+    is_flag=True,
+    help="One Backup per namespace (NAME-NAMESPACE), so each app restores on its own.",
+)
+@click.option(
+    "--namespace-selector",
+    help="With --per-namespace: the namespaces with these labels (KEY=VALUE,...).",
+)
+@click.option(
+    "--exclude-namespace",
+    "excluded_namespaces",
+    multiple=True,
+    help="With --per-namespace: never this namespace (repeat, or comma-separate).",
+)
 @click.option("--wait", is_flag=True, help="Follow the backup until it ends.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -227,6 +379,9 @@ def backup_cmd(
     exclude_kinds: tuple[str, ...],
     no_volumes: bool,
     ttl: str,
+    per_namespace: bool,
+    namespace_selector: str | None,
+    excluded_namespaces: tuple[str, ...],
     wait: bool,
     timeout: float,
     as_json: bool,
@@ -234,10 +389,18 @@ def backup_cmd(
     kube_context: str | None,
     namespace: str,
 ) -> None:
-    """Create a Backup NAME of the given namespaces and/or labelled objects."""
+    """Create a Backup NAME of the given namespaces and/or labelled objects; with
+    --per-namespace, one Backup per namespace."""
     included = _listing(namespaces)
     labels = parse_labels(selector)
-    if not included and not labels:
+    ns_labels = parse_labels(namespace_selector)
+    if (ns_labels or excluded_namespaces) and not per_namespace:
+        raise UsageError("--namespace-selector and --exclude-namespace go with --per-namespace")
+    if per_namespace and not included and not ns_labels:
+        raise UsageError(
+            "say which namespaces: --namespace-selector KEY=VALUE and/or --include-namespace NS"
+        )
+    if not included and not labels and not per_namespace:
         raise UsageError("say what to back up: --include-namespace NS and/or --selector KEY=VALUE")
     kube = connect(kubeconfig, kube_context)
     spec: Obj = {
@@ -251,17 +414,127 @@ def backup_cmd(
         spec["labelSelector"] = labels
     if ttl:
         spec["ttl"] = ttl
+    if per_namespace:
+        which = (ns_labels, included, _listing(excluded_namespaces))
+        _backup_per_namespace(kube, namespace, name, spec, which, wait, timeout, as_json)
+        return
     _submit(kube, api.BACKUP, namespace, name, spec, wait, timeout, as_json)
+
+
+def _backup_per_namespace(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    spec: Obj,
+    which: tuple[Obj | None, list[str], list[str]],
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """`app backup NAME --per-namespace`: a Backup NAME-NAMESPACE of each namespace selected,
+    labelled mover.dev/backup-set=NAME and mover.dev/app=NAMESPACE; every name is checked
+    before any is created. With wait, follows them all (one list per poll) and exits 1 when
+    one did not complete, naming each."""
+    from mover_k8s import apps
+
+    selector, included, excluded = which
+    missing = apps.missing_namespaces(kube, included)
+    if missing:
+        raise UsageError(f"--include-namespace: no namespace {', '.join(missing)} in the cluster")
+    chosen = apps.select_namespaces(kube, selector, included, excluded, namespace)
+    if not chosen:
+        raise UsageError("no namespace matches --namespace-selector / --include-namespace")
+    names = {ns: apps.object_name(name, ns) for ns in chosen}
+    taken = [n for n in names.values() if kube.find(api.BACKUP, namespace, n) is not None]
+    if taken:
+        raise UsageError(
+            f"Backup(s) {', '.join(sorted(taken))} exist already in {namespace}; "
+            "choose another name"
+        )
+    for ns, backup_name in names.items():
+        body = {
+            "apiVersion": api.API_VERSION,
+            "kind": "Backup",
+            "metadata": {
+                "name": backup_name,
+                "namespace": namespace,
+                "labels": {apps.SET_LABEL: name, apps.APP_LABEL: ns},
+            },
+            "spec": apps.app_backup_spec(spec, ns),
+        }
+        create_or_explain(kube, api.BACKUP, body)
+    query = f"{apps.SET_LABEL}={name}"
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {b["metadata"]["name"]: b for b in kube.list(api.BACKUP, namespace, query)}
+        objs = [found[n] for n in names.values() if n in found]
+        ended = [b for b in objs if (b.get("status") or {}).get("phase") in api.DONE_PHASES]
+        if not wait or len(ended) == len(names):
+            break
+        if time.monotonic() > deadline:
+            raise MoverError(
+                f"{len(names) - len(ended)} of {len(names)} backups are still running after "
+                f"{timeout:.0f}s"
+            )
+        if sys.stderr.isatty():
+            click.echo(f"Backups {name}: {len(ended)} of {len(names)} ended", err=True)
+        time.sleep(0.5)
+    if as_json:
+        emit_json({"name": name, "backups": [summary(b) for b in objs]})
+    else:
+        emit_table(
+            f"Backups {name} (one per namespace)",
+            ["namespace", "backup", "objects", "volumes", "state"],
+            [
+                [
+                    str((b["metadata"].get("labels") or {}).get(apps.APP_LABEL, "")),
+                    b["metadata"]["name"],
+                    str((b.get("status") or {}).get("objectCount", "")),
+                    volumes_text(volumes_of(b)),
+                    state_of(b),
+                ]
+                for b in objs
+            ],
+        )
+    failed = [b for b in objs if (b.get("status") or {}).get("phase") != api.COMPLETED]
+    if wait and failed:
+        raise MoverError(
+            f"{len(failed)} of {len(objs)} backups did not complete: "
+            + "; ".join(f"{b['metadata']['name']}: {state_of(b)}" for b in failed)
+        )
 
 
 @app.command("schedule")
 @click.argument("name")
 @click.option("--cron", required=True, help="When, in UTC: a cron expression, e.g. '0 2 * * *'.")
-@click.option("--keep-last", default=7, show_default=True, type=click.IntRange(1, 10000))
+@click.option(
+    "--keep-last",
+    default=7,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Keep the N newest Backups the Schedule made; older ones (and their data) go.",
+)
 @click.option("--include-namespace", "namespaces", multiple=True, help="Namespace to capture.")
 @click.option("--selector", "-l", help="Capture the objects with these labels (KEY=VALUE,...).")
-@click.option("--repository", default="default", show_default=True)
+@click.option(
+    "--repository", default="default", show_default=True, help="The Repository to back up into."
+)
 @click.option("--no-volumes", is_flag=True, help="Capture objects only.")
+@click.option(
+    "--per-namespace",
+    is_flag=True,
+    help="Each run: one Backup per namespace; --keep-last counts per namespace.",
+)
+@click.option(
+    "--namespace-selector",
+    help="With --per-namespace: the namespaces with these labels (KEY=VALUE,...).",
+)
+@click.option(
+    "--exclude-namespace",
+    "excluded_namespaces",
+    multiple=True,
+    help="With --per-namespace: never this namespace.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @with_kube
 def schedule_cmd(
@@ -272,19 +545,30 @@ def schedule_cmd(
     selector: str | None,
     repository: str,
     no_volumes: bool,
+    per_namespace: bool,
+    namespace_selector: str | None,
+    excluded_namespaces: tuple[str, ...],
     as_json: bool,
     kubeconfig: str | None,
     kube_context: str | None,
     namespace: str,
 ) -> None:
-    """Create a Schedule NAME: a Backup at every CRON time, keeping the last --keep-last."""
+    """Create a Schedule NAME: a Backup at every CRON time, keeping the last --keep-last; with
+    --per-namespace, a Backup per namespace at every CRON time."""
     from croniter import croniter
 
     if not croniter.is_valid(cron):
         raise UsageError(f"--cron {cron!r} is not a cron expression (e.g. '0 2 * * *')")
     included = _listing(namespaces)
     labels = parse_labels(selector)
-    if not included and not labels:
+    ns_labels = parse_labels(namespace_selector)
+    if (ns_labels or excluded_namespaces) and not per_namespace:
+        raise UsageError("--namespace-selector and --exclude-namespace go with --per-namespace")
+    if per_namespace and not included and not ns_labels:
+        raise UsageError(
+            "say which namespaces: --namespace-selector KEY=VALUE and/or --include-namespace NS"
+        )
+    if not included and not labels and not per_namespace:
         raise UsageError("say what to back up: --include-namespace NS and/or --selector KEY=VALUE")
     template: Obj = {
         "repository": repository,
@@ -294,20 +578,33 @@ def schedule_cmd(
     if labels:
         template["labelSelector"] = labels
     kube = connect(kubeconfig, kube_context)
-    spec = {"schedule": cron, "keepLast": keep_last, "template": template}
+    spec: Obj = {"schedule": cron, "keepLast": keep_last, "template": template}
+    if per_namespace:
+        spec["perNamespace"] = True
+        if ns_labels:
+            spec["namespaceSelector"] = ns_labels
+        if excluded_namespaces:
+            spec["excludedNamespaces"] = _listing(excluded_namespaces)
     _submit(kube, api.SCHEDULE, namespace, name, spec, False, 0, as_json)
 
 
 @app.command("restore")
 @click.argument("name")
 @click.option("--from-backup", "backup", required=True, help="The Backup (NAME or NAMESPACE/NAME).")
-@click.option("--mode", type=click.Choice(api.MODES), default="full", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(api.MODES),
+    default="full",
+    show_default=True,
+    help="full: objects and volume data; data-only: only the volumes' data, into the claims "
+    "that exist (a GitOps redeploy); resources-only: only the objects.",
+)
 @click.option("--namespace-mapping", multiple=True, help="OLD=NEW (repeat, or comma-separate).")
 @click.option("--storage-class-mapping", multiple=True, help="OLD=NEW.")
-@click.option("--include-kinds", multiple=True)
-@click.option("--exclude-kinds", multiple=True)
+@click.option("--include-kinds", multiple=True, help="Only these kinds (Kind or Kind.group).")
+@click.option("--exclude-kinds", multiple=True, help="Not these kinds (Kind or Kind.group).")
 @click.option("--include-names", multiple=True, help="NAME or Kind/NAME.")
-@click.option("--exclude-names", multiple=True)
+@click.option("--exclude-names", multiple=True, help="Not these objects (NAME, or NAMESPACE/NAME).")
 @click.option("--volume", "volumes", multiple=True, help="Only this volume (NAMESPACE/PVC or PVC).")
 @click.option("--selector", "-l", help="Only objects with these labels.")
 @click.option(
@@ -326,8 +623,26 @@ def schedule_cmd(
     help="How long after the restore ends new external names (a load balancer's hostname) "
     "are looked for (e.g. 30m)  [default: 10m]",
 )
+@click.option(
+    "--preserve-node-ports",
+    is_flag=True,
+    help="Keep the Services' captured nodePorts (by default the cluster gives new ones).",
+)
+@click.option(
+    "--rewrite-namespace-references",
+    is_flag=True,
+    help="Rewrite NAME.OLD.svc[.cluster.local] names in the objects' data to the mapped "
+    "namespace (by default they are only reported).",
+)
+@click.option(
+    "--transform",
+    "transform_file",
+    metavar="FILE",
+    help="Transform rules (YAML or JSON): JSON Patches for the objects restored, by kind, "
+    "namespace, name and labels (see docs/kubernetes.md, Transforms).",
+)
 @click.option("--wait", is_flag=True, help="Follow the restore until it ends.")
-@click.option("--timeout", default=3600.0, show_default=True)
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @with_kube
 def restore_cmd(
@@ -345,6 +660,9 @@ def restore_cmd(
     existing: str,
     repository: str | None,
     external_wait: str | None,
+    preserve_node_ports: bool,
+    rewrite_namespace_references: bool,
+    transform_file: str | None,
     wait: bool,
     timeout: float,
     as_json: bool,
@@ -353,6 +671,9 @@ def restore_cmd(
     namespace: str,
 ) -> None:
     """Create a Restore NAME of a backup: full, data-only or resources-only."""
+    from mover_k8s import transforms
+    from mover_k8s.errors import SpecError
+
     spec: Obj = {
         "backup": backup,
         "mode": mode,
@@ -372,6 +693,17 @@ def restore_cmd(
         spec["repository"] = repository
     if external_wait:
         spec["externalWait"] = external_wait
+    if preserve_node_ports:
+        spec["preserveNodePorts"] = True
+    if rewrite_namespace_references:
+        spec["rewriteNamespaceReferences"] = True
+    if transform_file:
+        try:
+            rules = transforms.read_file(transform_file)
+            transforms.parse_rules(rules, "transforms")
+        except SpecError as exc:
+            raise UsageError(f"--transform {transform_file}: {exc}") from None
+        spec["transforms"] = rules
     kube = connect(kubeconfig, kube_context)
     _submit(kube, api.RESTORE, namespace, name, spec, wait, timeout, as_json)
 
@@ -411,6 +743,54 @@ def _show(obj: Obj, as_json: bool) -> None:
     click.echo(f"{s['kind']} {s['namespace']}/{s['name']}: {phase}")
     if s["message"]:
         click.echo(f"  {s['reason']}: {s['message']}")
+    if obj.get("kind") == "Restore":
+        _show_fidelity(s["status"].get("report") or {})
+
+
+def _show_fidelity(report: Obj) -> None:
+    """What a Restore changed in the objects beyond the mappings: the captured values it did not
+    carry over, and the strings naming a mapped namespace in a DNS name (fields, not values)."""
+    dropped = report.get("dropped") or []
+    if dropped:
+        click.echo(f"\nNot carried over ({report.get('droppedCount', len(dropped))}):")
+        for e in dropped:
+            where = f"{e['namespace']}/" if e.get("namespace") else ""
+            click.echo(
+                f"  {e.get('kind')} {where}{e.get('name')} {e.get('path')} {e.get('value')}: "
+                f"{e.get('reason')}"
+            )
+        if report.get("droppedCount", 0) > len(dropped):
+            click.echo(f"  ... {report['droppedCount'] - len(dropped)} more")
+    references = report.get("namespaceReferences") or []
+    if references:
+        count = report.get("namespaceReferenceCount", len(references))
+        rewritten = any(e.get("rewritten") for e in references)
+        click.echo(
+            f"\nNamespace references ({count}): fields naming a mapped namespace in a Service DNS "
+            "name (NAME.NAMESPACE.svc), "
+            + (
+                "rewritten"
+                if rewritten
+                else "left as they were (--rewrite-namespace-references rewrites them)"
+            )
+        )
+        for e in references:
+            where = f"{e['namespace']}/" if e.get("namespace") else ""
+            click.echo(
+                f"  {e.get('kind')} {where}{e.get('name')} {e.get('path')}: "
+                f"{e.get('from')} -> {e.get('to')}" + (" (rewritten)" if e.get("rewritten") else "")
+            )
+        if count > len(references):
+            click.echo(f"  ... {count - len(references)} more")
+    transformed = report.get("transformed") or []
+    if transformed:
+        count = report.get("transformedCount", len(transformed))
+        click.echo(f"\nTransformed ({count}): objects a transform rule changed")
+        for e in transformed:
+            where = f"{e['namespace']}/" if e.get("namespace") else ""
+            click.echo(f"  {e.get('rule')}: {e.get('kind')} {where}{e.get('name')}")
+        if count > len(transformed):
+            click.echo(f"  ... {count - len(transformed)} more")
 
 
 @app.command("list")
@@ -419,59 +799,75 @@ def _show(obj: Obj, as_json: bool) -> None:
 def list_cmd(
     as_json: bool, kubeconfig: str | None, kube_context: str | None, namespace: str
 ) -> None:
-    """List Schedules, Backups and Restores."""
+    """List Schedules, Backups and Restores: age, state (with the reason when not ready),
+    volumes (count and size)."""
     kube = connect(kubeconfig, kube_context)
-    backups = [summary(b) for b in kube.list(api.BACKUP, namespace)]
-    restores = [summary(r) for r in kube.list(api.RESTORE, namespace)]
-    schedules = [summary(r) for r in kube.list(api.SCHEDULE, namespace)]
+    backups = [list_entry(b) for b in kube.list(api.BACKUP, namespace)]
+    restores = [list_entry(r) for r in kube.list(api.RESTORE, namespace)]
+    schedules = [list_entry(r) for r in kube.list(api.SCHEDULE, namespace)]
     if as_json:
         emit_json({"backups": backups, "restores": restores, "schedules": schedules})
         return
     emit_table(
         "Schedules",
-        ["name", "cron", "keep", "last backup"],
+        ["name", "cron", "keep", "age", "last backup"],
         [
             [
                 x["name"],
                 str(x["spec"].get("schedule", "")),
                 str(x["spec"].get("keepLast", "")),
+                x["age"],
                 str(x["status"].get("lastBackup", "")),
             ]
             for x in schedules
         ],
     )
+    # The state, with its reason, is the widest column: last, where it is left-aligned.
     emit_table(
         "Backups",
-        ["name", "phase", "objects", "volumes", "root"],
+        ["name", "objects", "volumes", "age", "root", "state"],
         [
             [
                 b["name"],
-                b["phase"],
                 str(b["status"].get("objectCount", "")),
-                str(b["status"].get("volumeCount", "")),
+                volumes_text(b["volumes"]),
+                b["age"],
                 str(b["status"].get("rootHash", ""))[:16],
+                b["state"],
             ]
             for b in backups
         ],
     )
     emit_table(
         "Restores",
-        ["name", "backup", "mode", "phase"],
+        ["name", "backup", "mode", "volumes", "age", "state"],
         [
-            [r["name"], r["spec"].get("backup", ""), r["spec"].get("mode", "full"), r["phase"]]
+            [
+                r["name"],
+                r["spec"].get("backup", ""),
+                r["spec"].get("mode", "full"),
+                volumes_text(r["volumes"]),
+                r["age"],
+                r["state"],
+            ]
             for r in restores
         ],
     )
 
 
 def progress_text(progress: Obj) -> str:
-    """` 1.2 GB of 8.0 GB, 310 MB/s, ETA 22s` from a work item's progress ("" if none)."""
+    """` 1.1 GiB of 7.5 GiB, 295.6 MiB/s, ETA 1m10s` from a progress (item_progress(),
+    total_progress()) in binary units, as the data path prints sizes; "" if none. No rate
+    until there is one to measure (no bytes done yet)."""
     if not progress:
         return ""
-    done, total = progress.get("bytesDone", 0), progress.get("bytesTotal", 0)
-    text = f" {done / 1e9:.1f} GB" + (f" of {total / 1e9:.1f} GB" if total else "")
-    text += f", {progress.get('bytesPerSecond', 0) / 1e6:,.0f} MB/s"
-    return text + (f", ETA {progress['etaSeconds']}s" if progress.get("etaSeconds") else "")
+    done, total = progress.get("bytesDone") or 0, progress.get("bytesTotal") or 0
+    text = f" {format_size(done)}" + (f" of {format_size(total)}" if total else "")
+    if progress.get("bytesPerSecond"):
+        text += f", {format_rate(progress['bytesPerSecond'])}"
+    if progress.get("etaSeconds") and done < total:
+        text += f", ETA {format_duration(progress['etaSeconds'])}"
+    return text
 
 
 @app.command("describe")
@@ -479,30 +875,50 @@ def progress_text(progress: Obj) -> str:
 @click.option(
     "--restore", "is_restore", is_flag=True, help="NAME is a Restore (default: a Backup)."
 )
+@click.option(
+    "--objects",
+    "show_objects",
+    is_flag=True,
+    help="Name every object a Backup captured (by default: counts per kind).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @with_kube
 def describe_cmd(
     name: str,
     is_restore: bool,
+    show_objects: bool,
     as_json: bool,
     kubeconfig: str | None,
     kube_context: str | None,
     namespace: str,
 ) -> None:
-    """Show a Backup (volumes, snapshots, root hash) or a Restore (its report)."""
+    """Show a Backup (volumes and their progress, root hash, the objects it captured by kind,
+    the external names it recorded) or a Restore (its report). A Backup's objects are read
+    from its repository (with your credentials: the repository's password Secret)."""
     kube = connect(kubeconfig, kube_context)
     rt = api.RESTORE if is_restore else api.BACKUP
     obj = kube.find(rt, namespace, name)
     if obj is None:
         raise UsageError(f"no {rt.kind} {namespace}/{name}; see `mover app list`")
+    items = {i["metadata"]["name"]: i for i in _work_items(kube, obj)}
+    progress = total_progress(list(items.values()), _volume_sizes(obj))
+    captured = _capture_report(kube, obj) if rt is api.BACKUP else {}
     if as_json:
-        emit_json(summary(obj))
+        emit_json({**list_entry(obj), "progress": progress, **captured})
         return
     s = summary(obj)
     status = s["status"]
     click.echo(f"{s['kind']} {s['namespace']}/{s['name']}: {s['phase']}")
     if s["message"]:
         click.echo(f"  {s['reason']}: {s['message']}")
+    if obj["metadata"].get("creationTimestamp"):
+        click.echo(f"  created: {obj['metadata']['creationTimestamp']} ({age_of(obj)} ago)")
+    volumes = volumes_text(volumes_of(obj))
+    if volumes:
+        line = f"  volumes: {volumes}"
+        if items and s["phase"] not in api.DONE_PHASES:
+            line += "," + progress_text(progress)
+        click.echo(line)
     if rt is api.BACKUP:
         for key in ("objectCount", "objectsSnapshot", "manifestSnapshot", "rootHash", "expiration"):
             if status.get(key):
@@ -512,18 +928,23 @@ def describe_cmd(
                 f"  volume {v.get('namespace')}/{v.get('pvc')} on {v.get('node')}: "
                 f"{v.get('phase')} {v.get('snapshot', '')[:8]} {v.get('message') or ''}".rstrip()
             )
-            if v.get("phase") not in api.DONE_PHASES and v.get("volumeBackup"):
-                item = kube.find(api.VOLUME_BACKUP, namespace, v["volumeBackup"])
-                line += progress_text(((item or {}).get("status") or {}).get("progress") or {})
-            click.echo(line)
+            item = items.get(str(v.get("volumeBackup") or ""))
+            if item is not None:
+                line += "," + progress_text(item_progress(item))
+            click.echo(line.rstrip(","))
+        _show_capture(captured, show_objects)
     else:
         report = status.get("report") or {}
         for entry in [*(report.get("objects") or []), *(report.get("volumes") or [])]:
             where = f"{entry.get('namespace')}/" if entry.get("namespace") else ""
             reason = f" ({entry['reason']})" if entry.get("reason") else ""
-            click.echo(
-                f"  {entry.get('result')}: {entry.get('kind')} {where}{entry.get('name')}{reason}"
-            )
+            what = f"{entry.get('kind')} {where}{entry.get('name')}"
+            line = f"  {entry.get('result')}: {what}{reason}"
+            item = items.get(str(entry.get("volumeRestore") or ""))
+            if item is not None:
+                line += "," + progress_text(item_progress(item))
+            click.echo(line.rstrip(","))
+        _show_fidelity(report)
         _show_external(report)
 
 
@@ -627,12 +1048,19 @@ def verify_cmd(
 def _captured_objects(kube: Kube, namespace: str, name: str) -> tuple[Obj, Obj]:
     """(the Backup, its capture document), read back from the repository; the manifest is
     checked against the Backup's root hash first when the Backup has one."""
-    from mover_k8s import store
-    from mover_k8s.repos import Repositories
-
     backup = kube.find(api.BACKUP, namespace, name)
     if backup is None:
         raise UsageError(f"no Backup {namespace}/{name}; see `mover app list`")
+    return backup, _read_capture(kube, backup)
+
+
+def _read_capture(kube: Kube, backup: Obj) -> Obj:
+    """A Backup's capture document, read back from the repository; the manifest is checked
+    against the Backup's root hash first when the Backup has one."""
+    from mover_k8s import store
+    from mover_k8s.repos import Repositories
+
+    namespace, name = backup["metadata"]["namespace"], backup["metadata"]["name"]
     status = backup.get("status") or {}
     if not status.get("objectsSnapshot"):
         raise UsageError(
@@ -645,9 +1073,90 @@ def _captured_objects(kube: Kube, namespace: str, name: str) -> tuple[Obj, Obj]:
             manifest = repo.find_snapshot(str(status["manifestSnapshot"]))
             doc = store.verify_manifest(repo, manifest, status.get("rootHash"))
             objects_id = str(doc["objects"]["snapshot"])
-        return backup, store.load_document(repo, objects_id)
+        return store.load_document(repo, objects_id)
     finally:
         repo.close()
+
+
+def _capture_report(kube: Kube, backup: Obj) -> Obj:
+    """What a Backup captured, for describe: {"captured": {"objects": N, "kinds": [{"kind",
+    "group", "count", "objects": [NAMESPACE/NAME, ...]}, ...]}, "external": [{"kind",
+    "namespace", "name", "type", "value"}, ...]}; {"captureError": why} when the repository
+    cannot be read; {} before anything was captured."""
+    from mover_k8s.external import external_names
+
+    if not (backup.get("status") or {}).get("objectsSnapshot"):
+        return {}
+    try:
+        objects = list(_read_capture(kube, backup).get("objects") or [])
+    except MoverError as exc:
+        return {"captureError": str(exc)}
+    kinds: dict[tuple[str, str], list[str]] = {}
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        group = str(obj.get("apiVersion") or "").rpartition("/")[0]
+        where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+        kinds.setdefault((str(obj.get("kind")), group), []).append(f"{where}{meta.get('name')}")
+    return {
+        "captured": {
+            "objects": len(objects),
+            "kinds": [
+                {"kind": kind, "group": group, "count": len(names), "objects": sorted(names)}
+                for (kind, group), names in sorted(kinds.items())
+            ],
+        },
+        "external": [
+            {
+                "kind": e.kind,
+                "namespace": e.namespace,
+                "name": e.name,
+                "type": e.type,
+                "value": e.value,
+            }
+            for e in external_names(objects)
+        ],
+    }
+
+
+def _show_capture(report: Obj, show_objects: bool) -> None:
+    """describe's sections on what a Backup captured (_capture_report)."""
+    if report.get("captureError"):
+        click.echo(f"\nCaptured objects: cannot read them: {report['captureError']}")
+        return
+    captured = report.get("captured")
+    if not captured:
+        return
+    kinds = captured["kinds"]
+    plain = [k["kind"] for k in kinds]
+
+    def label(entry: Obj) -> str:  # Kind, or Kind.group where two groups share a kind
+        if plain.count(entry["kind"]) == 1:
+            return str(entry["kind"])
+        return f"{entry['kind']}.{entry['group'] or 'core'}"
+
+    hint = "" if show_objects else "; --objects names them"
+    click.echo(f"\nCaptured objects ({captured['objects']}{hint}):")
+    _plain_table(["KIND", "COUNT"], [[label(k), str(k["count"])] for k in kinds])
+    if show_objects and kinds:
+        click.echo()
+        _plain_table(["KIND", "OBJECT"], [[label(k), o] for k in kinds for o in k["objects"]])
+    external = report.get("external") or []
+    if not external:
+        click.echo("\nExternal names recorded: none")
+        return
+    click.echo("\nExternal names recorded (outside the cluster; they must follow a move):")
+    _plain_table(
+        ["KIND", "OBJECT", "TYPE", "VALUE"],
+        [
+            [
+                str(e["kind"]),
+                f"{e['namespace']}/{e['name']}" if e["namespace"] else str(e["name"]),
+                str(e["type"]),
+                str(e["value"]),
+            ]
+            for e in external
+        ],
+    )
 
 
 @app.command("diff")
@@ -656,7 +1165,19 @@ def _captured_objects(kube: Kube, namespace: str, name: str) -> tuple[Obj, Obj]:
     "--desired",
     required=True,
     type=click.Path(path_type=Path),
-    help="Directory of manifests (a git checkout, kustomize build output): *.yaml, *.yml, *.json.",
+    help="Directory of manifests (a git checkout): *.yaml, *.yml, *.json; or a kustomization "
+    "(built with `kubectl kustomize`); or a Helm chart (rendered with `helm template`).",
+)
+@click.option(
+    "--helm-values",
+    multiple=True,
+    # Checked in the command, not by click: the docs' example commands parse without the files.
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Values file for the chart --desired names (repeatable; later files win).",
+)
+@click.option(
+    "--helm-release",
+    help="Release name the chart is rendered with [default: the chart's name].",
 )
 @click.option(
     "--default-namespace",
@@ -668,6 +1189,8 @@ def _captured_objects(kube: Kube, namespace: str, name: str) -> tuple[Obj, Obj]:
 def diff_cmd(
     name: str,
     desired: Path,
+    helm_values: tuple[Path, ...],
+    helm_release: str | None,
     default_namespace: str | None,
     exit_code: bool,
     as_json: bool,
@@ -676,15 +1199,23 @@ def diff_cmd(
     namespace: str,
 ) -> None:
     """What ran vs. what git declared: the objects a Backup captured live against a directory of
-    manifests. Exit 0 (with --exit-code: 1 when they differ)."""
-    from mover_k8s.diff import diff, load_desired
+    manifests, a kustomization or a Helm chart. Exit 0 (with --exit-code: 1 when they differ)."""
+    from mover_k8s.diff import desired_source, diff, load_desired
 
-    wanted = load_desired(desired)  # bad input fails before the cluster is asked
+    # Bad input (and a missing kubectl or helm) fails before the cluster is asked. A chart is
+    # rendered once the namespace is known: templates may name .Release.Namespace.
+    for values in helm_values:
+        if not values.is_file():
+            raise UsageError(f"Invalid value for '--helm-values': {values} is not a file")
+    source = desired_source(desired, helm_values, helm_release)
+    wanted = None if source.form == "chart" else load_desired(source)
     kube = connect(kubeconfig, kube_context)
     backup, capture = _captured_objects(kube, namespace, name)
     if default_namespace is None:
         scope = (capture.get("scope") or {}).get("namespaces") or []
         default_namespace = scope[0] if len(scope) == 1 else ""
+    if wanted is None:
+        wanted = load_desired(source, default_namespace)
     report = diff(capture.get("objects") or [], wanted, default_namespace)
     if as_json:
         emit_json(
@@ -692,6 +1223,7 @@ def diff_cmd(
                 "backup": name,
                 "rootHash": (backup.get("status") or {}).get("rootHash"),
                 "desired": str(desired),
+                "desiredForm": source.form,
                 **report.as_dict(),
             }
         )
@@ -740,6 +1272,201 @@ def _show_diff(report: Report) -> None:
             ["KIND", "OBJECT", "TYPE", "VALUE"],
             [[e.kind, where(e.namespace, e.name), e.type, e.value] for e in report.external],
         )
+
+
+@app.command("migrate")
+@click.argument("name")
+@click.option(
+    "--to-context", required=True, help="kubeconfig context of the target cluster (mover there)."
+)
+@click.option("--to-kubeconfig", help="kubeconfig of the target [default: --kubeconfig's].")
+@click.option("--to-namespace", help="mover's namespace on the target [default: --namespace].")
+@click.option(
+    "--include-namespace", "namespaces", multiple=True, help="An app (namespace) to move."
+)
+@click.option("--namespace-selector", help="The apps: namespaces with these labels (KEY=VALUE).")
+@click.option(
+    "--exclude-namespace", "excluded_namespaces", multiple=True, help="Never this namespace."
+)
+@click.option("--repository", default="default", show_default=True, help="Source Repository.")
+@click.option(
+    "--target-repository",
+    help="The target's Repository: the same repository, or a replica [default: --repository].",
+)
+@click.option("--namespace-mapping", multiple=True, help="OLD=NEW: an app's target namespace.")
+@click.option("--storage-class-mapping", multiple=True, help="OLD=NEW.")
+@click.option(
+    "--seed-rounds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Incremental backups restored into the target's volumes while the app runs.",
+)
+@click.option(
+    "--phase",
+    type=click.Choice(["all", "seed", "cutover"]),
+    default="all",
+    show_default=True,
+    help="seed: only seed (again: more rounds); cutover: the last backup and the full restore.",
+)
+@click.option(
+    "--parallel",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Apps in flight at once.",
+)
+@click.option("--external-wait", metavar="DURATION", help="The target Restores' externalWait.")
+@click.option(
+    "--desired",
+    type=click.Path(path_type=Path),
+    help="Git checkout: drift of each app (DIR/NAMESPACE when there, else DIR) against git.",
+)
+@click.option("--poll", default=1.0, show_default=True, help="Seconds between status reads.")
+@click.option(
+    "--timeout", default=86400.0, show_default=True, help="Seconds; apps not done then fail."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@with_kube
+def migrate_cmd(
+    name: str,
+    to_context: str,
+    to_kubeconfig: str | None,
+    to_namespace: str | None,
+    namespaces: tuple[str, ...],
+    namespace_selector: str | None,
+    excluded_namespaces: tuple[str, ...],
+    repository: str,
+    target_repository: str | None,
+    namespace_mapping: tuple[str, ...],
+    storage_class_mapping: tuple[str, ...],
+    seed_rounds: int,
+    phase: str,
+    parallel: int,
+    external_wait: str | None,
+    desired: Path | None,
+    poll: float,
+    timeout: float,
+    as_json: bool,
+    kubeconfig: str | None,
+    kube_context: str | None,
+    namespace: str,
+) -> None:
+    """Move apps (namespaces) to the cluster of --to-context, each on its own: seed its volumes
+    there by incremental backups while it runs, then cut over (a last backup, a full restore
+    by difference). Both clusters run mover and share the repository (or a replica). Exit 1
+    when an app failed (the others still move)."""
+    from mover_k8s import apps, migrate
+
+    included = _listing(namespaces)
+    ns_labels = parse_labels(namespace_selector)
+    if not included and not ns_labels:
+        raise UsageError("say which apps: --include-namespace NS and/or --namespace-selector K=V")
+    mapping = parse_mapping(namespace_mapping, "--namespace-mapping")
+    classes = parse_mapping(storage_class_mapping, "--storage-class-mapping")
+    if desired is not None:
+        from mover_k8s.diff import desired_source
+
+        desired_source(desired)  # a directory, buildable: checked before anything is made
+    if seed_rounds == 0 and phase == "seed":
+        raise UsageError("--phase seed with --seed-rounds 0 has nothing to do")
+    source = connect(kubeconfig, kube_context)
+    target = connect(to_kubeconfig or kubeconfig, to_context)
+    missing = apps.missing_namespaces(source, included)
+    if missing:
+        raise UsageError(f"--include-namespace: no namespace {', '.join(missing)} on the source")
+    chosen = apps.select_namespaces(
+        source, ns_labels, included, _listing(excluded_namespaces), namespace
+    )
+    plan = migrate.Plan(
+        name,
+        chosen,
+        mapping,
+        classes,
+        seed_rounds,
+        phase,
+        parallel,
+        external_wait,
+        desired,
+        poll,
+        timeout,
+    )
+    notify = (lambda line: click.echo(line, err=True)) if sys.stderr.isatty() else None
+    migration = migrate.Migration(
+        migrate.Side(source, namespace, repository),
+        migrate.Side(target, to_namespace or namespace, target_repository or repository),
+        plan,
+        notify,
+    )
+    migration.check()
+    reports = migration.run()
+    totals = migrate.summary(reports)
+    if as_json:
+        emit_json({"migration": name, "summary": totals, "apps": reports})
+    else:
+        _show_migration(name, reports, totals)
+    failed = [r for r in reports if r["state"] != "completed"]
+    if failed:
+        raise MoverError(
+            f"{len(failed)} of {len(reports)} apps did not move: "
+            + "; ".join(f"{r['app']} ({r['failedStep']}): {r['error']}" for r in failed)
+        )
+
+
+def _show_migration(name: str, reports: list[Obj], totals: Obj) -> None:
+    rows = []
+    for r in reports:
+        drift = r.get("drift")
+        drift_text = "-"
+        if drift and "error" in drift:
+            drift_text = "error"
+        elif drift:
+            drift_text = (
+                f"{drift['onlyInCluster']}/{drift['onlyInGit']}/{drift['changed']}"
+                if drift["drift"]
+                else "none"
+            )
+        rows.append(
+            [
+                r["app"] if r["target"] == r["app"] else f"{r['app']}->{r['target']}",
+                r["state"],
+                str(r["objects"]["created"]),
+                f"{r['volumes']['restored']}/{r['volumes']['total']}",
+                format_size(r["bytes"]["moved"]),
+                str(len(r["external"])),
+                drift_text,
+            ]
+        )
+    click.echo(f"Migration {name}:")
+    _plain_table(["APP", "STATE", "CREATED", "VOLUMES", "MOVED", "EXTERNAL", "DRIFT"], rows)
+    click.echo(
+        f"{totals['completed']} of {totals['apps']} apps moved, {totals['failed']} failed; "
+        f"{totals['objectsCreated']} objects created, {totals['volumesRestored']} volumes "
+        f"restored, {format_size(totals['bytesMoved'])} moved"
+    )
+    external = [(r, e) for r in reports for e in r["external"]]
+    if external:
+        click.echo("\nExternal names to re-point (recorded on the source; current on the target):")
+        _plain_table(
+            ["APP", "KIND", "OBJECT", "WHAT", "RECORDED", "CURRENT", "STATE"],
+            [
+                [
+                    r["app"],
+                    str(e.get("kind", "")),
+                    f"{e.get('namespace')}/{e.get('name')}"
+                    if e.get("namespace")
+                    else str(e.get("name")),
+                    str(e.get("what", "")),
+                    str(e.get("recorded") or "-"),
+                    str(e.get("current") or "-"),
+                    str(e.get("state", "")),
+                ]
+                for r, e in external
+            ],
+        )
+    for r in reports:
+        if r["state"] != "completed":
+            click.echo(f"\n{r['app']}: failed at {r['failedStep']}: {r['error']}")
 
 
 @click.group("agent")
@@ -838,11 +1565,27 @@ def controller_cmd(
 @click.option(
     "--path-root", default="", help="Where the host's filesystem is mounted (e.g. /host)."
 )
-@click.option("--kubelet-dir", default="/var/lib/kubelet", show_default=True)
+@click.option(
+    "--kubelet-dir",
+    default="/var/lib/kubelet",
+    show_default=True,
+    help="The kubelet's directory on this node (where volumes are mounted).",
+)
 @click.option("--no-snapshots", is_flag=True, help="Path exposer only (tests, single machines).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option("--interval", default=2.0, show_default=True)
-@click.option("--progress-interval", default=2.0, show_default=True)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Volume jobs this node runs at once.",
+)
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between passes.")
+@click.option(
+    "--progress-interval",
+    default=2.0,
+    show_default=True,
+    help="Seconds between progress updates in a work item's status.",
+)
 @click.option("--no-watch", is_flag=True, help="Poll only: no watches between passes.")
 @click.option(
     "--metrics-port",

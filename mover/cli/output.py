@@ -15,11 +15,8 @@ def emit_json(payload: object) -> None:
 
 
 def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A table: drawn by rich on a terminal; plain aligned text otherwise, never cut to a
-    terminal's width (a pipe or a file has none), so that nothing piped loses a character."""
-    if not sys.stdout.isatty():
-        _plain_table(title, columns, rows)
-        return
+    """A table drawn by rich; off a terminal (a pipe, a file) as wide as its contents, never
+    cut to rich's default 80 columns, so that nothing piped loses a character."""
     from rich.console import Console
     from rich.table import Table
 
@@ -29,25 +26,7 @@ def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]
         table.add_column(column, justify="left" if text else "right")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
-
-
-def _plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
-    last = len(columns) - 1
-
-    def line(cells: Sequence[str]) -> str:
-        parts = []
-        for i, cell in enumerate(cells):
-            text = i in (0, last)  # first and last columns are text: left; numbers: right
-            parts.append(str(cell).ljust(widths[i]) if text else str(cell).rjust(widths[i]))
-        return "  ".join(parts).rstrip()
-
-    if title:
-        sys.stdout.write(f"{title}\n")
-    sys.stdout.write(line(columns) + "\n")
-    for row in rows:
-        sys.stdout.write(line(row) + "\n")
+    Console(width=None if sys.stdout.isatty() else 100_000).print(table)
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

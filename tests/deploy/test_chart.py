@@ -42,8 +42,27 @@ node:
   workers: "4"
   nodeSelector: {storage: "true"}
   tolerations: []
+restore:
+  rules: []
+  createNamespaces: false
+"""
+
+# Every opt-in of values.yaml at once (tests/deploy/test_rbac_audit.py checks each alone too):
+# the Namespace object, host paths for local volumes, tolerations, RBAC in listed namespaces
+# only, cluster-scoped restores, hooks. node.blockAccess is on by default.
+EVERY_OPT_IN = """
+namespace: {create: true}
+node:
+  tolerations: [{operator: Exists}]
+  hostPaths:
+    - {name: local-disks, path: /mnt/disks, readOnly: false}
+    - {name: images, path: /srv/volume-images, readOnly: true}
 rbac:
-  restoreRules: []
+  namespaces: [shop, billing]
+restore:
+  clusterScoped: true
+hooks:
+  enabled: true
 """
 
 
@@ -136,7 +155,12 @@ def test_override_renders_to_valid_objects(overridden: list[Obj]) -> None:
         "url": "/mnt/backups",
         "passwordSecretRef": {"name": "nfs-password", "key": "password"},
     }
-    assert one(overridden, "ClusterRole", "mover-controller-restore")["rules"] == []
+    # restore.rules: [] and createNamespaces: false: the controller writes nothing it restores.
+    apps = one(overridden, "ClusterRole", "mover-controller-apps")["rules"]
+    assert [r["resources"] for r in apps if set(r["verbs"]) - {"get", "list", "watch"}] == [
+        ["volumesnapshots"]
+    ]
+    assert "mover-controller-restore-cluster" not in {o["metadata"]["name"] for o in overridden}
     for binding in [o for o in overridden if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]:
         assert {s["namespace"] for s in binding["subjects"]} == {"backup"}
 
@@ -155,7 +179,12 @@ def test_a_bad_value_is_caught(tmp_path: Path) -> None:
     ("template", "message"),
     [
         ("kind: A\napiVersion: v1\nx: {{ .Values.nothing }}\n", "names no value"),
-        ("kind: A\napiVersion: v1\nx: {{ if .Values.a }}y{{ end }}\n", "unsupported"),
+        ('kind: A\napiVersion: v1\nx: {{ template "t" . }}\n', "unsupported"),
+        ("kind: A\napiVersion: v1\nx: {{ if .Values.a }}y\n", "has no {{ end }}"),
+        ("kind: A\napiVersion: v1\nx: y{{ end }}\n", "closes nothing"),
+        ("kind: A\napiVersion: v1\nx: {{ else }}\n", "outside an if"),
+        ("kind: A\napiVersion: v1\nx: {{ if .Values.b }}{{ end }}\n", "names no value"),
+        ("kind: A\napiVersion: v1\nx: {{ range .Values.a }}{{ end }}\n", "not a list"),
         ("kind: A\napiVersion: v1\nx: {{ .Values.a }}\n", "toJson"),
         ("kind: A\napiVersion: v1\nx: [\n", "invalid YAML"),
     ],
@@ -196,6 +225,47 @@ def test_values_merge_as_helm_does(tmp_path: Path) -> None:
         "m": {"b": {"c": 2, "e": 3}, "d": [2]},
         "f": False,
         "q": "false",
+    }
+
+
+def test_conditions_ranges_and_trimming_render_as_go_templates(tmp_path: Path) -> None:
+    """The control structures the chart uses: if/else/end with not, and, or (Go's truth:
+    empty lists and maps, 0 and "" are false), range over a list with `.` and `$`, and the
+    `{{- ` / ` -}}` trim markers. tests/deploy/test_helm.py compares the chart rendered with
+    them to helm's output."""
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "Chart.yaml").write_text("apiVersion: v2\nname: t\nversion: 0.0.1\n")
+    (tmp_path / "values.yaml").write_text(
+        "enabled: true\ndisabled: false\nnone: []\nzero: 0\nempty: {}\n"
+        "items: [{name: a, path: /x}, {name: b, path: /y}]\n"
+    )
+    (tmp_path / "templates" / "t.yaml").write_text(
+        "apiVersion: v1\nkind: T\nm:\n"
+        "{{- if .Values.enabled }}\n  a: 1\n{{- else }}\n  a: 2\n{{- end }}\n"
+        "{{- if .Values.disabled }}\n  b: 1\n{{- else }}\n  b: 2\n{{- end }}\n"
+        "{{- if or .Values.none .Values.zero .Values.empty }}\n  c: 1\n{{- end }}\n"
+        "{{- if and .Values.enabled .Values.items }}\n  d: 1\n{{- end }}\n"
+        "{{- if not .Values.none }}\n  e: {{ $.Release.Name }}\n{{- end }}\n"
+        "l:\n{{- range .Values.items }}\n  - {nm: {{ .name }}, p: /h{{ .path }}, "
+        "r: {{ $.Release.Namespace }}, j: {{ toJson . }}}\n{{- end }}\n"
+        "t: [ {{- .Values.zero -}} ]\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(RENDER), str(tmp_path), "-n", "ns", "--name", "rel"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (doc,) = yaml.safe_load_all(proc.stdout)
+    assert doc == {
+        "apiVersion": "v1",
+        "kind": "T",
+        "m": {"a": 1, "b": 2, "d": 1, "e": "rel"},
+        "l": [
+            {"nm": "a", "p": "/h/x", "r": "ns", "j": {"name": "a", "path": "/x"}},
+            {"nm": "b", "p": "/h/y", "r": "ns", "j": {"name": "b", "path": "/y"}},
+        ],
+        "t": [0],
     }
 
 
@@ -314,27 +384,37 @@ def test_node_agent_has_least_privilege(defaults: list[Obj]) -> None:
 
 
 def test_controller_writes_only_mover_resources_and_what_it_restores(
-    defaults: list[Obj], overridden: list[Obj]
+    defaults: list[Obj], overridden: list[Obj], tmp_path: Path
 ) -> None:
-    for objs, restores in ((defaults, True), (overridden, False)):
+    values = tmp_path / "opt-in.yaml"
+    values.write_text(EVERY_OPT_IN)
+    every = objects("-f", str(values))
+    for objs, restores in ((defaults, True), (overridden, False), (every, True)):
         for role_kind, rule in _rules(objs, "mover-controller"):
             verbs = set(rule["verbs"])
             if verbs <= {"get", "list", "watch"}:
                 continue
             assert "deletecollection" not in verbs and "*" not in verbs, rule
+            assert "impersonate" not in verbs, rule
             groups = set(rule["apiGroups"])
             if groups in ({"mover.dev"}, {"snapshot.storage.k8s.io"}):
                 continue
             if rule["resources"] == ["leases"]:
                 assert role_kind == "Role", rule
                 continue
-            if rule["resources"] == ["pods/exec"]:  # the Backups' hooks
-                assert groups == {""} and verbs == {"create"}, rule
+            if rule["resources"] == ["pods/exec"]:  # the Backups' hooks, with hooks.enabled
+                assert objs is every and groups == {""} and verbs == {"get", "create"}, rule
                 continue
             # Everything else is a restore rule: it never deletes.
             assert restores, rule
             assert "delete" not in verbs, rule
-    execs = [r for _, r in _rules(defaults, "mover-controller") if r["resources"] == ["pods/exec"]]
-    assert len(execs) == 1
+            # escalate and bind only with restore.clusterScoped (EVERY_OPT_IN).
+            assert objs is every or not verbs & {"escalate", "bind"}, rule
+    # Intended change (issue 15): pods/exec only with hooks.enabled, as get and create.
+    for objs, hooks in ((defaults, False), (every, True)):
+        execs = [r for _, r in _rules(objs, "mover-controller") if r["resources"] == ["pods/exec"]]
+        assert bool(execs) == hooks
+    # Intended change (issue 15): the read of every kind is `list` only; a `get` on `*` would
+    # cover pods/exec, pods/attach and the proxies (tests/deploy/test_rbac_audit.py).
     reads = [r for _, r in _rules(defaults, "mover-controller") if r["resources"] == ["*"]]
-    assert any(set(r["verbs"]) == {"get", "list", "watch"} for r in reads)
+    assert reads and all(r["verbs"] == ["list"] for r in reads)

@@ -161,8 +161,11 @@ def test_the_parser_sees_a_bad_dockerfile() -> None:
 
 
 def test_the_node_agent_gets_its_privilege_from_the_chart_not_the_image() -> None:
-    values = (ROOT / "agent" / "chart" / "values.yaml").read_text()
-    assert "privileged: true" in values
+    # Intended change (issue 15): privileged only under the chart's node.blockAccess.
+    template = (ROOT / "agent" / "chart" / "templates" / "node-agent.yaml").read_text()
+    block = template.index("{{- if .Values.node.blockAccess }}")
+    assert block < template.index("privileged: true") < template.index("{{- else }}", block)
+    assert "blockAccess: true" in (ROOT / "agent" / "chart" / "values.yaml").read_text()
     runs = " ".join(s.args for s in instructions((ROOT / "Dockerfile").read_text()))
     for widening in ("setcap", "chmod u+s", "chmod 4", "sudo"):
         assert widening not in runs, widening

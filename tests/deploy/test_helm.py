@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.deploy.kube_schema import ROOT, validate_all
-from tests.deploy.test_chart import OVERRIDE
+from tests.deploy.test_chart import EVERY_OPT_IN, OVERRIDE
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import render_chart  # a script, not a package: importable only from scripts/
@@ -57,12 +57,17 @@ node:
   nodeSelector: {kubernetes.io/os: linux}
   tolerations:
     - {key: dedicated, operator: Exists}
-  securityContext: {privileged: true, runAsUser: 0, runAsNonRoot: false}
-rbac:
-  restoreRules:
+  blockAccess: false
+  kubeletDir: /var/lib/k0s/kubelet
+  capabilities: []
+  hostPaths:
+    - {name: local, path: /var/local-volumes, readOnly: false}
+restore:
+  rules:
     - apiGroups: ["", apps]
       resources: [configmaps, secrets, services, deployments, statefulsets]
-      verbs: [create, update, patch]
+      verbs: [create, update]
+  createNamespaces: false
 """
 
 # Scalars whose YAML or Go printing differs from PyYAML's and Python's defaults.
@@ -75,7 +80,12 @@ node:
   nodeSelector: {zone: "y", flag: n, rack: 1_024, t: 2001-12-14}
 """
 
-VALUE_SETS = {"defaults": None, "override": OVERRIDE, "s3-dedicated": S3_DEDICATED}
+VALUE_SETS = {
+    "defaults": None,
+    "override": OVERRIDE,
+    "s3-dedicated": S3_DEDICATED,
+    "every-opt-in": EVERY_OPT_IN,
+}
 
 
 def helm_binary() -> str | None:
@@ -159,7 +169,7 @@ def test_helm_lint_strict_passes(helm: str) -> None:
     assert "[ERROR]" not in out and "[WARNING]" not in out, out
 
 
-@pytest.mark.parametrize("values", ["override", "s3-dedicated"])
+@pytest.mark.parametrize("values", ["override", "s3-dedicated", "every-opt-in"])
 def test_helm_lint_passes_with_values(helm: str, tmp_path: Path, values: str) -> None:
     out = run_helm(helm, "lint", "--strict", str(CHART), *values_args(tmp_path, VALUE_SETS[values]))
     assert "0 chart(s) failed" in out, out

@@ -68,8 +68,8 @@ def init_repository(path: Path) -> Path:
 
 @dataclass
 class Env:
-    """One emulated cluster with mover installed: CRDs, the mover-system namespace, a
-    Repository `default` (a local directory) and its password Secret."""
+    """One emulated cluster (with its kube-system namespace) with mover installed: CRDs, the
+    mover-system namespace, a Repository `default` (a local directory) and its password Secret."""
 
     served: ServedCluster
     kube: Kube
@@ -77,6 +77,8 @@ class Env:
     volume_dir: Path
 
     def install(self) -> None:
+        # Every cluster has it; its uid is the cluster's id (mover_k8s.capture.cluster_id).
+        self.kube.create(api.NAMESPACE, {"metadata": {"name": "kube-system"}})
         for crd in load_crds():
             self.kube.create(api.CRD, crd)
         self.kube.create(api.NAMESPACE, {"metadata": {"name": SYSTEM}})

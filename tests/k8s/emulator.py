@@ -1,8 +1,8 @@
 """A Kubernetes API for tests: kmock's KubernetesEmulator, with what kmock 0.8 lacks filled in.
 
 kmock serves the HTTP, API discovery (`load_bundled()`: the built-in kinds of a real cluster),
-watch streams, and keeps objects in `kmock.objects` (the same store is used here, so its watch
-and discovery see every write). What kmock 0.8 does not do, and a real API server does, is done
+and keeps objects in `kmock.objects` (the same store is used here, so its discovery sees every
+write). What kmock 0.8 does not do, and a real API server does, is done
 here, and only here, so that the code under test talks to something that behaves like a cluster
 through the official client:
 
@@ -14,12 +14,26 @@ through the official client:
 - create answers 201, fills metadata.uid, resourceVersion, creationTimestamp, generation,
   honours generateName, refuses a set resourceVersion (422), a duplicate (409 AlreadyExists)
   and a namespaced object in a missing namespace (404);
+- Services: a clusterIP or nodePort that another Service holds is refused (422 Invalid,
+  "provided IP/port is already allocated"), as the API server's allocators refuse it; none is
+  allocated when none is given (tests write what a cluster would assign);
 - every write bumps one cluster-wide resourceVersion; PUT (kmock has none) and PATCH with a
   stale metadata.resourceVersion answer 409 Conflict;
 - JSON merge patch (RFC 7396) and PUT replace; the status subresource: writes to the object
   keep its status, writes to /status change only the status; generation grows on spec changes;
 - label selectors (=, ==, !=, in, notin, exists, !exists) and field selectors (=, ==, != on any
   dotted path) on list, and on watch; pages on list (`limit`, `continue`);
+- watches as the API server serves them (kmock's replay every object and never end): from a
+  `resourceVersion` (a list's, or the last event's) only the events after it, from the last
+  `history` events kept (an older version: an ERROR event with code 410 Expired, then the end,
+  as a real server's watch cache answers; a watcher that falls that far behind gets the same);
+  without one (or "0"), every object as ADDED first; `allowWatchBookmarks=true`: a BOOKMARK
+  with the current resourceVersion after `bookmark_interval` seconds in which writes to other
+  objects moved it, and before the end; the stream ends after `timeoutSeconds` (default 1800);
+  deletions get a resourceVersion of their own, as in etcd;
+- `served`: how many requests of each verb were answered (LIST, WATCH, GET, CREATE, UPDATE,
+  PATCH, DELETE, DISCOVERY, EXEC, OTHER), and how many objects list pages ("listed") and watch
+  streams ("watched", bookmarks not counted) carried: what a client costs the API server;
 - CustomResourceDefinitions: creating one makes the API serve its kind (as the apiextensions
   server does), deleting it stops that;
 - deletion with finalizers sets deletionTimestamp and waits for them to be removed;
@@ -46,6 +60,8 @@ path exposer reads and writes such volumes.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import copy
 import datetime
 import gzip
@@ -55,14 +71,14 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import rendering
 
 FILE_PROVISIONER = "file.mover.test"
 EXEC_PROTOCOL = "v4.channel.k8s.io"
@@ -222,7 +238,16 @@ class Cluster(kmock.KubernetesEmulator):
 
     volume_dir: Path | None = None
     node: str = "node-a"
+    history: int = 5000  # watch events kept, for watches that resume from a resourceVersion
+    bookmark_interval: float = 1.0
+    bookmarks: bool = True  # False: none sent, as from a server that does not offer them
     _rv: int = attrs.field(default=0, init=False)
+    # (resourceVersion, resource, event), oldest first: `history` to twice as many
+    _events: list[tuple[int, kmock.resource, Obj]] = attrs.field(factory=list, init=False)
+    _forgotten: int = attrs.field(default=0, init=False)  # the newest version no longer kept
+    _changed: asyncio.Event | None = attrs.field(default=None, init=False)
+    _served: Counter[str] = attrs.field(factory=Counter, init=False)
+    _served_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -239,14 +264,25 @@ class Cluster(kmock.KubernetesEmulator):
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(path.rstrip("/")))
         exec_target = _EXEC_PATH.match(raw_request.path)
         if exec_target:
+            self._count("EXEC")
             return await self._exec(raw_request, exec_target.group(1), exec_target.group(2))
         target = parse_target(raw_request.path)
         query = dict(raw_request.query)
+        watch = query.get("watch") in ("true", "1")
+        if target is not None and watch and raw_request.method == "GET":
+            self._count("WATCH")
+            return await self._watch(raw_request, target, query)
         if query.get("watch") == "1":  # kmock knows only watch=true
             raw_request = raw_request.clone(rel_url=raw_request.rel_url.update_query(watch="true"))
             query["watch"] = "true"
-        if target is None or query.get("watch") == "true":
+        if target is None or watch:
+            self._count("DISCOVERY" if target is None else "OTHER")
             return await super().__call__(raw_request)
+        verbs = {"POST": "CREATE", "PUT": "UPDATE", "PATCH": "PATCH", "DELETE": "DELETE"}
+        if raw_request.method == "GET":
+            self._count("LIST" if target.name is None else "GET")
+        else:
+            self._count(verbs.get(raw_request.method, "OTHER"))
         body_raw = await raw_request.read()
         try:
             body = json.loads(body_raw) if body_raw else None
@@ -258,6 +294,16 @@ class Cluster(kmock.KubernetesEmulator):
         except ApiError as exc:
             return _json(exc.status(), exc.code)
         return _json(payload, code)
+
+    def _count(self, what: str, n: int = 1) -> None:
+        with self._served_lock:
+            self._served[what] += n
+
+    @property
+    def served(self) -> Counter[str]:
+        """A copy of the counts (see the module docstring), safe to read from any thread."""
+        with self._served_lock:
+            return Counter(self._served)
 
     async def _serve(
         self, method: str, target: Target, query: dict[str, str], body: Any
@@ -397,6 +443,7 @@ class Cluster(kmock.KubernetesEmulator):
                 meta["continue"] = str(start + limit)
                 meta["remainingItemCount"] = len(items) - start - limit
             items = items[start : start + limit]
+        self._count("listed", len(items))
         return {
             "apiVersion": api_version,
             "kind": f"{info.kind}List",
@@ -407,7 +454,20 @@ class Cluster(kmock.KubernetesEmulator):
     # -- writes --
 
     async def _publish(self, resource: kmock.resource, kind: str, obj: Obj) -> None:
-        await self._buses[resource].put({"type": kind, "object": copy.deepcopy(obj)})
+        """Called with the lock held, after the write bumped the object's resourceVersion."""
+        event = {"type": kind, "object": copy.deepcopy(obj)}
+        if kind == "DELETED":
+            self._bump(event["object"])  # a deletion is a change of its own, as in etcd
+        version = int(event["object"]["metadata"]["resourceVersion"])
+        self._events.append((version, resource, event))
+        if len(self._events) > 2 * self.history:
+            cut = len(self._events) - self.history
+            self._forgotten = self._events[cut - 1][0]
+            del self._events[:cut]
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+        await self._buses[resource].put(copy.deepcopy(event))
 
     def _bump(self, obj: Obj) -> None:
         self._rv += 1
@@ -441,6 +501,8 @@ class Cluster(kmock.KubernetesEmulator):
             )
         if "status" in info.subresources:
             obj.pop("status", None)  # set through /status only, as the API server does
+        if resource == kmock.resource("", "v1", "services"):
+            self._check_addresses(resource, obj)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _now()
         meta["generation"] = 1
@@ -459,6 +521,34 @@ class Cluster(kmock.KubernetesEmulator):
         if resource == kmock.resource("", "v1", "persistentvolumeclaims"):
             await self._provision(obj)
         return copy.deepcopy(obj)
+
+    def _check_addresses(self, resource: kmock.resource, service: Obj) -> None:
+        """What the API server's IP and port allocators refuse: an address another Service
+        holds (a headless Service, `clusterIP: None`, holds none)."""
+        ips: set[str] = set()
+        ports: set[int] = set()
+        for (res, _, _), obj in self.objects.items():
+            if res == resource and not obj.deleted:
+                spec = obj.raw.get("spec") or {}
+                ips.update(spec.get("clusterIPs") or [spec.get("clusterIP")])
+                ports.update(p.get("nodePort") for p in spec.get("ports") or [])
+        spec = service.get("spec") or {}
+        for ip in spec.get("clusterIPs") or [spec.get("clusterIP")]:
+            if ip and ip != "None" and ip in ips:
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f"spec.clusterIPs: Invalid value: {ip!r}: failed to allocate IP {ip}: "
+                    "provided IP is already allocated",
+                )
+        for index, port in enumerate(spec.get("ports") or []):
+            if port.get("nodePort") and port["nodePort"] in ports:
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f"spec.ports[{index}].nodePort: Invalid value: {port['nodePort']}: "
+                    "provided port is already allocated",
+                )
 
     async def _update(
         self,
@@ -627,14 +717,121 @@ class Cluster(kmock.KubernetesEmulator):
         self.objects[pvc_key].history.append(bound)
         await self._publish(pvc_key[0], "MODIFIED", bound)
 
-    # -- watch with selectors --
+    # -- watch --
 
-    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
-        match = selector_matcher(dict(request.params))
-        async for event in super()._serve_watch(request):
-            if isinstance(event, dict) and not match(event.get("object") or {}):
-                continue
-            yield event
+    async def _watch(
+        self, raw_request: aiohttp.web.BaseRequest, target: Target, query: dict[str, str]
+    ) -> aiohttp.web.StreamResponse:
+        """A watch stream (see the module docstring): one JSON event a line."""
+        try:
+            info = self._info(target.resource)
+            match = selector_matcher(query)
+            since = _number(query.get("resourceVersion"), "resourceVersion", 0)
+            seconds = _number(query.get("timeoutSeconds"), "timeoutSeconds", 1800)
+        except ApiError as exc:
+            return _json(exc.status(), exc.code)
+        namespace = target.namespace if info.namespaced else None
+
+        def wanted(resource: kmock.resource, obj: Obj) -> bool:
+            meta = obj.get("metadata") or {}
+            return (
+                resource == target.resource
+                and (namespace is None or meta.get("namespace") == namespace)
+                and (target.name is None or meta.get("name") == target.name)
+                and match(obj)
+            )
+
+        bookmarks = self.bookmarks and query.get("allowWatchBookmarks") == "true"
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(raw_request)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        told = since  # the resourceVersion the client has been brought to
+        last_write = loop.time()
+        async with self._lock:
+            if since:
+                batch, cursor, changed = self._events_after(since, wanted)
+            else:  # every object first, as ADDED
+                batch = [
+                    {"type": "ADDED", "object": obj.raw}
+                    for (resource, _, _), obj in self.objects.items()
+                    if not obj.deleted and wanted(resource, obj.raw)
+                ]
+                batch = json.loads(json.dumps(batch))  # a snapshot: writes go on meanwhile
+                cursor, changed = self._rv, self._change_event()
+        try:
+            while True:
+                for event in batch:
+                    await response.write(json.dumps(event).encode() + b"\n")
+                if batch:
+                    last_write = loop.time()
+                    self._count("watched", sum(1 for e in batch if e["type"] != "ERROR"))
+                    told = int(batch[-1]["object"].get("metadata", {}).get("resourceVersion", told))
+                if cursor is None:
+                    break  # too old: the client lists again
+                now = loop.time()
+                due = now >= deadline or now - last_write >= self.bookmark_interval
+                if bookmarks and cursor > told and due:
+                    bookmark = {
+                        "type": "BOOKMARK",
+                        "object": {
+                            "apiVersion": _api_version(target.resource),
+                            "kind": info.kind,
+                            "metadata": {"resourceVersion": str(cursor)},
+                        },
+                    }
+                    await response.write(json.dumps(bookmark).encode() + b"\n")
+                    told, last_write = cursor, now
+                transport = raw_request.transport
+                if now >= deadline or transport is None or transport.is_closing():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        changed.wait(), min(deadline - now, self.bookmark_interval)
+                    )
+                async with self._lock:
+                    batch, cursor, changed = self._events_after(cursor, wanted)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away
+        return response
+
+    def _change_event(self) -> asyncio.Event:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def _events_after(
+        self, version: int, wanted: Callable[[kmock.resource, Obj], bool]
+    ) -> tuple[list[Obj], int | None, asyncio.Event]:
+        """With the lock held: the events after `version` that a watch wants, the version that
+        brings it to (None: `version` is no longer kept, an ERROR 410 is all it gets), and the
+        asyncio.Event that the next write sets."""
+        changed = self._change_event()
+        if version < self._forgotten:
+            expired = ApiError(
+                410, "Expired", f"too old resource version: {version} ({self._forgotten + 1})"
+            )
+            return [{"type": "ERROR", "object": expired.status()}], None, changed
+        start = bisect.bisect_right(self._events, version, key=lambda e: e[0])
+        batch = [
+            event
+            for _, resource, event in self._events[start:]
+            if wanted(resource, event["object"])
+        ]
+        return batch, self._rv, changed
+
+
+def _number(text: str | None, name: str, default: int) -> int:
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ApiError(400, "BadRequest", f"{name}: not a number: {text!r}")
+    return value
 
 
 def _spec_of(obj: Obj) -> Obj:

@@ -237,17 +237,24 @@ def test_app_without_a_cluster_says_why_in_one_line(tmp_path: Path) -> None:
 def test_progress_text_for_people() -> None:
     from mover_k8s.cli import progress_text
 
+    gib, mib = 1 << 30, 1 << 20
     assert progress_text({}) == ""
     text = progress_text(
         {
-            "bytesDone": 1_200_000_000,
-            "bytesTotal": 8_000_000_000,
-            "bytesPerSecond": 310_000_000,
-            "etaSeconds": 22,
+            "bytesDone": int(1.2 * gib),
+            "bytesTotal": 8 * gib,
+            "bytesPerSecond": 310 * mib,
+            "etaSeconds": 130,
         }
     )
-    assert text == " 1.2 GB of 8.0 GB, 310 MB/s, ETA 22s"
-    assert progress_text({"bytesDone": 5_000_000_000, "bytesPerSecond": 0}) == " 5.0 GB, 0 MB/s"
+    assert text == " 1.2 GiB of 8.0 GiB, 310.0 MiB/s, ETA 2m10s"
+    # A slow volume shows its rate in the unit that fits, not `0 MB/s`; no rate is measured
+    # before any byte is done, and none is made up.
+    assert progress_text({"bytesDone": 512 * mib, "bytesPerSecond": 300_000}) == (
+        " 512.0 MiB, 293.0 KiB/s"
+    )
+    assert progress_text({"bytesDone": 5 * gib, "bytesPerSecond": 0}) == " 5.0 GiB"
+    assert progress_text({"bytesDone": 0, "bytesTotal": 2 * gib}) == " 0 B of 2.0 GiB"
 
 
 def test_app_verify_checks_the_root_hash_against_the_repository(env: Env, tmp_path: Path) -> None:
@@ -360,8 +367,28 @@ def test_status_line_sums_the_volumes_progress(env: Env) -> None:
         },
     )
     assert status_line(env.kube, backup) == "Backup b: New"
-    env.kube.patch_status(api.BACKUP, SYSTEM, "b", {"phase": "WaitingForVolumes"})
-    for name, phase, done in (("v1", "Completed", 2_000_000_000), ("v2", "Running", 1_000_000_000)):
+    gib = 1 << 30
+    # v1 read 2 GiB from :00 to :20, v2 1 GiB of 2 GiB from :20 to :30 (the agent's own rate
+    # left out: the recorded times give it); v3 has not begun: its 1 GiB comes from the
+    # Backup's volumes. 3 GiB in 30 s: 102.4 MiB/s; 2 GiB left at that rate: 20 s.
+    items = (
+        ("v1", "Completed", 2 * gib, 2 * gib, "12:00:00", "12:00:20"),
+        ("v2", "Running", 1 * gib, 2 * gib, "12:00:20", "12:00:30"),
+        ("v3", "New", 0, 0, "", ""),
+    )
+    env.kube.patch_status(
+        api.BACKUP,
+        SYSTEM,
+        "b",
+        {
+            "phase": "WaitingForVolumes",
+            "volumes": [
+                {"namespace": "shop", "pvc": name, "volumeBackup": name, "size": gib}
+                for name, *_ in items
+            ],
+        },
+    )
+    for name, phase, done, total, start, updated in items:
         env.kube.create(
             api.VOLUME_BACKUP,
             {
@@ -371,16 +398,20 @@ def test_status_line_sums_the_volumes_progress(env: Env) -> None:
                 "spec": {"backup": "b", "repository": "default", "node": "n", "pvc": {}},
             },
         )
+        if not start:
+            continue
         progress = {
             "bytesDone": done,
-            "bytesTotal": 2_000_000_000,
-            "bytesPerSecond": 100_000_000,
-            "etaSeconds": 0 if phase == "Completed" else 10,
+            "bytesTotal": total,
+            "updated": f"2024-05-01T{updated}Z",
         }
         env.kube.patch_status(
-            api.VOLUME_BACKUP, SYSTEM, name, {"phase": phase, "progress": progress}
+            api.VOLUME_BACKUP,
+            SYSTEM,
+            name,
+            {"phase": phase, "startTimestamp": f"2024-05-01T{start}Z", "progress": progress},
         )
     line = status_line(env.kube, env.kube.get(api.BACKUP, SYSTEM, "b"))
     assert line == (
-        "Backup b: WaitingForVolumes, 1 of 2 volumes, 3.0 GB of 4.0 GB, 100 MB/s, ETA 10s"
+        "Backup b: WaitingForVolumes, 1 of 3 volumes, 3.0 GiB of 5.0 GiB, 102.4 MiB/s, ETA 20s"
     )

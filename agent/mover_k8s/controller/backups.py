@@ -52,8 +52,11 @@ def owner_ref(obj: Obj) -> Obj:
 
 
 def item_name(owner: str, namespace: str, pvc: str) -> str:
-    """Deterministic, so a retried step finds the item it made before."""
-    digest = hashlib.blake2b(f"{namespace}/{pvc}".encode(), digest_size=4).hexdigest()
+    """Deterministic, so a retried step finds the item it made before. An owner name longer
+    than the 40 characters kept is in the digest too: two Backups of one volume whose names
+    differ only after them (per-namespace runs: `SCHEDULE-NAMESPACE-TIME`) get two items."""
+    key = f"{namespace}/{pvc}" if len(owner) <= 40 else f"{owner}/{namespace}/{pvc}"
+    digest = hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
     return f"{owner[:40]}-{pvc[:12]}-{digest}".lower()
 
 

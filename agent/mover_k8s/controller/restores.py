@@ -10,6 +10,15 @@ by name in the repository: a backup taken on another cluster), the repository, t
 against the Backup's root hash, the mappings (storage classes must exist here), the volume
 subset, and the agents for the target volumes. A Restore that fails a check changes nothing.
 
+What a restore changes in the objects beyond the mappings (restore_plan: Service addresses,
+namespace references in the data) is in the report: `dropped` and `namespaceReferences`, each
+the first REPORT_LIMIT entries, with `droppedCount` and `namespaceReferenceCount`.
+
+Transforms (spec.transforms, mover_k8s.transforms) are checked with the rest of the spec and
+applied to the plan, so a rule that does not apply to an object fails the Restore
+(`TransformFailed`) before anything is written; the report's `transformed` (and
+`transformedCount`) says which rules changed which objects.
+
 External names (mover_k8s.external): once the objects are made, the report pairs each external
 name recorded in the captured objects (a load balancer's hostname, an ExternalName target, an
 Ingress host, an external-dns name) with the restored object's current one: `same`, `changed`
@@ -27,7 +36,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mover.errors import MoverError
-from mover_k8s import agents, api, external, store
+from mover_k8s import agents, api, external, store, transforms
+from mover_k8s.capture import cluster_id
 from mover_k8s.conditions import set_condition, set_condition_of
 from mover_k8s.controller.backups import item_name, owner_ref, parse_ttl
 from mover_k8s.errors import Conflict, KubeError, NotFound, SpecError
@@ -36,8 +46,11 @@ from mover_k8s.repos import Repositories
 from mover_k8s.restore_plan import (
     WORKLOADS,
     Filters,
+    Options,
     Plan,
     check_mappings,
+    cluster_ips_of,
+    fidelity_report,
     key_of,
     make_plan,
     rank,
@@ -73,6 +86,40 @@ def _entry(obj: Obj, result: str, reason: str = "") -> Obj:
     if meta.get("namespace"):
         entry["namespace"] = meta["namespace"]
     return entry
+
+
+# A write the chart's RBAC grants only with `restore.clusterScoped: true` (RBAC objects, CRDs,
+# StorageClasses, replacing Namespaces): refused with 403, the object is skipped with this reason.
+NOT_ALLOWED = "not allowed by mover's RBAC; enable restore.clusterScoped"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+def needs_cluster_scope(obj: Obj, creating: bool) -> bool:
+    """Whether writing `obj` is one of the chart's opt-in grants (restore.clusterScoped): an RBAC
+    object (namespaced or not), or any cluster-scoped object but a Namespace being created
+    (restore.createNamespaces, on by default). `obj` as restored: a namespaced one names its
+    namespace."""
+    group = str(obj.get("apiVersion") or "").rpartition("/")[0]
+    if group == RBAC_GROUP:
+        return True
+    if (obj.get("metadata") or {}).get("namespace"):
+        return False
+    return not (creating and group == "" and obj.get("kind") == "Namespace")
+
+
+def refused_entry(obj: Obj, exc: KubeError, creating: bool, message: str) -> Obj:
+    """The report entry of a write the API refused with `exc`: a 403 Forbidden on an object
+    that needs restore.clusterScoped is skipped (NOT_ALLOWED); another 403 fails, saying which
+    of the chart's values grant writes; anything else fails with `message`."""
+    if exc.status == 403 and needs_cluster_scope(obj, creating):
+        return _entry(obj, "skipped", NOT_ALLOWED)
+    if exc.status == 403:
+        return _entry(
+            obj,
+            "failed",
+            f"{message}; not allowed by mover's RBAC (the chart's restore.rules, rbac.namespaces)",
+        )
+    return _entry(obj, "failed", message)
 
 
 @dataclass(frozen=True)
@@ -271,6 +318,7 @@ class RestoreReconciler:
                 "InvalidPolicy", f"existingResourcePolicy {policy!r} is not skip or update"
             )
         external_wait(spec)
+        rules = transforms.parse_rules(spec.get("transforms"), "spec.transforms")
         repo_name, manifest_ref, root = self._locate(restore)
         repo = self.repos.open(meta["namespace"], repo_name)
         try:
@@ -288,15 +336,38 @@ class RestoreReconciler:
         classes: dict[str, str] = dict(spec.get("storageClassMapping") or {})
         check_mappings(namespaces, objects_doc.get("namespaces") or [])
         filters = Filters.of(spec)
+        objects: list[Obj] = objects_doc.get("objects") or []
         plan = make_plan(
-            objects_doc.get("objects") or [],
+            objects,
             doc.get("volumes") or [],
             mode,
             filters,
             namespaces,
             classes,
+            self._options(spec, objects_doc, mode),
+            self._transforms(rules, objects) if rules and mode != "data-only" else None,
         )
         return Loaded(repo_name, manifest.id, doc, plan, filters, namespaces, classes, mode, policy)
+
+    def _transforms(
+        self, rules: list[transforms.Rule], objects: list[Obj]
+    ) -> transforms.Transforms:
+        """The rules, with the plural of every kind (for their `resource`): as this cluster
+        serves it, or as a captured CRD names it."""
+        plurals: dict[tuple[str, str], str] = {}
+        if any(rule.resource is not None for rule in rules):
+            served = [(rt.group, rt.kind, rt.plural) for rt in self.kube.discover()]
+            plurals = transforms.plurals_of(objects, served)
+        return transforms.Transforms(tuple(rules), plurals)
+
+    def _options(self, spec: Obj, objects_doc: Obj, mode: str) -> Options:
+        """The spec's choices, and whether the backup was captured on this cluster (its recorded
+        cluster id is this one's; a backup that recorded none counts as another cluster's) with
+        the cluster IPs its Services use now."""
+        recorded = str(objects_doc.get("clusterId") or "")
+        same = mode != "data-only" and bool(recorded) and recorded == cluster_id(self.kube)
+        used = cluster_ips_of(self.kube.list(api.SERVICE)) if same else {}
+        return Options.of(spec, same, used)
 
     def _start(self, restore: Obj) -> None:
         meta = restore["metadata"]
@@ -350,6 +421,7 @@ class RestoreReconciler:
                 "report": {
                     "objects": report,
                     "volumes": volumes,
+                    **fidelity_report(plan),
                     **_external_fields(names, wait, None),
                 },
                 "counts": counts,
@@ -526,7 +598,7 @@ class RestoreReconciler:
                     continue
                 report.append(self._update(obj, established))
             except KubeError as exc:
-                report.append(_entry(obj, "failed", str(exc)))
+                report.append(refused_entry(obj, exc, True, str(exc)))
         return report
 
     def _update(self, obj: Obj, established: set[tuple[str, str]]) -> Obj:
@@ -538,7 +610,7 @@ class RestoreReconciler:
             body["metadata"] = dict(meta, resourceVersion=current["metadata"]["resourceVersion"])
             self.kube.replace(rt, body)
         except KubeError as exc:
-            return _entry(obj, "failed", f"exists; update failed: {exc}")
+            return refused_entry(obj, exc, False, f"exists; update failed: {exc}")
         return _entry(obj, "updated", "existed; replaced with the backup's version")
 
     # -- volumes --
@@ -746,10 +818,14 @@ class RestoreReconciler:
         self, api_version: str, kind: str, ns: str, name: str
     ) -> list[tuple[str, str]]:
         """(type, value) of the restored object's external names now; none if it is not there
-        (or its kind is not served)."""
+        (or its kind is not served, or mover's RBAC does not let it read that kind: 403)."""
         try:
             obj = self.kube.find(self.kube.resource_for(api_version, kind), ns or None, name)
         except NotFound:
+            return []
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
             return []
         return external.values_of(obj) if obj is not None else []
 

@@ -22,6 +22,11 @@ keep what the retention policy keeps, and prune the repository now and then.
   time in this controller. Its outcome goes to `status.prune` and the `Pruned` condition; a
   failure (e.g. another prune holds the repository) is a condition, tried again next interval.
   Packs still waiting (grace period, running backups) keep a prune due for the next interval.
+- **Per namespace** (`spec.perNamespace: true`): each run makes one Backup per namespace that
+  `spec.namespaceSelector` matches (plus the template's `includedNamespaces`, minus
+  `spec.excludedNamespaces`; mover_k8s.apps), named `SCHEDULE-NAMESPACE-TIME` and labelled
+  with the namespace (`mover.dev/app`), so each app is a restore point of its own. Retention
+  applies per namespace: each app keeps its own last N.
 
 The clock is injectable (`clock`), so that tests can say when "now" is.
 """
@@ -40,7 +45,7 @@ from mover.errors import MoverError
 from mover.maintenance import prune
 from mover.retention import Policy, apply_policy
 from mover.snapshot import Snapshot
-from mover_k8s import api
+from mover_k8s import api, apps
 from mover_k8s.conditions import condition, set_condition
 from mover_k8s.controller.backups import owner_ref, parse_ttl
 from mover_k8s.errors import KubeError, SpecError
@@ -189,6 +194,27 @@ class ScheduleReconciler:
                 "spec.template must be a Backup spec naming a repository",
             )
             return
+        per_namespace = spec.get("perNamespace") is True
+        try:
+            selector = apps.check_selector(spec.get("namespaceSelector"), "spec.namespaceSelector")
+        except SpecError as exc:
+            self._refuse(schedule, exc.reason, str(exc))
+            return
+        if per_namespace and selector is None and not template.get("includedNamespaces"):
+            self._refuse(
+                schedule,
+                "InvalidNamespaceSelector",
+                "spec.perNamespace needs spec.namespaceSelector (or the template's "
+                "includedNamespaces) to say which namespaces to back up",
+            )
+            return
+        if not per_namespace and (selector is not None or spec.get("excludedNamespaces")):
+            self._refuse(
+                schedule,
+                "InvalidNamespaceSelector",
+                "spec.namespaceSelector and spec.excludedNamespaces need spec.perNamespace: true",
+            )
+            return
         deadline = spec.get("startingDeadlineSeconds")
         if deadline is not None and (type(deadline) is not int or deadline < 0):
             self._refuse(
@@ -229,6 +255,13 @@ class ScheduleReconciler:
         due = _next(expression, start)
         reason = "Scheduled"
         message = f"last backup: {status.get('lastBackup') or 'none yet'}"
+        if per_namespace:
+            count = status.get("lastBackupCount")
+            message = (
+                "last run: none yet"
+                if count is None
+                else f"last run: {count} backup(s), one per namespace"
+            )
         if due <= now:
             latest = croniter(expression, now).get_prev(datetime)
             if _next(expression, latest) <= now:  # get_prev is strictly before `now`
@@ -242,6 +275,18 @@ class ScheduleReconciler:
                 message = (
                     f"missed the run due at {_stamp(run_at)} by {late:.0f}s, more than "
                     f"startingDeadlineSeconds ({deadline}); skipped {missed + 1} run(s)"
+                )
+            elif per_namespace:
+                made = self._make_app_backups(schedule, template, selector, run_at)
+                update.update(
+                    lastScheduleTime=_stamp(run_at),
+                    lastBackupCount=len(made),
+                    lastNamespaces=sorted(made),
+                )
+                message = (
+                    f"last run: {len(made)} backup(s), one per namespace"
+                    if made
+                    else "last run: no namespace matched; no backup made"
                 )
             else:
                 name = self._make_backup(schedule, template, run_at)
@@ -286,19 +331,45 @@ class ScheduleReconciler:
             raise SpecError("InvalidPrune", f"spec.prune.interval {text!r} must be above zero")
         return interval
 
-    def _make_backup(self, schedule: Obj, template: Obj, run_at: datetime) -> str:
+    def _make_app_backups(
+        self, schedule: Obj, template: Obj, selector: Obj | None, run_at: datetime
+    ) -> dict[str, str]:
+        """One Backup per matching namespace: namespace -> the Backup's name."""
+        meta, spec = schedule["metadata"], schedule.get("spec") or {}
+        namespaces = apps.select_namespaces(
+            self.kube,
+            selector,
+            template.get("includedNamespaces") or (),
+            spec.get("excludedNamespaces") or (),
+            meta["namespace"],
+        )
+        return {ns: self._make_backup(schedule, template, run_at, ns) for ns in namespaces}
+
+    def _make_backup(
+        self, schedule: Obj, template: Obj, run_at: datetime, app: str | None = None
+    ) -> str:
+        """The run's Backup; with `app`, the Backup of that namespace alone (per namespace)."""
         meta = schedule["metadata"]
-        name = f"{meta['name'][:200]}-{run_at:%Y%m%d%H%M%S}"
+        stamp = f"{run_at:%Y%m%d%H%M%S}"
+        labels = {api.SCHEDULE_LABEL: meta["name"]}
+        if app is None:
+            name, spec = f"{meta['name'][:200]}-{stamp}", dict(template)
+        else:
+            name, spec = (
+                apps.object_name(meta["name"], app, stamp),
+                apps.app_backup_spec(template, app),
+            )
+            labels[apps.APP_LABEL] = app
         body = {
             "apiVersion": api.API_VERSION,
             "kind": "Backup",
             "metadata": {
                 "name": name,
                 "namespace": meta["namespace"],
-                "labels": {api.SCHEDULE_LABEL: meta["name"]},
+                "labels": labels,
                 "ownerReferences": [owner_ref(schedule)],
             },
-            "spec": dict(template),
+            "spec": spec,
         }
         try:
             self.kube.create(api.BACKUP, body)
@@ -317,11 +388,28 @@ class ScheduleReconciler:
 
     def _retain(self, schedule: Obj, policy: Policy) -> int:
         """Expire the Completed Backups the policy does not keep, and the failed or cancelled
-        ones older than the oldest kept. Returns how many expired in this pass."""
+        ones older than the oldest kept; per app (namespace) for a per-namespace schedule.
+        Returns how many expired in this pass."""
         meta = schedule["metadata"]
+        groups: dict[str, list[Obj]] = {}
+        for backup in self._made(schedule):
+            app = (backup["metadata"].get("labels") or {}).get(apps.APP_LABEL) or ""
+            groups.setdefault(app, []).append(backup)
+        expire = [
+            n for _, made in sorted(groups.items()) for n in self._expired(meta, made, policy)
+        ]
+        stamp = _stamp(datetime.now(UTC))  # the Backup reconciler's clock: expire now
+        for name in sorted(expire):
+            self.kube.patch_status(api.BACKUP, meta["namespace"], name, {"expiration": stamp})
+            log.info("schedule %s: backup %s expires (retention)", meta["name"], name)
+        return len(expire)
+
+    @staticmethod
+    def _expired(meta: Obj, made: list[Obj], policy: Policy) -> list[str]:
+        """Of one app's Backups, those the policy expires now."""
         done = [
             b
-            for b in self._made(schedule)
+            for b in made
             if (b.get("status") or {}).get("phase") in api.DONE_PHASES and not _expiring(b)
         ]
         completed = {
@@ -345,11 +433,7 @@ class ScheduleReconciler:
                 for b in done
                 if b["status"]["phase"] != api.COMPLETED and _when(b) < oldest
             ]
-        stamp = _stamp(datetime.now(UTC))  # the Backup reconciler's clock: expire now
-        for name in sorted(expire):
-            self.kube.patch_status(api.BACKUP, meta["namespace"], name, {"expiration": stamp})
-            log.info("schedule %s: backup %s expires (retention)", meta["name"], name)
-        return len(expire)
+        return expire
 
     # -- prune ---------------------------------------------------------------------------
 

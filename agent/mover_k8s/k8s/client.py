@@ -13,6 +13,7 @@ reason; `NotFound` and `Conflict` are the two that callers decide on.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -28,10 +29,11 @@ from kubernetes.stream import stream as k8s_stream
 from mover_k8s.errors import Conflict, KubeError, NotFound
 from mover_k8s.k8s.types import ExecResult, Obj, ResourceType
 
-__all__ = ["ExecResult", "Kube", "Obj", "ResourceType"]
+__all__ = ["ExecResult", "Kube", "Obj", "ResourceType", "Watch"]
 
 MERGE_PATCH = "application/merge-patch+json"
 LIST_PAGE = 500
+WATCH_SECONDS = 300  # how long the API server keeps one watch open (its timeoutSeconds)
 
 
 def _config_from_kubeconfig(path: str | None, context: str | None) -> k8s_client.Configuration:
@@ -122,49 +124,96 @@ class Kube:
             raise KubeError(f"{method} {path}: the API answered {type(payload).__name__}")
         return payload
 
+    def resource_version(
+        self, rt: ResourceType, namespace: str | None = None, label_selector: str | None = None
+    ) -> str:
+        """The collection's resourceVersion now, read with a one-item list (the same cost at any
+        number of objects): where a watch that wants the changes from now on starts. Asked
+        without urllib3's retries, as watches are."""
+        query = {"limit": "1"}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        response = self._get_once(
+            rt.path(namespace), query, urllib3.Timeout(connect=10.0, read=60.0)
+        )
+        try:
+            raw = response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise KubeError(
+                f"cannot reach the Kubernetes API at {self.host}: {exc}", temporary=True
+            ) from None
+        finally:
+            response.release_conn()
+        try:
+            page = json.loads(raw) if raw else {}
+        except ValueError:
+            page = {}
+        if not 200 <= response.status <= 299:
+            raise _error("GET", rt.path(namespace), response.status, page)
+        meta = page.get("metadata") if isinstance(page, dict) else None
+        return str((meta or {}).get("resourceVersion") or "")
+
     def watch(
         self,
         rt: ResourceType,
         namespace: str | None = None,
         label_selector: str | None = None,
-        idle: float = 1.0,
-    ) -> Iterator[Obj]:
-        """Watch events ({"type", "object"}) until the stream ends or stays silent for `idle`
-        seconds; the caller watches again. The short idle bound is what lets a watching thread
-        notice that it should stop (a blocked read cannot be interrupted otherwise)."""
-        query = {"watch": "true", "timeoutSeconds": "300"}
+        resource_version: str = "",
+        timeout: int = WATCH_SECONDS,
+    ) -> Watch:
+        """A watch of the changes after `resource_version` (a list's, or where the last watch
+        got to: `Watch.resource_version`), with bookmarks, that the server ends after `timeout`
+        seconds; without a version, every object comes first as ADDED. Raises KubeError when it
+        cannot be opened (status 410: the version is too old, list again)."""
+        query = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(int(timeout)),
+        }
+        if resource_version:
+            query["resourceVersion"] = resource_version
         if label_selector:
             query["labelSelector"] = label_selector
-        params = self._api.param_serialize(
+        path = rt.path(namespace)
+        # The server ends the watch after `timeout`; the read timeout only catches a connection
+        # that died without a word.
+        response = self._get_once(path, query, urllib3.Timeout(connect=10.0, read=timeout + 30.0))
+        if not 200 <= response.status <= 299:
+            try:
+                raw = response.read()
+            except (urllib3.exceptions.HTTPError, OSError):
+                raw = b""
+            finally:
+                response.release_conn()
+            try:
+                payload = json.loads(raw) if raw else {}
+            except ValueError:
+                payload = {}
+            raise _error("WATCH", path, response.status, payload)
+        return Watch(response, path, resource_version)
+
+    def _get_once(
+        self, path: str, query: dict[str, str], timeout: urllib3.Timeout
+    ) -> urllib3.BaseHTTPResponse:
+        """A GET whose response is read by the caller, without urllib3's retries: a watch that
+        fails is its caller's to retry with its own backoff, instead of urllib3 logging a
+        warning for every retry of every watch while the API is away."""
+        _, url, headers, _, _ = self._api.param_serialize(
             "GET",
-            rt.path(namespace),
+            path,
             query_params=builtins.list(query.items()),
             header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
         )
         try:
-            response = self._api.call_api(*params, _request_timeout=(10.0, idle))
+            response: urllib3.BaseHTTPResponse = self._api.rest_client.pool_manager.request(
+                "GET", url, headers=headers, timeout=timeout, preload_content=False, retries=False
+            )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeError(
                 f"cannot reach the Kubernetes API at {self.host}: {exc}", temporary=True
             ) from None
-        stream = response.response
-        try:
-            if not 200 <= response.status <= 299:
-                raise _error("WATCH", rt.path(namespace), response.status, {})
-            pending = b""
-            for chunk in stream.stream(65536):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        event = json.loads(line)
-                        if isinstance(event, dict):
-                            yield event
-        except (urllib3.exceptions.HTTPError, OSError, ValueError):
-            return  # silent for `idle`, or cut: the caller watches again
-        finally:
-            stream.release_conn()
+        return response
 
     # -- pods/exec ------------------------------------------------------------------------
 
@@ -348,6 +397,74 @@ class Kube:
                     group, version, c.plural, kind, c.namespaced, c.verbs, c.subresources
                 )
         raise NotFound(f"the cluster serves no {kind} in {api_version}")
+
+
+class Watch:
+    """One watch request's events ({"type", "object"}) as they arrive, until the server ends
+    the stream (its timeoutSeconds) or the connection is cut; the caller then watches again
+    from `resource_version`, which follows the events and bookmarks, so that the next watch
+    neither misses nor replays anything. An ERROR event raises its KubeError (status 410: the
+    version is too old, list again).
+
+    `close()` may be called from any thread: it shuts the connection down, so that a thread
+    blocked reading it (nothing may come for minutes) sees the end at once. Use it as a context
+    manager, so that the connection goes back even if the events are not read to the end."""
+
+    def __init__(
+        self, response: urllib3.BaseHTTPResponse, path: str, resource_version: str
+    ) -> None:
+        self.resource_version = resource_version
+        self._response = response
+        self._path = path
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._finish(clean=False)
+
+    def __iter__(self) -> Iterator[Obj]:
+        clean = False
+        try:
+            pending = b""
+            for chunk in self._response.stream(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    event = json.loads(line) if line.strip() else None
+                    if not isinstance(event, dict):
+                        continue
+                    obj = event.get("object")
+                    obj = obj if isinstance(obj, dict) else {}
+                    if event.get("type") == "ERROR":
+                        raise _error("WATCH", self._path, int(obj.get("code") or 500), obj)
+                    version = (obj.get("metadata") or {}).get("resourceVersion")
+                    yield event
+                    if version:
+                        self.resource_version = str(version)
+            clean = True
+        except (urllib3.exceptions.HTTPError, OSError, ValueError):
+            pass  # cut, or closed: the caller watches again from resource_version
+        finally:
+            self._finish(clean)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
+                self._response.shutdown()  # unblocks a read in another thread
+
+    def _finish(self, clean: bool) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            if not clean:  # a connection in the middle of a response cannot be reused
+                self._response.close()
+            self._response.release_conn()
 
 
 def _error(method: str, path: str, status: int, payload: Any) -> KubeError:

@@ -36,6 +36,7 @@ from mover_k8s.conditions import set_condition_of
 from mover_k8s.errors import Cancelled, KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
 from mover_k8s.metrics import JobMeter, NodeMetrics
+from mover_k8s.node.delta import DeltaStats, restore_delta
 from mover_k8s.node.exposer import Exposed, Exposer, PathExposer, target_pv
 from mover_k8s.repos import Repositories
 from mover_k8s.timestamps import now
@@ -43,6 +44,10 @@ from mover_k8s.volumes import local_path
 from mover_k8s.wakeup import Wakeup
 
 log = logging.getLogger("mover.k8s.agent")
+# On a Restore: restore its volumes by difference (mover_k8s.node.delta): fetch only the chunks
+# the claim's volume does not hold already. `mover app migrate` sets it on the restores into
+# volumes it seeded.
+DELTA_ANNOTATION = f"{api.GROUP}/volume-delta"
 
 
 class _Interrupted(Exception):
@@ -380,8 +385,17 @@ class NodeAgent:
             repo.close()
         return {"snapshot": snapshot.id, "tree": snapshot.tree}
 
+    def _by_difference(self, job: Job, item: Obj) -> bool:
+        """Whether the item's Restore asks for a restore by difference (DELTA_ANNOTATION)."""
+        name = str((item.get("spec") or {}).get("restore") or "")
+        restore = self.kube.find(api.RESTORE, job.namespace, name) if name else None
+        annotations = ((restore or {}).get("metadata") or {}).get("annotations") or {}
+        return str(annotations.get(DELTA_ANNOTATION, "")).lower() == "true"
+
     def _restore(self, job: Job, item: Obj, path: str, meter: JobMeter) -> Obj:
         spec = item["spec"]
+        if self._by_difference(job, item):
+            return self._restore_delta(job, item, path, meter)
         repo = self.repos.open(job.namespace, spec["repository"])
         meter.storage = metrics_of(repo.backend)
         try:
@@ -407,3 +421,34 @@ class NodeAgent:
         finally:
             repo.close()
         return {"bytesWritten": stats.bytes_written + stats.hole_bytes}
+
+    def _restore_delta(self, job: Job, item: Obj, path: str, meter: JobMeter) -> Obj:
+        """The volume made to hold the snapshot, fetching only the chunks it lacks."""
+        spec = item["spec"]
+        repo = self.repos.open(job.namespace, spec["repository"])
+        meter.storage = metrics_of(repo.backend)
+        try:
+            snapshot = repo.find_snapshot(spec["snapshot"])
+            if spec.get("sourceTree") and snapshot.tree != spec["sourceTree"]:
+                raise IntegrityError(
+                    f"snapshot {snapshot.id[:8]} has root {snapshot.tree[:16]}, the backup "
+                    f"recorded {spec['sourceTree'][:16]}"
+                )
+            progress = Progress(snapshot.size, self.progress_interval, self._progress_writer(job))
+            progress.report(0, force=True)
+            check = self._checker(job, progress)
+
+            def on_progress(stats: DeltaStats) -> None:
+                meter.restore_progress(stats.bytes_written)
+                check(stats.bytes_done)
+
+            stats = restore_delta(repo, snapshot, path, threads=self.threads, progress=on_progress)
+            meter.restore_progress(stats.bytes_written, final=True)
+            progress.report(snapshot.size, force=True)
+        finally:
+            repo.close()
+        return {
+            "bytesWritten": stats.bytes_written,
+            "bytesFetched": stats.bytes_fetched,
+            "bytesUnchanged": stats.bytes_unchanged,
+        }

@@ -1,0 +1,623 @@
+"""`mover app migrate`: move apps (one namespace each) to another cluster, each on its own.
+
+Design (the simplest that is sound): both clusters run mover (controller and node agents), and
+the target's Repository reads the backups the source's writes, because it is the same
+repository (one bucket both clusters reach) or a replica of it (`mover replicate
+--init-target`). Nothing new runs in the clusters: this module, in the CLI, drives ordinary
+Backups on the source and Restores on the target, app by app, and reads their statuses.
+
+For each app (namespace), in order:
+
+1. **Seed** (`--seed-rounds`, default 1; the app keeps running on the source): a Backup of the
+   namespace on the source (incremental: chunks the repository holds are not stored again),
+   then a Restore on the target of its Namespace, StorageClasses and PersistentVolumeClaims
+   only, with the volumes' data: the target's claims exist and hold the data of that moment,
+   and no workload runs there. Later rounds restore data only (`data-only`) into those claims.
+2. **Cut over**: a last Backup on the source (it stores only what changed since the seed),
+   then a full Restore on the target (mappings applied): the objects are created, the claims
+   made by the seed are kept, and the volumes are restored *by difference* (the Restore's
+   annotation `mover.dev/volume-delta: "true"`, mover_k8s.node.delta): only chunks that
+   changed since the seed are fetched; the workloads start once the data is in place.
+
+Between a Backup and its Restore, when the target repository lacks the backup's snapshots (a
+replica), they are replicated from this machine (mover.replicate: only the blobs the replica
+lacks; data passes through the machine running the CLI). Every Restore must restore the very
+manifest its Backup stored (checked by id).
+
+Apps are independent: a step that fails (a Backup or Restore not Completed, an API error that
+is not temporary, a replication error) fails that app, with the step and the reason, and the
+others go on; at most `parallel` apps are in flight at once. Everything made is named
+`MIGRATION-NAMESPACE-STEP` and labelled (mover.dev/migration, mover.dev/app,
+mover.dev/migration-step), so running the same migration again resumes it: finished steps are
+not done again.
+
+The report, per app: objects created (skipped, failed) by its Restores, volumes restored,
+bytes moved (stored by its Backups, replicated, fetched by its Restores; written, and left
+unchanged by the restores by difference), the external names its objects recorded (what
+outside must be re-pointed, with the target's value when there is one), and, with a desired
+directory, the drift of what ran against git (mover_k8s.diff).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mover.errors import MoverError, UsageError
+from mover.repository import Repository
+from mover_k8s import api, apps, store
+from mover_k8s.conditions import condition
+from mover_k8s.errors import Conflict, KubeError
+from mover_k8s.k8s.client import Kube, Obj
+from mover_k8s.node.agent import DELTA_ANNOTATION
+from mover_k8s.repos import Repositories
+
+MIGRATION_LABEL = f"{api.GROUP}/migration"
+STEP_LABEL = f"{api.GROUP}/migration-step"
+SEED_KINDS = ("Namespace", "StorageClass", "PersistentVolumeClaim")
+PHASES = ("all", "seed", "cutover")
+FINAL = "final"
+
+Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Side:
+    """One cluster: its API, mover's namespace there and the Repository used there."""
+
+    kube: Kube
+    namespace: str
+    repository: str
+
+
+@dataclass
+class Plan:
+    name: str
+    apps: list[str]
+    namespace_mapping: dict[str, str] = field(default_factory=dict)
+    storage_class_mapping: dict[str, str] = field(default_factory=dict)
+    seed_rounds: int = 1
+    phase: str = "all"
+    parallel: int = 20
+    external_wait: str | None = None
+    desired: Path | None = None
+    poll: float = 1.0
+    timeout: float = 86400.0
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # "backup" or "restore"
+    round: str  # "s1", "s2", ... or "final"
+    mode: str = "full"  # a restore's
+    kinds: tuple[str, ...] = ()  # a restore's includedKinds
+
+
+@dataclass
+class AppRun:
+    app: str
+    target: str  # the namespace on the target cluster
+    steps: list[Step]
+    at: int = 0
+    state: str = "waiting"  # waiting, running, completed, failed
+    error: str = ""
+    failed_step: str = ""
+    started: float = 0.0
+    ended: float = 0.0
+    backups: dict[str, Obj] = field(default_factory=dict)  # round -> the ended Backup
+    restores: dict[str, Obj] = field(default_factory=dict)  # round -> the ended Restore
+    replicated: int = 0  # bytes sent to a replica
+    replicating: Future[int] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("completed", "failed")
+
+    def name(self, plan: Plan, round_: str) -> str:
+        return apps.object_name(plan.name, self.app, round_)
+
+
+def steps_for(rounds: list[int], cutover: bool) -> list[Step]:
+    """Seed rounds (the first creates the claims, later ones restore data only), then the cut
+    over."""
+    steps: list[Step] = []
+    for number in rounds:
+        label = f"s{number}"
+        steps.append(Step("backup", label))
+        if number == 1:
+            steps.append(Step("restore", label, "full", SEED_KINDS))
+        else:
+            steps.append(Step("restore", label, "data-only"))
+    if cutover:
+        steps += [Step("backup", FINAL), Step("restore", FINAL, "full")]
+    return steps
+
+
+def _phase(obj: Obj | None) -> str:
+    return str(((obj or {}).get("status") or {}).get("phase") or api.NEW)
+
+
+def _why(obj: Obj) -> str:
+    ready = condition(obj, "Ready") or {}
+    return f"{_phase(obj)}: {ready.get('reason', '')}: {ready.get('message', '')}".rstrip(": ")
+
+
+class Migration:
+    """Runs a Plan from `source` to `target` (see the module's docstring)."""
+
+    def __init__(self, source: Side, target: Side, plan: Plan, notify: Notify | None = None):
+        if plan.phase not in PHASES:
+            raise UsageError(f"phase {plan.phase!r} is not one of {', '.join(PHASES)}")
+        self.source, self.target, self.plan = source, target, plan
+        self.notify = notify or (lambda _: None)
+        self.runs: list[AppRun] = []
+        self._source_repos = Repositories(source.kube)
+        self._target_repos = Repositories(target.kube)
+        self.replica = False
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Everything that can be wrong with the input, before anything is made: UsageError."""
+        plan = self.plan
+        if not plan.apps:
+            raise UsageError("no namespace to migrate: name them or give a namespace selector")
+        missing = apps.missing_namespaces(self.source.kube, plan.apps)
+        if missing:
+            raise UsageError(f"no namespace {', '.join(missing)} on the source cluster")
+        unknown = sorted(set(plan.namespace_mapping) - set(plan.apps))
+        if unknown:
+            raise UsageError(
+                f"--namespace-mapping names {', '.join(unknown)}, not among the apps migrated"
+            )
+        targets = [plan.namespace_mapping.get(a, a) for a in plan.apps]
+        if len(set(targets)) != len(targets):
+            raise UsageError("--namespace-mapping maps two apps to one namespace")
+        source = self._open(self._source_repos, self.source, "source")
+        try:
+            target = self._open(self._target_repos, self.target, "target")
+            try:
+                if target.id != source.id and target.master != source.master:
+                    raise UsageError(
+                        f"Repository {self.target.namespace}/{self.target.repository} on the "
+                        "target is neither the source's repository nor a replica of it (made "
+                        "with `mover replicate --init-target` from it)"
+                    )
+                self.replica = target.id != source.id
+            finally:
+                target.close()
+        finally:
+            source.close()
+
+    @staticmethod
+    def _open(repos: Repositories, side: Side, what: str) -> Repository:
+        """The side's repository, opened from here (with the caller's credentials)."""
+        try:
+            return repos.open(side.namespace, side.repository)
+        except MoverError as exc:
+            raise UsageError(f"the {what} cluster's repository: {exc}") from None
+
+    # -- planning --------------------------------------------------------------------------
+
+    def _seed_rounds(self, app: str, existing: dict[str, Obj]) -> list[int]:
+        """The seed rounds to run: 1..N for `all`; for `seed`, N rounds after those already
+        made (an unfinished last one is resumed and counts)."""
+        count = self.plan.seed_rounds
+        if self.plan.phase == "all":
+            return list(range(1, count + 1))
+        if self.plan.phase == "cutover":
+            return []
+        made = sorted(
+            int(str(labels.get(STEP_LABEL, "s0"))[1:] or 0)
+            for obj in existing.values()
+            if (labels := obj["metadata"].get("labels") or {}).get(apps.APP_LABEL) == app
+            and str(labels.get(STEP_LABEL, "")).startswith("s")
+        )
+        if not made:
+            return list(range(1, count + 1))
+        last = made[-1]
+        restore = self.target.kube.find(
+            api.RESTORE, self.target.namespace, apps.object_name(self.plan.name, app, f"s{last}")
+        )
+        first = last + 1 if _phase(restore) == api.COMPLETED else last
+        return list(range(first, first + count))
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> list[Obj]:
+        """Migrate every app; the per-app reports."""
+        plan = self.plan
+        selector = f"{MIGRATION_LABEL}={plan.name}"
+        existing = {
+            b["metadata"]["name"]: b
+            for b in self.source.kube.list(api.BACKUP, self.source.namespace, selector)
+        }
+        self.runs = [
+            AppRun(
+                app,
+                plan.namespace_mapping.get(app, app),
+                steps_for(self._seed_rounds(app, existing), plan.phase != "seed"),
+            )
+            for app in plan.apps
+        ]
+        deadline = time.monotonic() + plan.timeout
+        with ThreadPoolExecutor(4, thread_name_prefix="mover-replicate") as replicator:
+            while not all(r.done for r in self.runs):
+                try:
+                    backups = {
+                        b["metadata"]["name"]: b
+                        for b in self.source.kube.list(api.BACKUP, self.source.namespace, selector)
+                    }
+                    restores = {
+                        r["metadata"]["name"]: r
+                        for r in self.target.kube.list(api.RESTORE, self.target.namespace, selector)
+                    }
+                except KubeError as exc:  # an API away a moment: next tick
+                    self.notify(f"listing failed, retrying: {exc}")
+                    time.sleep(plan.poll)
+                    continue
+                running = sum(1 for r in self.runs if r.state == "running")
+                for run in self.runs:
+                    if run.state == "waiting" and running < plan.parallel:
+                        run.state, run.started = "running", time.monotonic()
+                        running += 1
+                    if run.state == "running":
+                        self._guarded(run, backups, restores, replicator)
+                if time.monotonic() > deadline:
+                    for run in self.runs:
+                        if not run.done:
+                            self._fail(run, f"not done after {plan.timeout:.0f}s")
+                    break
+                if not all(r.done for r in self.runs):
+                    time.sleep(plan.poll)
+        return self.report()
+
+    def _guarded(
+        self,
+        run: AppRun,
+        backups: dict[str, Obj],
+        restores: dict[str, Obj],
+        replicator: ThreadPoolExecutor,
+    ) -> None:
+        """One app's next steps; what goes wrong fails this app only (an API error that may
+        pass is tried again on the next tick)."""
+        try:
+            self._advance(run, backups, restores, replicator)
+        except KubeError as exc:
+            if exc.temporary or exc.status in (0, 429, 500, 502, 503, 504):
+                self.notify(f"{run.app}: {exc} (retrying)")
+                return
+            self._fail(run, f"the Kubernetes API refused: {exc}")
+        except MoverError as exc:
+            self._fail(run, str(exc))
+        except Exception as exc:  # one app's surprise must not stop the others
+            self._fail(run, f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, run: AppRun, message: str) -> None:
+        step = run.steps[run.at] if run.at < len(run.steps) else None
+        run.state, run.error, run.ended = "failed", message, time.monotonic()
+        run.failed_step = f"{step.kind} {step.round}" if step else ""
+        self.notify(f"{run.app}: FAILED at {run.failed_step}: {message}")
+
+    def _advance(
+        self,
+        run: AppRun,
+        backups: dict[str, Obj],
+        restores: dict[str, Obj],
+        replicator: ThreadPoolExecutor,
+    ) -> None:
+        while run.at < len(run.steps):
+            step = run.steps[run.at]
+            name = run.name(self.plan, step.round)
+            if step.kind == "backup":
+                backup = backups.get(name)
+                if backup is None:
+                    self._create_backup(run, step, name)
+                    return
+                phase = _phase(backup)
+                if phase not in api.DONE_PHASES:
+                    return
+                if phase != api.COMPLETED:
+                    self._fail(run, f"Backup {name} {_why(backup)}")
+                    return
+                if not self._replicated(run, backup, replicator):
+                    return
+                run.backups[step.round] = backup
+                self.notify(f"{run.app}: backup {step.round} completed")
+            else:
+                restore = restores.get(name)
+                if restore is None:
+                    self._create_restore(run, step, name)
+                    return
+                phase = _phase(restore)
+                if phase not in api.DONE_PHASES:
+                    return
+                if phase != api.COMPLETED:
+                    self._fail(run, f"Restore {name} on the target {_why(restore)}")
+                    return
+                wanted = run.backups[step.round]["status"].get("manifestSnapshot")
+                got = (restore.get("status") or {}).get("manifestSnapshot")
+                if wanted != got:
+                    self._fail(
+                        run,
+                        f"Restore {name} restored manifest {str(got)[:8]}, not {str(wanted)[:8]} "
+                        "of its Backup",
+                    )
+                    return
+                run.restores[step.round] = restore
+                self.notify(f"{run.app}: restore {step.round} completed")
+            run.at += 1
+        run.state, run.ended = "completed", time.monotonic()
+
+    def _labels(self, run: AppRun, step: Step) -> dict[str, str]:
+        return {
+            MIGRATION_LABEL: self.plan.name,
+            apps.APP_LABEL: run.app,
+            STEP_LABEL: step.round,
+        }
+
+    def _create_backup(self, run: AppRun, step: Step, name: str) -> None:
+        body = {
+            "apiVersion": api.API_VERSION,
+            "kind": "Backup",
+            "metadata": {
+                "name": name,
+                "namespace": self.source.namespace,
+                "labels": self._labels(run, step),
+            },
+            "spec": {"repository": self.source.repository, "includedNamespaces": [run.app]},
+        }
+        with contextlib.suppress(Conflict):  # made already: the next list shows it
+            self.source.kube.create(api.BACKUP, body)
+
+    def _create_restore(self, run: AppRun, step: Step, name: str) -> None:
+        backup = run.backups[step.round]
+        spec: Obj = {
+            "backup": f"{self.source.namespace}/{backup['metadata']['name']}",
+            "repository": self.target.repository,
+            "mode": step.mode,
+            "existingResourcePolicy": "skip",
+        }
+        if run.target != run.app:
+            spec["namespaceMapping"] = {run.app: run.target}
+        if self.plan.storage_class_mapping:
+            spec["storageClassMapping"] = dict(self.plan.storage_class_mapping)
+        if step.kinds:
+            spec["includedKinds"] = list(step.kinds)
+        if self.plan.external_wait:
+            spec["externalWait"] = self.plan.external_wait
+        body = {
+            "apiVersion": api.API_VERSION,
+            "kind": "Restore",
+            "metadata": {
+                "name": name,
+                "namespace": self.target.namespace,
+                "labels": self._labels(run, step),
+                # Into claims a seed filled: fetch only what changed (mover_k8s.node.delta).
+                "annotations": {DELTA_ANNOTATION: "true"},
+            },
+            "spec": spec,
+        }
+        with contextlib.suppress(Conflict):
+            self.target.kube.create(api.RESTORE, body)
+
+    # -- replication -----------------------------------------------------------------------
+
+    @staticmethod
+    def snapshot_ids(backup: Obj) -> list[str]:
+        status = backup.get("status") or {}
+        ids = [status.get("objectsSnapshot"), status.get("manifestSnapshot")]
+        ids += [v.get("snapshot") for v in status.get("volumes") or []]
+        return [str(i) for i in ids if i]
+
+    def _replicated(self, run: AppRun, backup: Obj, replicator: ThreadPoolExecutor) -> bool:
+        """Whether the target repository holds the backup's snapshots; with a replica, copy
+        them there (in a thread) first."""
+        if not self.replica:
+            return True
+        if run.replicating is None:
+            run.replicating = replicator.submit(self._replicate, self.snapshot_ids(backup))
+            return False
+        if not run.replicating.done():
+            return False
+        future, run.replicating = run.replicating, None
+        try:
+            run.replicated += future.result()
+        except MoverError as exc:
+            raise MoverError(f"replicating Backup {backup['metadata']['name']}: {exc}") from None
+        return True
+
+    def _replicate(self, ids: list[str]) -> int:
+        from mover.replicate import replicate
+
+        source = self._source_repos.open(self.source.namespace, self.source.repository)
+        try:
+            target = self._target_repos.open(self.target.namespace, self.target.repository)
+            try:
+                wanted = [i for i in ids if not target.backend.exists(f"snapshots/{i}")]
+                if not wanted:
+                    return 0
+                return replicate(source, target, wanted).bytes_sent
+            finally:
+                target.close()
+        finally:
+            source.close()
+
+    # -- the report ------------------------------------------------------------------------
+
+    def report(self) -> list[Obj]:
+        uploaded = self._stored_bytes()
+        volume_items = self._volume_restores()
+        drift = self._drift() if self.plan.desired is not None else {}
+        reports = []
+        for run in self.runs:
+            # From the reports' entries: a Restore's status.counts may predate the workloads it
+            # created last (once the volumes' data was in).
+            counts = {"created": 0, "updated": 0, "skipped": 0, "failed": 0}
+            for restore in run.restores.values():
+                report = (restore.get("status") or {}).get("report") or {}
+                for entry in report.get("objects") or []:
+                    if entry.get("result") in counts:
+                        counts[str(entry["result"])] += 1
+            final = run.restores.get(FINAL) or {}
+            final_report = (final.get("status") or {}).get("report") or {}
+            volumes = final_report.get("volumes") or []
+            if not final:  # seeds only: what the last seed restored
+                seeds = [r for k, r in sorted(run.restores.items()) if k != FINAL]
+                volumes = (
+                    ((seeds[-1].get("status") or {}).get("report") or {}).get("volumes") or []
+                    if seeds
+                    else []
+                )
+            items = [
+                item
+                for restore in run.restores.values()
+                for item in volume_items.get(restore["metadata"]["name"], [])
+            ]
+            fetched = sum(
+                int(s.get("bytesFetched", s.get("bytesWritten", 0)) or 0)
+                for s in (i.get("status") or {} for i in items)
+            )
+            written = sum(int((i.get("status") or {}).get("bytesWritten") or 0) for i in items)
+            unchanged = sum(int((i.get("status") or {}).get("bytesUnchanged") or 0) for i in items)
+            stored = None
+            if uploaded is not None:
+                stored = sum(
+                    uploaded.get(i, 0) for b in run.backups.values() for i in self.snapshot_ids(b)
+                )
+            reports.append(
+                {
+                    "app": run.app,
+                    "target": run.target,
+                    "state": run.state,
+                    "failedStep": run.failed_step,
+                    "error": run.error,
+                    "seconds": round((run.ended or time.monotonic()) - run.started, 3)
+                    if run.started
+                    else 0.0,
+                    "backups": [run.name(self.plan, k) for k in run.backups],
+                    "restores": [run.name(self.plan, k) for k in run.restores],
+                    "objects": counts,
+                    "volumes": {
+                        "restored": sum(1 for v in volumes if v.get("result") == "restored"),
+                        "total": len(volumes),
+                        "bytes": sum(int(v.get("size") or 0) for v in volumes),
+                    },
+                    "bytes": {
+                        "stored": stored,
+                        "replicated": run.replicated,
+                        "fetched": fetched,
+                        "written": written,
+                        "unchanged": unchanged,
+                        "moved": (stored or 0) + run.replicated + fetched,
+                    },
+                    "external": list(final_report.get("external") or []),
+                    "drift": drift.get(run.app),
+                }
+            )
+        return reports
+
+    def _stored_bytes(self) -> dict[str, int] | None:
+        """Snapshot id -> bytes its backup stored (new data, compressed and encrypted), read
+        once from the source repository; None when it cannot be read."""
+        try:
+            repo = self._source_repos.open(self.source.namespace, self.source.repository)
+        except MoverError as exc:
+            self.notify(f"bytes stored not known: {exc}")
+            return None
+        try:
+            return {s.id: int((s.stats or {}).get("stored_bytes") or 0) for s in repo.snapshots()}
+        finally:
+            repo.close()
+
+    def _volume_restores(self) -> dict[str, list[Obj]]:
+        """The target's VolumeRestores of this migration's Restores, by Restore name."""
+        found: dict[str, list[Obj]] = {}
+        names = {run.name(self.plan, k) for run in self.runs for k in run.restores}
+        if not names:
+            return found
+        for item in self.target.kube.list(api.VOLUME_RESTORE, self.target.namespace):
+            owner = (item["metadata"].get("labels") or {}).get(api.RESTORE_LABEL)
+            if owner in names:
+                found.setdefault(str(owner), []).append(item)
+        return found
+
+    def _drift(self) -> dict[str, Obj]:
+        """App -> the drift of its last captured state against git (see drift_of)."""
+        assert self.plan.desired is not None
+        result: dict[str, Obj] = {}
+        done = [r for r in self.runs if r.backups]
+        if not done:
+            return result
+        repo = self._source_repos.open(self.source.namespace, self.source.repository)
+        try:
+            for run in done:
+                last = run.backups.get(FINAL) or run.backups[sorted(run.backups)[-1]]
+                try:
+                    result[run.app] = drift_of(repo, last, self.plan.desired, run.app)
+                except (MoverError, OSError) as exc:
+                    result[run.app] = {"error": str(exc)}
+        finally:
+            repo.close()
+        return result
+
+
+def drift_of(repo: Repository, backup: Obj, desired: Path, app: str) -> Obj:
+    """What the Backup captured of `app` against git: `desired/APP` when that is a directory,
+    else `desired`, its objects of that namespace (and the Namespace itself, and cluster-scoped
+    objects the Backup captured) only."""
+    from mover_k8s.diff import desired_source, diff, group_of, key_of, load_desired
+
+    status = backup.get("status") or {}
+    manifest = repo.find_snapshot(str(status["manifestSnapshot"]))
+    doc = store.verify_manifest(repo, manifest, status.get("rootHash"))
+    live = list(store.load_document(repo, doc["objects"]["snapshot"]).get("objects") or [])
+    directory = desired / app if (desired / app).is_dir() else desired
+    wanted_all = load_desired(desired_source(directory), app)
+    captured = {key_of(o) for o in live}
+    namespaced = {
+        (group_of(o), str(o.get("kind")))
+        for o in live
+        if (o.get("metadata") or {}).get("namespace")
+    }
+
+    def mine(obj: Obj) -> bool:
+        meta = obj.get("metadata") or {}
+        if meta.get("namespace"):
+            return bool(meta["namespace"] == app)
+        if (group_of(obj), str(obj.get("kind"))) in namespaced:
+            return True  # no namespace written: it is the app's (as `kubectl apply -n APP`)
+        if obj.get("kind") == "Namespace":
+            return bool(meta.get("name") == app)
+        return key_of(obj) in captured  # a cluster-scoped object this app uses
+
+    wanted = [o for o in wanted_all if mine(o)]
+    report = diff(live, wanted, app)
+    return {
+        "desired": str(directory),
+        "onlyInCluster": len(report.only_in_cluster),
+        "onlyInGit": len(report.only_in_git),
+        "changed": len(report.changed),
+        "unchanged": report.same,
+        "drift": report.drift,
+        "details": report.as_dict(),
+    }
+
+
+def summary(reports: list[Obj]) -> Obj:
+    """Totals over the apps."""
+    total: dict[str, Any] = {
+        "apps": len(reports),
+        "completed": sum(1 for r in reports if r["state"] == "completed"),
+        "failed": sum(1 for r in reports if r["state"] == "failed"),
+        "objectsCreated": sum(r["objects"]["created"] for r in reports),
+        "volumesRestored": sum(r["volumes"]["restored"] for r in reports),
+        "bytesMoved": sum(r["bytes"]["moved"] for r in reports),
+        "external": sum(len(r["external"]) for r in reports),
+    }
+    return total
