@@ -48,6 +48,9 @@ from tests.integration.conftest import (
 )
 from tests.integration.test_damage import flip_byte
 
+# ~65 s on 2 cores: runs in CI (CI=true) and with -m slow; test_damage.py is the quick check.
+pytestmark = pytest.mark.slow
+
 IMAGE_SIZE = 8 * MiB
 KINDS = ("flip", "truncate", "delete")
 PACKS = ("pack", "shared-pack", "tree-pack")

@@ -54,6 +54,7 @@ def image_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_image(tmp_path_factory.mktemp("kill") / "image-b.img", seed=2, size=96 * MiB)
 
 
+@pytest.mark.slow  # ~15 s: runs in CI (CI=true) and with -m slow
 def test_sigkill_during_backup_leaves_a_consistent_repository(
     image: Path, image_b: Path, tmp_path: Path
 ) -> None:

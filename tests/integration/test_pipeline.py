@@ -126,7 +126,10 @@ def test_restore_flushes_in_the_background_and_reports_its_disk_error(
     monkeypatch.setattr(restore_module.os, "fdatasync", lambda fd: flushed.append(fd) or real(fd))
     good = tmp_path / "good.img"
     run_restore(repo, snapshot, str(good))
-    assert len(flushed) >= 2  # the flusher ran while the restore went on
+    # The flusher ran while the restore went on (the restore's own last flush is os.fsync).
+    # Not >= 2: wake-ups that come while a flush runs make one flush, so on a loaded machine
+    # several FLUSH_EVERY steps may coalesce into a single one.
+    assert len(flushed) >= 1
     assert file_digest(good) == file_digest(source)
 
     def failing(fd: int) -> None:

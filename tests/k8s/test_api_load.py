@@ -172,12 +172,12 @@ def check_idle(env: Env, sizes: list[int], apps: int, interval: float, watch_sec
         assert total_large / max(large_passes, 1) <= per_pass_small + 1 + extra_pages
 
 
-# ~26 s each: the mode that forces watch resumes runs by default, the others with the slow tests.
+# ~26 s each: all run in CI (CI=true) and with -m slow; tests/k8s/test_watch.py is the quick check.
 MODES = pytest.mark.parametrize(
     ("interval", "watch_seconds"),
     [
         pytest.param(3600.0, wakeup.WATCH_SECONDS, id="on-changes", marks=pytest.mark.slow),
-        pytest.param(3600.0, 3, id="on-changes-3s-watches"),
+        pytest.param(3600.0, 3, id="on-changes-3s-watches", marks=pytest.mark.slow),
         pytest.param(2.0, wakeup.WATCH_SECONDS, id="every-2s", marks=pytest.mark.slow),
     ],
 )

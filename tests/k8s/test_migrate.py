@@ -266,7 +266,7 @@ def test_app_migrate_on_the_command_line(make_env: Callable[[str], Env], tmp_pat
     # The same migration again: every step is done already; nothing new is made.
     assert again.returncode == 0, again.stderr
     assert "1 of 1 apps moved, 0 failed" in again.stdout
-    assert "shop  completed  15" in again.stdout
+    assert "shop  completed  16" in again.stdout  # the Deployment (made last) counted
     assert (
         len(first.kube.list(api.BACKUP, SYSTEM)),
         len(second.kube.list(api.RESTORE, SYSTEM)),

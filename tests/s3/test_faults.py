@@ -31,6 +31,7 @@ def proxy(moto_server: MotoServer) -> Iterator[FaultProxy]:
         p.stop()
 
 
+@pytest.mark.slow  # ~22 s on 2 cores: runs in CI (CI=true) and with -m slow
 def test_backup_restore_replicate_at_5_percent_faults(
     moto_server: MotoServer, aws: dict[str, str], proxy: FaultProxy, tmp_path: Path
 ) -> None:
