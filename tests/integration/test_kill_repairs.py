@@ -491,6 +491,7 @@ def wait_for_packs(repo: Path, count: int) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 def test_prune_deletes_condemned_packs_while_four_backups_write(tmp_path: Path) -> None:
     """Backups of old data whose snapshots were forgotten (so they dedup against packs prune
     condemns) and of data they share, prunes with no grace at all while they write: every

@@ -77,6 +77,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str, in
     return empty, source, snapshot.tree, chunks
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=15)
 @given(fail_at=st.integers(2, SIZE // 65536), interval=st.integers(30_000, 800_000))
 def test_resume_after_a_failure_anywhere(

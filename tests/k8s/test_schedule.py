@@ -38,6 +38,7 @@ def made_by(env: Env, schedule: str) -> list[Obj]:
     return env.kube.list(api.BACKUP, SYSTEM, label_selector=f"{api.SCHEDULE_LABEL}={schedule}")
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 def test_a_schedule_makes_backups_and_keeps_the_last_ones(env: Env) -> None:
     deploy_app(env.kube, "shop")
     seen: set[str] = set()

@@ -134,6 +134,7 @@ def test_a_stop_ends_long_watches_at_once(env: Env) -> None:
     assert time.monotonic() - stopping < 3
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 def test_an_outage_is_one_warning_and_one_info_line(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:

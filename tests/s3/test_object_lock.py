@@ -20,6 +20,7 @@ from tests.s3.conftest import INIT_SMALL
 from tests.s3.server import MotoServer
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 def test_locked_repository(
     moto_server: MotoServer, aws: dict[str, str], small_image: Path, tmp_path: Path
 ) -> None:

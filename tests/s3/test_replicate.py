@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import (
     MOVER,
     assert_one_error_line,
@@ -27,6 +29,7 @@ from tests.s3.server import MotoServer
 TARGET_PASSWORD = {"MOVER_TARGET_PASSWORD": "the second region's password"}
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 def test_local_to_s3_to_s3_interrupted_and_resumed(
     moto_server: MotoServer, aws: dict[str, str], tmp_path: Path
 ) -> None:
@@ -112,6 +115,7 @@ def test_local_to_s3_to_s3_interrupted_and_resumed(
     assert direct["stats"]["new_bytes"] == 0
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 def test_replicate_selected_snapshots_and_refusals(
     aws: dict[str, str], bucket: str, tmp_path: Path
 ) -> None:

@@ -45,6 +45,7 @@ def test_unreachable_endpoint(aws: dict[str, str], verb: tuple[str, ...]) -> Non
     assert f"cannot reach the S3 endpoint {endpoint}" in line
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 def test_wrong_credentials(auth_server: tuple[MotoServer, str, str], aws: dict[str, str]) -> None:
     """moto (5.2) miscomputes signatures of listings whose prefix holds a "/", so the good
     credentials here are shown to pass the access check by reaching the repository check."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import (
     assert_same_file,
     init_repo,
@@ -16,6 +18,7 @@ from tests.s3.conftest import INIT_SMALL, MULTIPART, MiB
 from tests.s3.server import MotoServer
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 def test_round_trip_bit_exact_with_multipart(
     moto_server: MotoServer, bucket: str, small_image: Path, tmp_path: Path
 ) -> None:
@@ -52,6 +55,7 @@ def test_round_trip_bit_exact_with_multipart(
     assert stats["snapshots"] == 2
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 def test_forget_and_prune_on_s3(bucket: str, small_image: Path, tmp_path: Path) -> None:
     url = f"s3://{bucket}/p"
     init_repo(url, *INIT_SMALL[2:])  # type: ignore[arg-type]

@@ -101,6 +101,7 @@ def test_load_rejects_a_row_naming_an_unlisted_pack(tmp_path: os.PathLike[str]) 
         Index(str(tmp_path)).load([("index/bad", [b"\2" * 32], rows, 1)])
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 def test_lookups_race_adds_and_spills(tmp_path: os.PathLike[str], small_batches: None) -> None:
     rng = random.Random(11)
     packs = [rng.randbytes(32)]

@@ -93,6 +93,7 @@ def test_sparse_file(tmp_path: Path, n: int) -> None:
         assert streams(path, MEDIUM, n, segment) == one_stream(MEDIUM, data)
 
 
+@pytest.mark.slow  # several seconds: runs in CI (CI=true) and with -m slow
 def test_holes_are_not_read(tmp_path: Path) -> None:
     """A 64 GiB file with 1 MiB of data: only a hole-aware reader gets through it in a test."""
     path = tmp_path / "huge-sparse.img"
