@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from mover.crypto import KdfParams
 from mover.errors import ObjectNotFound, UsageError
-from mover.repository import Repository, find_key, write_key
+from mover.repository import Repository, find_key, resolve_prefix, write_key
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,7 @@ def add_key(repo: Repository, new_password: bytes, kdf: KdfParams | None = None)
 def resolve_key(repo: Repository, ref: str) -> str:
     """The full id of the key file `ref` (an id or unique prefix of at least 4 hex digits)."""
     ids = [name.removeprefix("keys/") for name in repo.backend.list("keys/")]
-    if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
-        raise UsageError(f"{ref!r} is not a key id: give at least 4 hex digits of one")
-    matches = [i for i in ids if i.startswith(ref)]
-    if not matches:
-        raise UsageError(f"no key {ref!r} in this repository; see `mover key list`")
-    if len(matches) > 1:
-        raise UsageError(f"key id prefix {ref!r} is ambiguous; give more digits")
-    return matches[0]
+    return resolve_prefix(ref, ids, "key", "mover key list")
 
 
 def remove_key(repo: Repository, key_id: str, password: bytes) -> None:

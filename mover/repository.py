@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -117,6 +117,19 @@ def write_key(backend: Backend, master: MasterKey, password: bytes, kdf: KdfPara
     name = f"keys/{blake3.blake3(key_raw).hexdigest()}"
     backend.write(name, key_raw)
     return name
+
+
+def resolve_prefix(ref: str, ids: Iterable[str], noun: str, listing: str, also: str = "") -> str:
+    """The one id of `ids` that `ref` (an id or a prefix of at least 4 hex digits) names; a
+    UsageError saying what to give otherwise (`also`: other accepted forms, e.g. "`latest` or ")."""
+    if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
+        raise UsageError(f"{ref!r} is not a {noun} id: give {also}at least 4 hex digits of an id")
+    matches = sorted(i for i in set(ids) if i.startswith(ref))
+    if not matches:
+        raise UsageError(f"no {noun} {ref!r} in this repository; see `{listing}`")
+    if len(matches) > 1:
+        raise UsageError(f"{noun} id prefix {ref!r} is ambiguous; give more digits")
+    return matches[0]
 
 
 def short_name(name: str) -> str:
@@ -462,17 +475,8 @@ class Repository:
         ones included (they can still be forgotten)."""
         if readable is None:
             readable = [s.id for s in self.snapshots()]
-        if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
-            raise UsageError(
-                f"{ref!r} is not a snapshot id: give `latest` or at least 4 hex digits of an id"
-            )
-        ids = sorted({*readable, *self.damaged_snapshots()})
-        matches = [i for i in ids if i.startswith(ref)]
-        if not matches:
-            raise UsageError(f"no snapshot {ref!r} in this repository; see `mover snapshots`")
-        if len(matches) > 1:
-            raise UsageError(f"snapshot id prefix {ref!r} is ambiguous; give more digits")
-        return matches[0]
+        ids = {*readable, *self.damaged_snapshots()}
+        return resolve_prefix(ref, ids, "snapshot", "mover snapshots", "`latest` or ")
 
 
 class IndexWriter:

@@ -37,6 +37,7 @@ __all__ = [
     "json_option",
     "open_repo",
     "password",
+    "password_or",
     "repo_option",
 ]
 
@@ -227,6 +228,14 @@ def report_damage(repository: Repository) -> None:
     for name, reason in sorted(repository.damage.items()):
         hint = next((h for p, h in _REPAIR_HINT.items() if name.startswith(p)), "see `mover check`")
         click.echo(f"mover: warning: skipped: {reason}; {hint}", err=True)
+
+
+def password_or(variable: str, what: str, fallback: bytes) -> bytes:
+    """Another repository's password: from $variable (or its _FILE, _COMMAND) when one is set,
+    else `fallback` (the password given for this repository)."""
+    if any(f"{variable}{suffix}" in os.environ for suffix in ("", "_FILE", "_COMMAND")):
+        return password(variable=variable, what=what)
+    return fallback
 
 
 def _run_password_command(variable: str, command: str) -> str:

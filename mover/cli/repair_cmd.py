@@ -5,11 +5,16 @@ repair that leaves damage it could not fix exits 1 and says what is left."""
 
 from __future__ import annotations
 
-import os
-
 import click
 
-from mover.cli.context import backend_for, json_option, open_repo, password, repo_option
+from mover.cli.context import (
+    backend_for,
+    json_option,
+    open_repo,
+    password,
+    password_or,
+    repo_option,
+)
 from mover.cli.output import emit_json, status
 from mover.cli.sizes import parse_size
 from mover.crypto import KdfParams
@@ -109,8 +114,7 @@ def snapshots_cmd(repo: str | None, dry_run: bool, as_json: bool) -> None:
 def _replica(url: str, own_password: bytes) -> Repository:
     """The replica at url, opened with MOVER_FROM_PASSWORD(_FILE), else this repository's
     password."""
-    given = FROM_PASSWORD in os.environ or f"{FROM_PASSWORD}_FILE" in os.environ
-    secret = password(variable=FROM_PASSWORD, what="replica password") if given else own_password
+    secret = password_or(FROM_PASSWORD, "replica password", own_password)
     backend = backend_for(url)
     try:
         return Repository.open(backend, secret)

@@ -18,6 +18,7 @@ from mover.cli.context import (
     json_option,
     open_repo,
     password,
+    password_or,
     repo_option,
     storage_options,
 )
@@ -49,12 +50,6 @@ def _target_options(
         s3_secret_key=env.get("MOVER_TARGET_AWS_SECRET_ACCESS_KEY"),
         s3_session_token=env.get("MOVER_TARGET_AWS_SESSION_TOKEN"),
     )
-
-
-def _target_password(source_password: bytes) -> bytes:
-    if "MOVER_TARGET_PASSWORD" in os.environ or "MOVER_TARGET_PASSWORD_FILE" in os.environ:
-        return password(confirm=False, variable="MOVER_TARGET_PASSWORD", what="target password")
-    return source_password
 
 
 @click.command("replicate")
@@ -123,7 +118,7 @@ def replicate_cmd(
         target, created = open_target(
             source,
             target_backend,
-            _target_password(source_password),
+            password_or("MOVER_TARGET_PASSWORD", "target password", source_password),
             init_target,
             KdfParams(memory_kib=memory_kib),
         )
