@@ -12,6 +12,11 @@ last event or bookmark got to. Only a 410 Gone (the server no longer has that ve
 the version again, and wakes the loop once: whatever changed meanwhile, its pass reads. Stopping
 does not wait for the server: `running` shuts the open watches' connections down.
 
+Given a `Cache`, the watches also keep a copy of what they watch (an informer): the first read
+of a kind (and the read after a 410) is then a full list that fills it, each event is applied to
+it before the loop is woken, and the loop's lists are answered from memory
+(mover_k8s.k8s.cache).
+
 Failures are retried with exponential backoff and jitter (the loop polls meanwhile), and logged
 once per outage: a warning when the first watch fails, an info line when they all work again.
 """
@@ -26,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mover_k8s.errors import KubeError
+from mover_k8s.k8s.cache import Cache
 from mover_k8s.k8s.client import WATCH_SECONDS, Kube, ResourceType, Watch
 
 log = logging.getLogger("mover.k8s.wakeup")
@@ -48,8 +54,13 @@ class Wakeup:
         kinds: tuple[ResourceType, ...],
         namespace: str | None = None,
         label_selector: str | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.kube = kube
+        self.cache = cache
+        if cache is not None:
+            for rt in kinds:
+                cache.hold(rt, namespace, label_selector)
         self.kinds = kinds
         self.namespace = namespace
         self.label_selector = label_selector
@@ -72,7 +83,7 @@ class Wakeup:
             began = time.monotonic()
             try:
                 if not version:
-                    version = self.kube.resource_version(rt, self.namespace, self.label_selector)
+                    version = self._read(rt)
                     self.event.set()  # what changed before `version`: the pass reads it
                 with self.kube.watch(
                     rt, self.namespace, self.label_selector, version, self.watch_seconds
@@ -85,6 +96,8 @@ class Wakeup:
                             if stop.is_set():
                                 return
                             if event.get("type") in CHANGES:
+                                if self.cache is not None:
+                                    self.cache.apply(rt, event)
                                 self.event.set()
                     version = watch.resource_version
             except KubeError as exc:
@@ -99,6 +112,15 @@ class Wakeup:
             failures = 0 if time.monotonic() - began >= 1.0 else failures + 1
             if failures:
                 stop.wait(backoff(failures))
+
+    def _read(self, rt: ResourceType) -> str:
+        """Where the watch of `rt` starts: the version of a one-item list, or with a cache, of
+        the full list that fills it."""
+        if self.cache is None:
+            return self.kube.resource_version(rt, self.namespace, self.label_selector)
+        items, version = self.kube.list_versioned(rt, self.namespace, self.label_selector)
+        self.cache.fill(rt, items)
+        return version
 
     @contextmanager
     def _registered(self, watch: Watch) -> Iterator[None]:

@@ -117,16 +117,28 @@ class Env:
         agent_grace: float = 0.5,
         bind_timeout: float = 30.0,
     ) -> Iterator[tuple[Controller, NodeAgent | None]]:
-        """The controller and (optionally) a node agent, in threads, polling fast."""
+        """The controller and (optionally) a node agent, in threads, polling fast, with watches
+        on as deployed: their passes read the copy the watches keep (mover_k8s.k8s.cache)."""
         stop = threading.Event()
         controller = Controller(
-            self.kube, SYSTEM, interval=0.05, agent_grace=agent_grace, bind_timeout=bind_timeout
+            self.kube,
+            SYSTEM,
+            interval=0.05,
+            agent_grace=agent_grace,
+            bind_timeout=bind_timeout,
+            watch=True,
         )
         threads = [threading.Thread(target=controller.run, args=(stop,), daemon=True)]
         node_agent = None
         if agent:
             node_agent = NodeAgent(
-                self.kube, node, SYSTEM, interval=0.05, progress_interval=0.05, threads=2
+                self.kube,
+                node,
+                SYSTEM,
+                interval=0.05,
+                progress_interval=0.05,
+                threads=2,
+                watch=True,
             )
             threads.append(threading.Thread(target=node_agent.run, args=(stop,), daemon=True))
         for thread in threads:

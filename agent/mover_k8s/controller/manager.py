@@ -4,7 +4,9 @@ Backup and Restore.
 Several replicas may run: one leads (mover_k8s.leader), the others stand by. With `watch`,
 changes wake the loop at once (mover_k8s.wakeup), but it stays a poll at heart: reconciling is
 level-triggered (each pass reads the status and does the next step), so a missed event costs
-nothing and a restart resumes by itself. A Backup's capture runs inside the pass; volume data
+nothing and a restart resumes by itself. With `watch`, the passes also read the objects from a
+copy the watches keep (mover_k8s.k8s.cache): a pass costs the API server nothing for objects
+that did not change. A Backup's capture runs inside the pass; volume data
 never does (the node agents move it).
 """
 
@@ -25,6 +27,7 @@ from mover_k8s.controller.repositories import RepositoryReconciler
 from mover_k8s.controller.restores import RestoreReconciler
 from mover_k8s.controller.schedules import ScheduleReconciler
 from mover_k8s.errors import KubeError
+from mover_k8s.k8s.cache import Cache
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
 from mover_k8s.leader import Leadership
 from mover_k8s.metrics import ControllerMetrics
@@ -47,6 +50,10 @@ class Controller:
         watch: bool = False,
         metrics: ControllerMetrics | None = None,
     ) -> None:
+        # With watches, the passes read Repositories, Schedules, Backups, Restores and work
+        # items from a copy the watches keep (mover_k8s.k8s.cache), not from the API.
+        self.cache = Cache() if watch else None
+        kube = kube.cached(self.cache) if self.cache is not None else kube
         self.kube = kube
         self.metrics = metrics or ControllerMetrics()
         self.watch_namespace = watch_namespace
@@ -64,7 +71,7 @@ class Controller:
 
     def run(self, stop: threading.Event) -> None:
         log.info("controller started (namespace: %s)", self.watch_namespace or "all")
-        wakeup = Wakeup(self.kube, api.OURS, self.watch_namespace)
+        wakeup = Wakeup(self.kube, api.OURS, self.watch_namespace, cache=self.cache)
         with contextlib.ExitStack() as stack:
             wait = wakeup.wait if self.watch else stop.wait
             if self.watch:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import copy
 import json
 import threading
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream as k8s_stream
 
 from mover_k8s.errors import Conflict, KubeError, NotFound
+from mover_k8s.k8s.cache import Cache
 from mover_k8s.k8s.types import ExecResult, Obj, ResourceType
 
 __all__ = ["ExecResult", "Kube", "Obj", "ResourceType", "Watch"]
@@ -57,6 +59,14 @@ class Kube:
         self._discovery: builtins.list[ResourceType] | None = None
         self.page_size = LIST_PAGE
         self._lock = threading.Lock()
+        self.cache: Cache | None = None
+
+    def cached(self, cache: Cache) -> Kube:
+        """This connection, with lists of the kinds `cache` holds answered from it and writes
+        of those kinds added to it (mover_k8s.k8s.cache). The original stays uncached."""
+        twin = copy.copy(self)
+        twin.cache = cache
+        return twin
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
@@ -283,18 +293,38 @@ class Kube:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> builtins.list[Obj]:
-        """Every object, read in pages of `page_size`: a namespace of 50,000 objects costs the API
-        server (and this process) one page at a time, not one response of hundreds of MB."""
+        """Every object: from the cache where it holds them, else read in pages of `page_size`
+        (a namespace of 50,000 objects costs the API server, and this process, one page at a
+        time, not one response of hundreds of MB)."""
+        if self.cache is not None:
+            held = self.cache.list(rt, namespace, label_selector, field_selector)
+            if held is not None:
+                return held
+        return self.list_versioned(rt, namespace, label_selector, field_selector)[0]
+
+    def list_versioned(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[builtins.list[Obj], str]:
+        """Every object from the API, and the collection's resourceVersion (the first page's:
+        the server answers the later pages at that version), where a watch of the changes
+        since starts."""
         query: dict[str, str] = {"limit": str(self.page_size)}
         if label_selector:
             query["labelSelector"] = label_selector
         if field_selector:
             query["fieldSelector"] = field_selector
         items: builtins.list[Obj] = []
+        version = ""
         while True:
             page = self.request("GET", rt.path(namespace), query=query)
             items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
+            meta = page.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")
+            token = meta.get("continue")
             if not token:
                 break
             query["continue"] = token
@@ -302,24 +332,26 @@ class Kube:
             # Lists leave apiVersion/kind off their items; a captured object needs them.
             item.setdefault("apiVersion", rt.api_version)
             item.setdefault("kind", rt.kind)
-        return items
+        return items, version
 
     def create(self, rt: ResourceType, body: Obj) -> Obj:
         namespace = body.get("metadata", {}).get("namespace")
-        return self.request("POST", rt.path(namespace), body=body)
+        return self._wrote(rt, self.request("POST", rt.path(namespace), body=body))
 
     def replace(self, rt: ResourceType, body: Obj) -> Obj:
         """PUT: fails with Conflict when metadata.resourceVersion is stale."""
         meta = body.get("metadata", {})
-        return self.request("PUT", rt.path(meta.get("namespace"), meta["name"]), body=body)
+        path = rt.path(meta.get("namespace"), meta["name"])
+        return self._wrote(rt, self.request("PUT", path, body=body))
 
     def patch(
         self, rt: ResourceType, namespace: str | None, name: str, patch: Obj, sub: str = ""
     ) -> Obj:
         """A JSON merge patch (RFC 7396): the one patch type every resource accepts."""
-        return self.request(
-            "PATCH", rt.path(namespace, name, sub), body=patch, content_type=MERGE_PATCH
-        )
+        path = rt.path(namespace, name, sub)
+        answer = self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+        # Other subresources (scale) answer with an object of another kind.
+        return self._wrote(rt, answer) if sub in ("", "status") else answer
 
     def patch_status(self, rt: ResourceType, namespace: str | None, name: str, status: Obj) -> Obj:
         sub = "status" if "status" in rt.subresources else ""
@@ -331,7 +363,16 @@ class Kube:
             self.request("DELETE", rt.path(namespace, name))
         except NotFound:
             return False
+        finally:
+            if self.cache is not None:
+                # Gone, or going (finalizers): the watch brings it back while it stays.
+                self.cache.removed(rt, namespace, name)
         return True
+
+    def _wrote(self, rt: ResourceType, obj: Obj) -> Obj:
+        if self.cache is not None and obj.get("metadata"):
+            self.cache.stored(rt, obj)
+        return obj
 
     # -- discovery ------------------------------------------------------------------------
 

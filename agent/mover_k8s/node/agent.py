@@ -34,6 +34,7 @@ from mover.storage.stack import metrics_of
 from mover_k8s import agents, api, store
 from mover_k8s.conditions import set_condition_of
 from mover_k8s.errors import Cancelled, KubeError, NotFound, SpecError
+from mover_k8s.k8s.cache import Cache
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
 from mover_k8s.metrics import JobMeter, NodeMetrics
 from mover_k8s.node.delta import DeltaStats, restore_delta
@@ -107,6 +108,9 @@ class NodeAgent:
         watch: bool = False,
         metrics: NodeMetrics | None = None,
     ) -> None:
+        # With watches, the passes read this node's work items from a copy the watches keep.
+        self.cache = Cache() if watch else None
+        kube = kube.cached(self.cache) if self.cache is not None else kube
         self.kube = kube
         self.node = node
         self.metrics = metrics or NodeMetrics()
@@ -132,6 +136,7 @@ class NodeAgent:
             (api.VOLUME_BACKUP, api.VOLUME_RESTORE),
             self.watch_namespace,
             f"{api.NODE_LABEL}={self.node}",
+            cache=self.cache,
         )
         with contextlib.ExitStack() as stack:
             wait = wakeup.wait if self.watch else stop.wait
