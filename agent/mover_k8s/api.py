@@ -51,6 +51,15 @@ LEASE = ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True)
 VOLUME_SNAPSHOT = ResourceType(
     "snapshot.storage.k8s.io", "v1", "volumesnapshots", "VolumeSnapshot", True, frozenset(), STATUS
 )
+VOLUME_SNAPSHOT_CONTENT = ResourceType(
+    "snapshot.storage.k8s.io",
+    "v1",
+    "volumesnapshotcontents",
+    "VolumeSnapshotContent",
+    False,
+    frozenset(),
+    STATUS,
+)
 VOLUME_SNAPSHOT_CLASS = ResourceType(
     "snapshot.storage.k8s.io", "v1", "volumesnapshotclasses", "VolumeSnapshotClass", False
 )

@@ -1616,7 +1616,7 @@ def node_cmd(
     kube = connect(kubeconfig, kube_context)
     exposers: dict[str, Exposer] = {"path": PathExposer(kube, path_root)}
     if not no_snapshots:
-        exposers["snapshot"] = SnapshotExposer(kube, node, kubelet_dir)
+        exposers["snapshot"] = SnapshotExposer(kube, node, namespace, kubelet_dir)
     agent_ = NodeAgent(
         kube,
         node,

@@ -361,8 +361,10 @@ def test_node_agent_has_least_privilege(defaults: list[Obj]) -> None:
                 "persistentvolumes",
                 "pods",
                 "leases",
+                "volumesnapshots",
+                "volumesnapshotcontents",
             }, (resource, rule)
-            if resource == "leases":
+            if resource in ("leases", "pods", "persistentvolumeclaims", "volumesnapshots"):
                 assert role_kind == "Role", rule  # only in its own namespace
     granted = {(r, v) for _, rule in rules for r in rule["resources"] for v in rule["verbs"]}
     # What the code does (agent/mover_k8s/node): each of these is needed.

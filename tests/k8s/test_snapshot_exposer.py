@@ -1,8 +1,10 @@
-"""The real cluster's exposer (a PVC made from a CSI VolumeSnapshot in Block mode, attached to
-the agent's node by a holder pod), as far as an emulator allows: the test plays the parts of
-the cluster that mover relies on and does not own — the snapshot controller (marks snapshots
-ready), the CSI provisioner (binds the claim made from a snapshot) and the kubelet (runs the
-holder pod and publishes the block device, here a file, under its pod directory)."""
+"""The real cluster's exposer (the app's CSI snapshot copied into mover's namespace, a Block-mode
+claim made from the copy and attached to the agent's node by a holder pod there), as far as an
+emulator allows: the test plays the parts of the cluster that mover relies on and does not own —
+the snapshot controller (takes snapshots, binds pre-provisioned contents), the CSI provisioner
+(binds the claim made from a snapshot, to that snapshot's data) and the kubelet (runs the holder
+pod and publishes the block device, here a file, under its pod directory). Every pod and claim
+mover makes is in its own namespace, and gone after the job (issue 15)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from mover_k8s.controller.manager import Controller
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
 from mover_k8s.node.agent import NodeAgent
 from mover_k8s.node.exposer import PathExposer, SnapshotExposer
+from tests.deploy.pod_security import violations
 
 from .conftest import NODE, SYSTEM, Env, backup_body, read_bytes, restore_body
 from .test_capture import open_repo
@@ -45,7 +48,7 @@ def snapshot_crd(plural: str, kind: str, scope: str) -> Obj:
                     "name": "v1",
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}} if scope == "Namespaced" else {},
+                    "subresources": {"status": {}},
                     "schema": {"openAPIV3Schema": {"type": "object"}},
                 }
             ],
@@ -93,9 +96,11 @@ class FakeCluster:
 
     def __init__(self, kube: Kube, kubelet: Path, devices: dict[str, bytes]) -> None:
         self.kube, self.kubelet, self.devices = kube, kubelet, devices
+        self.snapshots: dict[str, bytes] = {}  # snapshot handle: the data it holds
         self.seen_pods: list[Obj] = []
         self.seen_claims: list[Obj] = []
         self.seen_volumes: list[Obj] = []
+        self.seen_contents: list[Obj] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -104,13 +109,7 @@ class FakeCluster:
             snapshots = self.kube.list(api.VOLUME_SNAPSHOT) if self.snapshots_served() else []
             for snap in snapshots:
                 if not (snap.get("status") or {}).get("readyToUse"):
-                    meta = snap["metadata"]
-                    self.kube.patch_status(
-                        api.VOLUME_SNAPSHOT,
-                        meta["namespace"],
-                        meta["name"],
-                        {"readyToUse": True, "restoreSize": "3Mi"},
-                    )
+                    self._snapshot(snap)
             for claim in self.kube.list(api.PVC):
                 meta = claim["metadata"]
                 bound = (claim.get("status") or {}).get("phase") == "Bound"
@@ -123,27 +122,7 @@ class FakeCluster:
                     )
                     continue
                 if not claim["spec"].get("volumeName") and claim["spec"].get("dataSource"):
-                    self.seen_claims.append(claim)
-                    pv = f"pv-{meta['name']}"
-                    self.kube.create(
-                        api.PV,
-                        {
-                            "metadata": {"name": pv},
-                            "spec": {
-                                "capacity": {"storage": "3Mi"},
-                                "volumeMode": "Block",
-                                "csi": {"driver": DRIVER, "volumeHandle": pv},
-                            },
-                        },
-                    )
-                    self.kube.patch(
-                        api.PVC, meta["namespace"], meta["name"], {"spec": {"volumeName": pv}}
-                    )
-                    self.kube.patch_status(
-                        api.PVC, meta["namespace"], meta["name"], {"phase": "Bound"}
-                    )
-                    # The snapshot's content is what the source volume held.
-                    self.devices[pv] = self.devices["source"]
+                    self._provision(claim)
             for pod in self.kube.list(api.POD):
                 if (pod.get("status") or {}).get("phase") == "Running":
                     continue
@@ -168,6 +147,79 @@ class FakeCluster:
                     api.POD, meta["namespace"], meta["name"], {"phase": "Running"}
                 )
 
+    def _snapshot(self, snap: Obj) -> None:
+        meta, source = snap["metadata"], snap["spec"]["source"]
+        content_name = source.get("volumeSnapshotContentName")
+        if content_name:  # pre-provisioned: bind it to its content, if that points back
+            content = self.kube.find(api.VOLUME_SNAPSHOT_CONTENT, None, content_name)
+            ref = ((content or {}).get("spec") or {}).get("volumeSnapshotRef") or {}
+            if (ref.get("namespace"), ref.get("name")) != (meta["namespace"], meta["name"]):
+                return
+            self.seen_contents.append(content)  # type: ignore[arg-type]
+            self.kube.patch_status(
+                api.VOLUME_SNAPSHOT_CONTENT,
+                None,
+                content_name,
+                {"snapshotHandle": content["spec"]["source"]["snapshotHandle"]},  # type: ignore[index]
+            )
+        else:  # dynamic: cut a snapshot of the claim's volume now
+            content_name = f"snapcontent-{meta['uid']}"
+            handle = f"snap-{meta['namespace']}-{meta['name']}"
+            self.snapshots[handle] = self.devices["source"]
+            self.kube.create(
+                api.VOLUME_SNAPSHOT_CONTENT,
+                {
+                    "metadata": {"name": content_name},
+                    "spec": {
+                        "deletionPolicy": "Delete",
+                        "driver": DRIVER,
+                        "source": {"volumeHandle": "handle-pv-db"},
+                        "sourceVolumeMode": "Filesystem",
+                        "volumeSnapshotClassName": "csi-snap",
+                        "volumeSnapshotRef": {"namespace": meta["namespace"], "name": meta["name"]},
+                    },
+                },
+            )
+            self.kube.patch_status(
+                api.VOLUME_SNAPSHOT_CONTENT, None, content_name, {"snapshotHandle": handle}
+            )
+        self.kube.patch_status(
+            api.VOLUME_SNAPSHOT,
+            meta["namespace"],
+            meta["name"],
+            {
+                "readyToUse": True,
+                "restoreSize": "3Mi",
+                "boundVolumeSnapshotContentName": content_name,
+            },
+        )
+
+    def _provision(self, claim: Obj) -> None:
+        """A claim from a snapshot: a new volume holding that snapshot's data."""
+        meta = claim["metadata"]
+        self.seen_claims.append(claim)
+        snap = self.kube.get(
+            api.VOLUME_SNAPSHOT, meta["namespace"], claim["spec"]["dataSource"]["name"]
+        )
+        content = self.kube.get(
+            api.VOLUME_SNAPSHOT_CONTENT, None, snap["status"]["boundVolumeSnapshotContentName"]
+        )
+        pv = f"pv-{meta['name']}"
+        self.kube.create(
+            api.PV,
+            {
+                "metadata": {"name": pv},
+                "spec": {
+                    "capacity": {"storage": "3Mi"},
+                    "volumeMode": "Block",
+                    "csi": {"driver": DRIVER, "volumeHandle": pv},
+                },
+            },
+        )
+        self.kube.patch(api.PVC, meta["namespace"], meta["name"], {"spec": {"volumeName": pv}})
+        self.kube.patch_status(api.PVC, meta["namespace"], meta["name"], {"phase": "Bound"})
+        self.devices[pv] = self.snapshots[content["status"]["snapshotHandle"]]
+
     def snapshots_served(self) -> bool:
         return self.kube.find(api.CRD, None, "volumesnapshots.snapshot.storage.k8s.io") is not None
 
@@ -190,7 +242,9 @@ def components(env: Env, kubelet: Path) -> Iterator[None]:
         SYSTEM,
         exposers={
             "path": PathExposer(env.kube),
-            "snapshot": SnapshotExposer(env.kube, NODE, str(kubelet), poll=0.02, timeout=30),
+            "snapshot": SnapshotExposer(
+                env.kube, NODE, SYSTEM, str(kubelet), poll=0.02, timeout=30
+            ),
         },
         interval=0.05,
         progress_interval=0.05,
@@ -214,6 +268,7 @@ def test_backup_reads_a_snapshot_through_a_block_pvc_and_restore_writes_a_block_
     kube = env.kube
     kube.create(api.CRD, snapshot_crd("volumesnapshots", "VolumeSnapshot", "Namespaced"))
     kube.create(api.CRD, snapshot_crd("volumesnapshotclasses", "VolumeSnapshotClass", "Cluster"))
+    kube.create(api.CRD, snapshot_crd("volumesnapshotcontents", "VolumeSnapshotContent", "Cluster"))
     kube.create(
         api.STORAGE_CLASS,
         {"metadata": {"name": "csi-fast"}, "provisioner": DRIVER, "volumeBindingMode": "Immediate"},
@@ -239,25 +294,52 @@ def test_backup_reads_a_snapshot_through_a_block_pvc_and_restore_writes_a_block_
             "volumeSnapshotClassName": "csi-snap",
             "source": {"persistentVolumeClaimName": "data"},
         }
+        # The app's snapshot, copied into mover's namespace: the same handle, kept (Retain)
+        # when the copy is deleted, allowed to become a Block-mode claim.
+        (copied,) = cluster.seen_contents
+        original = env.served.cluster.objects[
+            (
+                "snapshot.storage.k8s.io/v1/volumesnapshotcontents",
+                None,
+                f"snapcontent-{snapshot['metadata']['uid']}",
+            )
+        ].history.last
+        assert copied["spec"]["source"] == {"snapshotHandle": original["status"]["snapshotHandle"]}
+        assert copied["spec"]["deletionPolicy"] == "Retain"
+        assert copied["spec"]["sourceVolumeMode"] == "Filesystem"
+        assert copied["spec"]["volumeSnapshotRef"]["namespace"] == SYSTEM
+        annotations = copied["metadata"]["annotations"]
+        assert annotations["snapshot.storage.kubernetes.io/allow-volume-mode-change"] == "true"
         (claim,) = cluster.seen_claims
+        assert claim["metadata"]["namespace"] == SYSTEM
         assert claim["spec"]["volumeMode"] == "Block"
-        assert claim["spec"]["dataSource"]["name"] == volume["volumeSnapshot"]
+        assert claim["spec"]["dataSource"]["name"] == copied["metadata"]["name"]
         holder = cluster.seen_pods[0]
+        assert holder["metadata"]["namespace"] == SYSTEM
         assert holder["spec"]["nodeName"] == NODE
         assert holder["spec"]["containers"][0]["volumeDevices"][0]["devicePath"]
-        # Deleted once the data is stored; released after the job: no holder pod, no claim.
+        assert violations(holder, "restricted") == []
+        # Deleted once the data is stored; released after the job: no holder pod, no claim,
+        # no copy of the snapshot; nothing of mover's was ever in the app's namespace.
         assert kube.find(api.VOLUME_SNAPSHOT, "db", volume["volumeSnapshot"]) is None
+        assert kube.list(api.VOLUME_SNAPSHOT, SYSTEM) == []
+        assert kube.find(api.VOLUME_SNAPSHOT_CONTENT, None, copied["metadata"]["name"]) is None
+        assert kube.list(api.POD, SYSTEM) == [] and kube.list(api.PVC, SYSTEM) == []
         assert kube.list(api.POD, "db") == []
         assert [c["metadata"]["name"] for c in kube.list(api.PVC, "db")] == ["data"]
 
-        # Restore into the Block-mode claim: attached the same way, written through the device.
-        devices["pv-db"] = bytes(SIZE)
+        # Restore into the Block-mode claim: a Block view of its volume, attached the same way.
         kube.create(api.RESTORE, restore_body("back", backup="snap", mode="data-only"))
         restore = env.wait_phase(api.RESTORE, "back")
     assert restore["status"]["phase"] == "Completed", restore["status"]
     pod = cluster.seen_pods[-1]
-    device = kubelet / "pods" / pod["metadata"]["uid"] / "volumeDevices/kubernetes.io~csi/pv-db"
+    assert pod["metadata"]["namespace"] == SYSTEM
+    view = pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    (static,) = [v for v in cluster.seen_volumes if v["metadata"]["name"] == view]
+    assert static["spec"]["csi"]["volumeHandle"] == "handle-pv-db"
+    device = kubelet / "pods" / pod["metadata"]["uid"] / "volumeDevices/kubernetes.io~csi" / view
     assert read_bytes(device) == data
+    assert kube.list(api.POD, SYSTEM) == [] and kube.list(api.PVC, SYSTEM) == []
     assert kube.list(api.POD, "db") == []
 
 
@@ -306,11 +388,14 @@ def test_a_filesystem_mode_claim_is_written_through_a_block_view_of_its_volume(
     assert view.startswith("mover-vr-")
     (static,) = [v for v in cluster.seen_volumes if v["metadata"]["name"] == view]
     assert static["spec"]["csi"]["volumeHandle"] == "handle-pv-db"
+    assert static["spec"]["claimRef"] == {"namespace": SYSTEM, "name": view}
+    assert pod["metadata"]["namespace"] == SYSTEM
     assert static["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
     assert static["spec"]["volumeMode"] == "Block"
     device = kubelet / "pods" / pod["metadata"]["uid"] / "volumeDevices/kubernetes.io~csi" / view
     assert read_bytes(device) == data
     # Released: the pod, our claim and our PV are gone; the app's claim and volume stay.
+    assert kube.list(api.POD, SYSTEM) == [] and kube.list(api.PVC, SYSTEM) == []
     assert kube.list(api.POD, "db") == []
     assert [c["metadata"]["name"] for c in kube.list(api.PVC, "db")] == ["data"]
     assert [v["metadata"]["name"] for v in kube.list(api.PV)] == ["pv-db"]
