@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from .conftest import (
     app_manifests,
     backup_body,
     deploy_app,
+    restore_body,
     storage_class,
 )
 from .test_cli import as_json, mover
@@ -371,3 +373,48 @@ def test_app_diff_bad_input_is_one_line_exit_2(env: Env, tmp_path: Path) -> None
         assert len(lines) == 1 and message in lines[0], proc.stderr
         assert proc.stdout == ""
     assert env.kube.list(api.BACKUP, SYSTEM) == []
+
+
+def test_after_a_disaster_and_a_full_restore_git_sees_the_same_drift(
+    make_env: Callable[[str], Env], tmp_path: Path
+) -> None:
+    """Issue 14: the cluster is lost; the app is restored in full on a new one from the
+    repository, while git is unchanged. What `mover app diff` reports against the same git
+    directory is exactly what it reported before: the restore neither adds drift (defaulted
+    or assigned fields, lost metadata) nor hides any."""
+    first = make_env("one")
+    live_app(first)
+    desired = desired_dir(tmp_path / "git")
+    with first.running(agent=False):
+        first.kube.create(
+            api.BACKUP, backup_body("before", includedNamespaces=["shop"], snapshotVolumes=False)
+        )
+        assert first.wait_phase(api.BACKUP, "before")["status"]["phase"] == "Completed"
+    before = as_json(
+        mover(first, tmp_path, "app", "diff", "before", "--desired", str(desired), "--json")
+    )
+    assert before["drift"] is True  # the three differences test_app_diff_reports... names
+
+    second = make_env("two")
+    second.repository("primary", first.repo_dir)
+    second.kube.create(api.STORAGE_CLASS, storage_class("fast"))
+    with second.running():
+        second.kube.create(api.RESTORE, restore_body("dr", backup="before", repository="primary"))
+        restore = second.wait_phase(api.RESTORE, "dr")
+        assert restore["status"]["phase"] == "Completed", restore["status"]
+        second.kube.create(
+            api.BACKUP, backup_body("after", includedNamespaces=["shop"], snapshotVolumes=False)
+        )
+        assert second.wait_phase(api.BACKUP, "after")["status"]["phase"] == "Completed"
+    after = as_json(
+        mover(second, tmp_path, "app", "diff", "after", "--desired", str(desired), "--json")
+    )
+    for part in ("only_in_git", "only_in_cluster", "changed", "drift"):
+        assert after[part] == before[part], part
+    # External names follow what the new cluster assigns: the load balancer has no hostname
+    # yet; the names the objects declare came back.
+    declared = {(e["kind"], e["name"], e["type"], e["value"]) for e in after["external"]}
+    assert declared == {
+        ("Service", "public", "externalDNS:hostname", "shop.example.com"),
+        ("Ingress", "web", "ingressHost", "www.shop.example"),
+    }
