@@ -19,6 +19,7 @@ from mover.errors import MoverError
 from mover.locks import as_reader
 from mover.repository import Repository
 from mover.storage.stack import base_of
+from mover.text import plural
 from mover.tree import leaf_chunks, nodes
 
 
@@ -137,7 +138,8 @@ def run_check(
         if unindexed:
             assert first is not None
             report.errors.append(
-                f"snapshot {short}: {unindexed} chunks are in no index (first: {first.hex()[:16]})"
+                f"snapshot {short}: {plural(unindexed, 'chunk')} in no index "
+                f"(first: {first.hex()[:16]})"
             )
         if tree_error is not None or unindexed or damaged_chunks:
             report.damaged_snapshots.append(snapshot.id)

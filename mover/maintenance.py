@@ -52,6 +52,7 @@ from mover.errors import IntegrityError, ObjectLocked, ObjectNotFound, Repositor
 from mover.locks import Lock, list_locks
 from mover.repository import INDEX_FILE_ENTRIES, IndexWriter, Repository, short_name
 from mover.snapshot import Snapshot
+from mover.text import plural
 from mover.tree import leaf_chunks, nodes
 
 # Repack a pack when less than this share of it is still referenced.
@@ -261,7 +262,7 @@ def prune(
             index = repo.index  # after the lock: what this prune reads is what it replaces
             _refuse_damage(repo)
             loaded = dict(index.files)
-            say(f"collecting the chunks of {len(snapshots)} snapshots")
+            say(f"collecting the chunks of {plural(len(snapshots), 'snapshot')}")
             blobs = Blobs(repo)
             live = LiveSet()
             live.add_snapshots(blobs, snapshots)
@@ -541,7 +542,7 @@ def _delete_condemned(
         newer = [s for s in snapshots if s.id not in before]
         referenced = LiveSet()
         if newer:
-            say(f"checking {len(newer)} snapshots written since the packs were condemned")
+            say(f"checking {plural(len(newer), 'snapshot')} written since the packs were condemned")
             referenced.add_snapshots(blobs, newer)
         assert checkpoints is not None
         left: list[bytes] = []

@@ -54,6 +54,7 @@ from mover.repository import (
 )
 from mover.snapshot import Snapshot
 from mover.storage.base import Backend
+from mover.text import plural
 from mover.tree import Unreadable, children, leaf_chunks, walk
 
 Progress = Callable[[str], None]
@@ -245,7 +246,7 @@ def _rebuild(
     old = sorted(repo.backend.list("index/"))
     pack_ids = _pack_ids(repo)  # after the index files: see the module's doc
     what = "every byte of" if read_data else "the headers of"
-    say(f"reading {what} {len(pack_ids)} packs")
+    say(f"reading {what} {plural(len(pack_ids), 'pack')}")
     out = IndexWriter(repo)
     for scan in scan_packs(repo, [p for p in pack_ids if p not in exclude], read_data, threads):
         if scan.damage is not None:
@@ -451,7 +452,7 @@ def _repair_data(
     threads: int,
 ) -> None:
     pack_ids = _pack_ids(repo)
-    say(f"reading and verifying {len(pack_ids)} packs")
+    say(f"reading and verifying {plural(len(pack_ids), 'pack')}")
     # chunk id -> an intact copy here: in an intact pack if there is one, else the good blob of
     # a damaged pack (copied to a new pack below), else FETCHED.
     good = Index()

@@ -29,11 +29,6 @@ def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]
     Console(width=None if sys.stdout.isatty() else 100_000).print(table)
 
 
-def plural(n: int, word: str, many: str | None = None) -> str:
-    """`1 snapshot`, `2 snapshots`."""
-    return f"{n} {word if n == 1 else (many or word + 's')}"
-
-
 def status(message: str) -> None:
     """Progress notes go to stderr so that stdout stays clean for --json."""
     if sys.stderr.isatty():

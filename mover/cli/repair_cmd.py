@@ -22,6 +22,7 @@ from mover.errors import IntegrityError, RepositoryError, WrongPassword
 from mover.repair import rebuild_index, repair_config, repair_data, repair_snapshots
 from mover.repository import Repository
 from mover.storage.base import Backend
+from mover.text import plural
 
 FROM_PASSWORD = "MOVER_FROM_PASSWORD"
 
@@ -64,15 +65,16 @@ def index_cmd(repo: str | None, read_data: bool, as_json: bool) -> None:
         emit_json(stats.as_dict())
     else:
         click.echo(
-            f"rebuilt the index: {stats.chunks} blobs in {stats.packs} packs, "
-            f"{stats.index_files_written} index files written, "
+            f"rebuilt the index: {plural(stats.chunks, 'blob')} in {plural(stats.packs, 'pack')}, "
+            f"{plural(stats.index_files_written, 'index file')} written, "
             f"{stats.index_files_deleted} replaced"
         )
         for name, why in sorted(stats.damaged_packs.items()):
             click.echo(f"damaged: {name}: {why}", err=True)
     if stats.damaged_packs:
         raise IntegrityError(
-            f"{len(stats.damaged_packs)} packs are damaged ({stats.bad_blobs} blobs lost); "
+            f"{plural(len(stats.damaged_packs), 'pack')} damaged "
+            f"({plural(stats.bad_blobs, 'blob')} lost); "
             "their readable blobs are indexed: `mover repair data --from REPLICA` heals the rest"
         )
 
@@ -103,10 +105,14 @@ def snapshots_cmd(repo: str | None, dry_run: bool, as_json: bool) -> None:
             if len(damaged.bad_ranges) > 10:
                 click.echo(f"  ... and {len(damaged.bad_ranges) - 10} more (--json lists all)")
         if not report.removed and not report.partial:
-            click.echo(f"all {report.checked} snapshots can be read and restored")
+            click.echo(
+                "the snapshot can be read and restored"
+                if report.checked == 1
+                else f"all {report.checked} snapshots can be read and restored"
+            )
     if report.partial:
         raise IntegrityError(
-            f"{len(report.partial)} snapshots have data that cannot be restored; "
+            f"{plural(len(report.partial), 'snapshot')} with data that cannot be restored; "
             "`mover repair data --from REPLICA` heals it if a replica has it"
         )
 
@@ -144,19 +150,20 @@ def data_cmd(repo: str | None, from_url: str, as_json: bool) -> None:
         for name, why in sorted(stats.damaged_packs.items()):
             click.echo(f"damaged: {name}: {why}")
         click.echo(
-            f"healed {stats.healed} blobs ({_mib(stats.healed_bytes)}) from the replica, "
-            f"moved {stats.blobs_copied} good blobs out of {len(stats.damaged_packs)} damaged "
-            f"packs, deleted {stats.damaged_packs_deleted} of them"
+            f"healed {plural(stats.healed, 'blob')} ({_mib(stats.healed_bytes)}) from the "
+            f"replica, moved {plural(stats.blobs_copied, 'good blob')} out of "
+            f"{plural(len(stats.damaged_packs), 'damaged pack')}, "
+            f"deleted {stats.damaged_packs_deleted} of them"
         )
         if stats.damaged_packs_kept:
             click.echo(
-                f"{stats.damaged_packs_kept} damaged packs kept while backups run; "
+                f"{plural(stats.damaged_packs_kept, 'damaged pack')} kept while backups run; "
                 "they are no longer indexed: run repair data again (or prune) to delete them"
             )
     if stats.unhealed:
         snapshots = ", ".join(s[:8] for s in stats.unhealed_snapshots) or "none"
         raise IntegrityError(
-            f"{len(stats.unhealed)} blobs are lost here and on the replica; snapshots still "
+            f"{plural(len(stats.unhealed), 'blob')} lost here and on the replica; snapshots still "
             f"damaged: {snapshots} (`mover restore --partial` restores what is left)"
         )
 

@@ -29,6 +29,7 @@ from mover.crypto import KdfParams
 from mover.errors import WrongPassword
 from mover.replicate import DEFAULT_CHECKPOINT, open_target, replicate
 from mover.storage.stack import StorageOptions
+from mover.text import plural
 
 
 def _mib(n: int) -> str:
@@ -148,7 +149,8 @@ def replicate_cmd(
     for snapshot_id in stats.snapshots_copied:
         click.echo(f"copied snapshot {snapshot_id[:8]}")
     click.echo(
-        f"replicated {len(stats.snapshots_copied)} snapshots "
-        f"({len(stats.snapshots_present)} already there): {stats.chunks_sent} chunks sent, "
+        f"replicated {plural(len(stats.snapshots_copied), 'snapshot')} "
+        f"({len(stats.snapshots_present)} already there): "
+        f"{plural(stats.chunks_sent, 'chunk')} sent, "
         f"{stats.chunks_skipped} already on the target, {_mib(stats.bytes_sent)} written"
     )

@@ -22,7 +22,7 @@ from mover.cli.context import (
     password,
     repo_option,
 )
-from mover.cli.output import emit_json, emit_table, plural, status
+from mover.cli.output import emit_json, emit_table, status
 from mover.cli.progress import byte_progress
 from mover.cli.sizes import format_size, parse_duration, parse_size
 from mover.crypto import KdfParams
@@ -42,6 +42,7 @@ from mover.retention import Decision, Group, Policy, apply_policy, snapshot_time
 from mover.snapshot import Snapshot
 from mover.source import source_size
 from mover.storage.s3config import ObjectLock
+from mover.text import plural
 
 
 def _mib(n: int) -> str:
@@ -423,19 +424,21 @@ def check(repo: str | None, read_data: bool, as_json: bool) -> None:
             click.echo(f"error: {error}", err=True)
         if report.ok:
             click.echo(
-                f"no errors: {report.snapshots} snapshots, {report.packs} packs, "
-                f"{report.chunks} chunks{' (all data read)' if read_data else ''}"
+                f"no errors: {plural(report.snapshots, 'snapshot')}, "
+                f"{plural(report.packs, 'pack')}, {plural(report.chunks, 'chunk')}"
+                f"{' (all data read)' if read_data else ''}"
             )
         if report.unindexed_packs or report.temp_files:
             click.echo(
-                f"note: {report.unindexed_packs} packs that no index names and "
-                f"{report.temp_files} temporary files (left by killed or running backups); "
+                f"note: {plural(report.unindexed_packs, 'pack')} that no index names and "
+                f"{plural(report.temp_files, 'temporary file')} (left by killed or running "
+                "backups); "
                 "`mover prune` removes them once older than its --unindexed-grace"
             )
     if not report.ok:
         damaged = ", ".join(s[:8] for s in report.damaged_snapshots) or "none"
         raise RepositoryError(
-            f"check found {len(report.errors)} errors; damaged snapshots: {damaged}; "
+            f"check found {plural(len(report.errors), 'error')}; damaged snapshots: {damaged}; "
             "see `mover repair` for what fixes them"
         )
 
@@ -625,17 +628,17 @@ def forget(
         for snapshot in remove:
             click.echo(f"{'would remove' if dry_run else 'removed'} snapshot {snapshot.id[:8]}")
     if dry_run:
-        click.echo(f"dry run: would remove {len(remove)} snapshot(s); nothing was changed")
+        click.echo(f"dry run: would remove {plural(len(remove), 'snapshot')}; nothing was changed")
     elif by_policy:
-        click.echo(f"removed {len(removed)} snapshot(s)")
+        click.echo(f"removed {plural(len(removed), 'snapshot')}")
     if pruned is not None:
         click.echo(
-            f"pruned: {pruned.packs_deleted} packs deleted, {pruned.packs_written} written, "
-            f"{_mib(pruned.bytes_freed)} freed"
+            f"pruned: {plural(pruned.packs_deleted, 'pack')} deleted, "
+            f"{pruned.packs_written} written, {_mib(pruned.bytes_freed)} freed"
         )
         if pruned.packs_waiting:
             click.echo(
-                f"{pruned.packs_waiting} condemned packs wait for running backups; "
+                f"{plural(pruned.packs_waiting, 'condemned pack')} wait for running backups; "
                 "a later prune deletes them"
             )
     elif then_prune and not dry_run:
@@ -701,8 +704,8 @@ def prune(
         emit_json(stats.as_dict())
         return
     click.echo(
-        f"pruned: {stats.packs_deleted} packs deleted, {stats.packs_written} written, "
-        f"{stats.unindexed_deleted} unindexed packs deleted, "
+        f"pruned: {plural(stats.packs_deleted, 'pack')} deleted, {stats.packs_written} written, "
+        f"{plural(stats.unindexed_deleted, 'unindexed pack')} deleted, "
         f"{_mib(stats.bytes_freed)} freed"
         + (f"; {stats.locked} objects kept: still under Object Lock" if stats.locked else "")
     )

@@ -136,7 +136,7 @@ def test_dry_run_text_says_would_and_gives_each_rule(history: History) -> None:
     assert "last 1/1, daily 1/2 (2026-01-05)" in out
     assert "daily 2/2 (2026-01-02)" in out
     assert h.ids["a1"][:8] in out and h.ids["b1"][:8] in out
-    assert "dry run: would remove 3 snapshot(s); nothing was changed" in out
+    assert "dry run: would remove 3 snapshots; nothing was changed" in out
     assert tree_state(h.repo) == before
 
 

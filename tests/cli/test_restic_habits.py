@@ -155,3 +155,16 @@ def test_key_bad_input(
     line = assert_one_error_line(proc, exit_code=2)
     assert expected in line, line
     assert tree_state(repo) == before
+
+
+def test_counts_are_worded_for_one_and_for_many(
+    populated: tuple[Path, dict[str, Any]], image: Path
+) -> None:
+    repo, _ = populated
+    one = ok(mover("check", "--repo", repo)).stdout.decode()
+    assert one.startswith("no errors: 1 snapshot, ") and "1 snapshots" not in one
+    backup(repo, image)
+    two = ok(mover("check", "--repo", repo)).stdout.decode()
+    assert two.startswith("no errors: 2 snapshots, ")
+    dry = ok(mover("forget", "--repo", repo, "--keep-last", "1", "--dry-run")).stdout.decode()
+    assert "would remove 1 snapshot;" in dry
