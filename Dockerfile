@@ -20,6 +20,7 @@ COPY pyproject.toml setup.py README.md ./
 COPY ext ext
 COPY mover mover
 COPY agent/mover_k8s agent/mover_k8s
+COPY agent/chart/crds agent/chart/crds
 # The native core is built here (Cython, no -march: the AVX-512 kernel is chosen at run time),
 # so the image runs on any x86-64 node.
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .

@@ -33,6 +33,8 @@ from mover_k8s.k8s.types import Obj, ResourceType
 from mover_k8s.timestamps import parse as parse_time
 
 if TYPE_CHECKING:  # the client is imported when a command runs: `mover` starts fast without it
+    from importlib.resources.abc import Traversable
+
     from prometheus_client import CollectorRegistry
 
     from mover_k8s.diff import Report
@@ -50,11 +52,13 @@ kube_options = [
     click.option(
         "--namespace",
         "-n",
+        "--mover-namespace",
         "namespace",
         default=DEFAULT_NAMESPACE,
         show_default=True,
         envvar="MOVER_NAMESPACE",
-        help="Namespace of mover's Backups, Restores and Repositories.",
+        help="mover's own namespace, where its Backups, Restores, Schedules and Repositories "
+        "are (as Velero's -n); not the app's: that is --include-namespace.",
     ),
 ]
 
@@ -509,11 +513,16 @@ def _backup_per_namespace(
 @click.option("--cron", required=True, help="When, in UTC: a cron expression, e.g. '0 2 * * *'.")
 @click.option(
     "--keep-last",
-    default=7,
-    show_default=True,
-    type=click.IntRange(1, 10000),
-    help="Keep the N newest Backups the Schedule made; older ones (and their data) go.",
+    type=click.IntRange(0, 10000),
+    help="Keep the N newest Backups the Schedule made [default: 7 when no --keep-* is given].",
 )
+@click.option(
+    "--keep-hourly", type=click.IntRange(0, 10000), help="Keep the newest Backup of N hours."
+)
+@click.option("--keep-daily", type=click.IntRange(0, 10000), help="Keep the newest of N days.")
+@click.option("--keep-weekly", type=click.IntRange(0, 10000), help="Keep the newest of N weeks.")
+@click.option("--keep-monthly", type=click.IntRange(0, 10000), help="Keep the newest of N months.")
+@click.option("--keep-yearly", type=click.IntRange(0, 10000), help="Keep the newest of N years.")
 @click.option("--include-namespace", "namespaces", multiple=True, help="Namespace to capture.")
 @click.option("--selector", "-l", help="Capture the objects with these labels (KEY=VALUE,...).")
 @click.option(
@@ -523,7 +532,7 @@ def _backup_per_namespace(
 @click.option(
     "--per-namespace",
     is_flag=True,
-    help="Each run: one Backup per namespace; --keep-last counts per namespace.",
+    help="Each run: one Backup per namespace; the --keep-* counts are per namespace.",
 )
 @click.option(
     "--namespace-selector",
@@ -540,7 +549,12 @@ def _backup_per_namespace(
 def schedule_cmd(
     name: str,
     cron: str,
-    keep_last: int,
+    keep_last: int | None,
+    keep_hourly: int | None,
+    keep_daily: int | None,
+    keep_weekly: int | None,
+    keep_monthly: int | None,
+    keep_yearly: int | None,
     namespaces: tuple[str, ...],
     selector: str | None,
     repository: str,
@@ -553,8 +567,10 @@ def schedule_cmd(
     kube_context: str | None,
     namespace: str,
 ) -> None:
-    """Create a Schedule NAME: a Backup at every CRON time, keeping the last --keep-last; with
-    --per-namespace, a Backup per namespace at every CRON time."""
+    """Create a Schedule NAME: a Backup at every CRON time; with --per-namespace, a Backup per
+    namespace at every CRON time. Older Backups (and their data) go as the --keep-* rules say,
+    with restic's semantics in UTC: e.g. --keep-daily 7 --keep-weekly 4 --keep-monthly 12.
+    Without any, the last 7 are kept."""
     from croniter import croniter
 
     if not croniter.is_valid(cron):
@@ -577,8 +593,23 @@ def schedule_cmd(
     }
     if labels:
         template["labelSelector"] = labels
+    tiers = {
+        "last": keep_last,
+        "hourly": keep_hourly,
+        "daily": keep_daily,
+        "weekly": keep_weekly,
+        "monthly": keep_monthly,
+        "yearly": keep_yearly,
+    }
+    retention = {rule: n for rule, n in tiers.items() if n is not None}
+    if retention and not any(retention.values()):
+        raise UsageError("the --keep-* rules keep nothing (every count is 0); keep at least one")
     kube = connect(kubeconfig, kube_context)
-    spec: Obj = {"schedule": cron, "keepLast": keep_last, "template": template}
+    spec: Obj = {"schedule": cron, "template": template}
+    if set(retention) <= {"last"}:
+        spec["keepLast"] = retention.get("last", 7)
+    else:
+        spec["retention"] = retention
     if per_namespace:
         spec["perNamespace"] = True
         if ns_labels:
@@ -720,6 +751,9 @@ def _submit(
 ) -> None:
     """Create one of our objects, show it (once finished, with wait) and, with wait, exit with
     its outcome."""
+    repository = spec.get("repository") or (spec.get("template") or {}).get("repository")
+    if repository:
+        _require_repository(kube, namespace, str(repository))
     body = {
         "apiVersion": api.API_VERSION,
         "kind": rt.kind,
@@ -732,6 +766,21 @@ def _submit(
     _show(obj, as_json)
     if wait:
         outcome(obj)
+
+
+def _require_repository(kube: Kube, namespace: str, name: str) -> None:
+    """The Repository a new object names must be in mover's namespace: a missing one most often
+    means -n was given the app's namespace."""
+    try:
+        found = kube.find(api.REPOSITORY, namespace, name)
+    except KubeError:
+        return  # not allowed to read it, or the API is away: the controller will say
+    if found is None:
+        raise UsageError(
+            f"no Repository {name!r} in namespace {namespace!r}: -n/--namespace is mover's own "
+            f"namespace (default {DEFAULT_NAMESPACE}), where its Repositories are; name the "
+            "app's namespaces with --include-namespace"
+        )
 
 
 def _show(obj: Obj, as_json: bool) -> None:
@@ -1630,12 +1679,28 @@ def node_cmd(
     _run_until_signal(agent_.run, agent_.metrics.registry, metrics_port)
 
 
+def crds_dir() -> Traversable:
+    """Where mover's CRDs are: mover_k8s/crds in an installed wheel (setup.py copies them there
+    from the Helm chart's crds/ when it builds one), else the chart's crds/ of the source
+    checkout this module runs from (an editable install): agent/chart/crds, their only copy."""
+    packaged = resources.files("mover_k8s") / "crds"
+    if packaged.is_dir():
+        return packaged
+    source = Path(__file__).resolve().parent.parent / "chart" / "crds"
+    if source.is_dir():
+        return source
+    raise MoverError(
+        f"mover's CRDs are missing: neither {packaged} (an installed wheel) nor {source} (a source "
+        "checkout) exists; reinstall mover from a wheel built with setup.py, which packages "
+        "agent/chart/crds"
+    )
+
+
 @agent.command("crds")
 def crds_cmd() -> None:
     """Print mover's CRDs (for `kubectl apply -f -`)."""
-    docs = [
-        (resources.files("mover_k8s") / "crds" / f"{rt.plural}.yaml").read_text() for rt in api.OURS
-    ]
+    found = crds_dir()
+    docs = [(found / f"{rt.plural}.yaml").read_text() for rt in api.OURS]
     click.echo("---\n".join(docs), nl=False)
 
 
@@ -1643,14 +1708,8 @@ def load_crds() -> list[Obj]:
     """The CRDs as objects."""
     import yaml
 
-    return [
-        dict(
-            yaml.safe_load(
-                (resources.files("mover_k8s") / "crds" / f"{rt.plural}.yaml").read_text()
-            )
-        )
-        for rt in api.OURS
-    ]
+    found = crds_dir()
+    return [dict(yaml.safe_load((found / f"{rt.plural}.yaml").read_text())) for rt in api.OURS]
 
 
 __all__ = ["agent", "app", "load_crds"]

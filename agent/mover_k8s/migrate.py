@@ -41,10 +41,11 @@ directory, the drift of what ran against git (mover_k8s.diff).
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,11 @@ from mover.repository import Repository
 from mover_k8s import api, apps, store
 from mover_k8s.conditions import condition
 from mover_k8s.errors import Conflict, KubeError
+from mover_k8s.k8s.cache import Cache
 from mover_k8s.k8s.client import Kube, Obj
 from mover_k8s.node.agent import DELTA_ANNOTATION
 from mover_k8s.repos import Repositories
+from mover_k8s.wakeup import Wakeup
 
 MIGRATION_LABEL = f"{api.GROUP}/migration"
 STEP_LABEL = f"{api.GROUP}/migration-step"
@@ -229,10 +232,36 @@ class Migration:
 
     # -- the loop --------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _watched(self, selector: str) -> Iterator[None]:
+        """This migration's Backups (source) and Restores (target) read from copies that watches
+        keep (mover_k8s.k8s.cache), not listed again at every tick: with hundreds of apps in
+        flight a tick would otherwise read every one of them from both API servers."""
+        stop = threading.Event()
+        sides = [(self.source, api.BACKUP), (self.target, api.RESTORE)]
+        with contextlib.ExitStack() as stack:
+            for i, (side, rt) in enumerate(sides):
+                cache = Cache()
+                watch = Wakeup(side.kube, (rt,), side.namespace, selector, cache=cache)
+                stack.enter_context(watch.running(stop))
+                cached = replace(side, kube=side.kube.cached(cache))
+                if i == 0:
+                    self.source = cached
+                else:
+                    self.target = cached
+            try:
+                yield
+            finally:
+                self.source, self.target = sides[0][0], sides[1][0]
+
     def run(self) -> list[Obj]:
         """Migrate every app; the per-app reports."""
+        selector = f"{MIGRATION_LABEL}={self.plan.name}"
+        with self._watched(selector):
+            return self._run(selector)
+
+    def _run(self, selector: str) -> list[Obj]:
         plan = self.plan
-        selector = f"{MIGRATION_LABEL}={plan.name}"
         existing = {
             b["metadata"]["name"]: b
             for b in self.source.kube.list(api.BACKUP, self.source.namespace, selector)

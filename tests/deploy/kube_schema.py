@@ -20,7 +20,7 @@ import kubernetes.client
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = ROOT / "agent" / "mover_k8s" / "crds"
+CRD_DIR = ROOT / "agent" / "chart" / "crds"  # the only copy (setup.py packages it)
 
 BUILT_IN = {
     ("v1", "ServiceAccount"): "V1ServiceAccount",

@@ -1,11 +1,11 @@
-"""The Helm chart (agent/chart), rendered by scripts/render_chart.py: it renders with its
-defaults and with overrides, every object is valid for its kind, the components run commands
-that exist, and the RBAC is the least privilege the code needs."""
+"""The Helm chart (agent/chart), rendered by the pinned helm (tests/deploy/helm.py): it renders
+with its defaults and with overrides, every object is valid for its kind, the components run
+commands that exist, the RBAC is the least privilege the code needs, and the Grafana dashboard
+ships as a ConfigMap for Grafana's sidecar."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,10 @@ import pytest
 import yaml
 
 from mover_k8s.cli import agent
+from tests.deploy.helm import CHART, render
 from tests.deploy.kube_schema import ROOT, crd_schemas, validate_all
 
-CHART = ROOT / "agent" / "chart"
-RENDER = ROOT / "scripts" / "render_chart.py"
-SOURCES = ROOT / "agent" / "mover_k8s" / "crds"
+CRDS = CHART / "crds"
 
 Obj = dict[str, Any]
 
@@ -66,16 +65,12 @@ hooks:
 """
 
 
-def render(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(RENDER), str(CHART), *args], capture_output=True, text=True
-    )
-
-
-def objects(*args: str) -> list[Obj]:
-    proc = render(*args)
-    assert proc.returncode == 0, proc.stderr
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+def objects(
+    values: str | None = None, namespace: str = "mover-system", release: str = "mover"
+) -> list[Obj]:
+    """Everything the chart installs, CRDs included, for a values file's text (None: the
+    defaults)."""
+    return render(values, namespace, release, crds=True)
 
 
 def one(objs: list[Obj], kind: str, name: str) -> Obj:
@@ -89,31 +84,28 @@ def defaults() -> list[Obj]:
 
 
 @pytest.fixture(scope="module")
-def overridden(tmp_path_factory: pytest.TempPathFactory) -> list[Obj]:
-    values = tmp_path_factory.mktemp("values") / "override.yaml"
-    values.write_text(OVERRIDE)
-    return objects("-f", str(values), "-n", "backup", "--name", "dr")
+def overridden() -> list[Obj]:
+    return objects(OVERRIDE, "backup", "dr")
 
 
-def test_dashboard_in_the_chart_equals_its_source() -> None:
-    """The Grafana dashboard ships in the chart (agent/chart/dashboards/, for a Grafana sidecar
-    or an import); the source the metrics tests check is agent/dashboards/mover.json."""
-    copy = CHART / "dashboards" / "mover.json"
-    source = ROOT / "agent" / "dashboards" / "mover.json"
-    assert copy.read_bytes() == source.read_bytes(), (
-        "agent/chart/dashboards/mover.json differs from agent/dashboards/mover.json: "
-        "cp agent/dashboards/mover.json agent/chart/dashboards/"
-    )
+def test_the_grafana_dashboard_ships_as_a_configmap_for_the_sidecar(defaults: list[Obj]) -> None:
+    """dashboards/mover.json, its only copy, as a ConfigMap that Grafana's dashboard sidecar
+    loads (label grafana_dashboard: "1"), in the release namespace."""
+    dashboard = one(defaults, "ConfigMap", "mover-grafana-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["namespace"] == "mover-system"
+    assert list(dashboard["data"]) == ["mover.json"]
+    source = (CHART / "dashboards" / "mover.json").read_text()
+    assert dashboard["data"]["mover.json"] == source
+    assert json.loads(dashboard["data"]["mover.json"]) == json.loads(source)
+    copies = [p.relative_to(ROOT) for p in (ROOT / "agent").rglob("*.json")]
+    assert copies == [Path("agent/chart/dashboards/mover.json")], "one copy of the dashboard"
 
 
-def test_crd_copies_equal_their_sources() -> None:
-    copies = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
-    assert copies == sorted(p.name for p in SOURCES.glob("*.yaml"))
-    for name in copies:
-        assert (CHART / "crds" / name).read_bytes() == (SOURCES / name).read_bytes(), (
-            f"agent/chart/crds/{name} differs from agent/mover_k8s/crds/{name}: "
-            "cp agent/mover_k8s/crds/*.yaml agent/chart/crds/"
-        )
+def test_the_grafana_dashboard_is_optional() -> None:
+    off = objects("grafana: {dashboard: false}")
+    assert "ConfigMap" not in {o["kind"] for o in off}
+    assert len(off) == len(objects()) - 1
 
 
 def test_defaults_render_to_valid_objects(defaults: list[Obj]) -> None:
@@ -165,108 +157,12 @@ def test_override_renders_to_valid_objects(overridden: list[Obj]) -> None:
         assert {s["namespace"] for s in binding["subjects"]} == {"backup"}
 
 
-def test_a_bad_value_is_caught(tmp_path: Path) -> None:
+def test_a_bad_value_is_caught() -> None:
     """The checks can fail: an empty repository URL breaks the CRD's schema, a string where
     the Deployment wants a number breaks its model."""
-    values = tmp_path / "bad.yaml"
-    values.write_text('repository: {spec: {url: ""}}\ncontroller: {replicas: "two"}\n')
-    errors = validate_all(objects("-f", str(values)))
+    errors = validate_all(objects('repository: {spec: {url: ""}}\ncontroller: {replicas: "two"}'))
     assert any("Repository/default" in e and "url" in e for e in errors), errors
     assert any("Deployment/mover-controller.spec.replicas" in e for e in errors), errors
-
-
-@pytest.mark.parametrize(
-    ("template", "message"),
-    [
-        ("kind: A\napiVersion: v1\nx: {{ .Values.nothing }}\n", "names no value"),
-        ('kind: A\napiVersion: v1\nx: {{ template "t" . }}\n', "unsupported"),
-        ("kind: A\napiVersion: v1\nx: {{ if .Values.a }}y\n", "has no {{ end }}"),
-        ("kind: A\napiVersion: v1\nx: y{{ end }}\n", "closes nothing"),
-        ("kind: A\napiVersion: v1\nx: {{ else }}\n", "outside an if"),
-        ("kind: A\napiVersion: v1\nx: {{ if .Values.b }}{{ end }}\n", "names no value"),
-        ("kind: A\napiVersion: v1\nx: {{ range .Values.a }}{{ end }}\n", "not a list"),
-        ("kind: A\napiVersion: v1\nx: {{ .Values.a }}\n", "toJson"),
-        ("kind: A\napiVersion: v1\nx: [\n", "invalid YAML"),
-    ],
-)
-def test_render_refuses_what_it_cannot_render(tmp_path: Path, template: str, message: str) -> None:
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "Chart.yaml").write_text("apiVersion: v2\nname: t\nversion: 0.0.1\n")
-    (tmp_path / "values.yaml").write_text("a: {b: 1}\n")
-    (tmp_path / "templates" / "t.yaml").write_text(template)
-    proc = subprocess.run(
-        [sys.executable, str(RENDER), str(tmp_path)], capture_output=True, text=True
-    )
-    assert proc.returncode == 2
-    assert message in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-    assert proc.stdout == ""
-
-
-def test_values_merge_as_helm_does(tmp_path: Path) -> None:
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "Chart.yaml").write_text("apiVersion: v2\nname: t\nversion: 0.0.1\n")
-    (tmp_path / "values.yaml").write_text("m: {a: 1, b: {c: 2}, d: [1]}\nflag: true\n")
-    (tmp_path / "templates" / "t.yaml").write_text(
-        "apiVersion: v1\nkind: T\nm: {{ toJson .Values.m }}\nf: {{ .Values.flag }}\n"
-        "q: {{ .Values.flag | quote }}\n"
-    )
-    (tmp_path / "o.yaml").write_text("m: {b: {e: 3}, d: [2], a: null}\nflag: false\n")
-    proc = subprocess.run(
-        [sys.executable, str(RENDER), str(tmp_path), "-f", str(tmp_path / "o.yaml")],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    (doc,) = yaml.safe_load_all(proc.stdout)
-    assert doc == {
-        "apiVersion": "v1",
-        "kind": "T",
-        "m": {"b": {"c": 2, "e": 3}, "d": [2]},
-        "f": False,
-        "q": "false",
-    }
-
-
-def test_conditions_ranges_and_trimming_render_as_go_templates(tmp_path: Path) -> None:
-    """The control structures the chart uses: if/else/end with not, and, or (Go's truth:
-    empty lists and maps, 0 and "" are false), range over a list with `.` and `$`, and the
-    `{{- ` / ` -}}` trim markers. tests/deploy/test_helm.py compares the chart rendered with
-    them to helm's output."""
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "Chart.yaml").write_text("apiVersion: v2\nname: t\nversion: 0.0.1\n")
-    (tmp_path / "values.yaml").write_text(
-        "enabled: true\ndisabled: false\nnone: []\nzero: 0\nempty: {}\n"
-        "items: [{name: a, path: /x}, {name: b, path: /y}]\n"
-    )
-    (tmp_path / "templates" / "t.yaml").write_text(
-        "apiVersion: v1\nkind: T\nm:\n"
-        "{{- if .Values.enabled }}\n  a: 1\n{{- else }}\n  a: 2\n{{- end }}\n"
-        "{{- if .Values.disabled }}\n  b: 1\n{{- else }}\n  b: 2\n{{- end }}\n"
-        "{{- if or .Values.none .Values.zero .Values.empty }}\n  c: 1\n{{- end }}\n"
-        "{{- if and .Values.enabled .Values.items }}\n  d: 1\n{{- end }}\n"
-        "{{- if not .Values.none }}\n  e: {{ $.Release.Name }}\n{{- end }}\n"
-        "l:\n{{- range .Values.items }}\n  - {nm: {{ .name }}, p: /h{{ .path }}, "
-        "r: {{ $.Release.Namespace }}, j: {{ toJson . }}}\n{{- end }}\n"
-        "t: [ {{- .Values.zero -}} ]\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, str(RENDER), str(tmp_path), "-n", "ns", "--name", "rel"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    (doc,) = yaml.safe_load_all(proc.stdout)
-    assert doc == {
-        "apiVersion": "v1",
-        "kind": "T",
-        "m": {"a": 1, "b": 2, "d": 1, "e": "rel"},
-        "l": [
-            {"nm": "a", "p": "/h/x", "r": "ns", "j": {"name": "a", "path": "/x"}},
-            {"nm": "b", "p": "/h/y", "r": "ns", "j": {"name": "b", "path": "/y"}},
-        ],
-        "t": [0],
-    }
 
 
 @pytest.mark.parametrize(("kind", "command"), [("Deployment", "controller"), ("DaemonSet", "node")])
@@ -308,6 +204,15 @@ def test_metrics_port_is_the_one_the_component_serves(
     assert template["metadata"]["annotations"]["prometheus.io/port"] == str(served)
 
 
+def test_the_node_agent_is_told_its_node(defaults: list[Obj]) -> None:
+    """`mover agent node` takes its node from NODE_NAME (the tests above set it by hand): the
+    DaemonSet sets it from the pod's spec.nodeName."""
+    node = one(defaults, "DaemonSet", "mover-node")
+    (container,) = node["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+
+
 def _rules(objs: list[Obj], account: str) -> list[tuple[str, Obj]]:
     """(the role's kind, rule) for every rule bound to the ServiceAccount."""
     found = []
@@ -324,7 +229,7 @@ def _rules(objs: list[Obj], account: str) -> list[tuple[str, Obj]]:
 
 def test_rbac_names_only_existing_mover_resources(defaults: list[Obj]) -> None:
     served: set[str] = set()
-    for crd in SOURCES.glob("*.yaml"):
+    for crd in CRDS.glob("*.yaml"):
         doc = yaml.safe_load(crd.read_text())
         plural = doc["spec"]["names"]["plural"]
         served.add(plural)
@@ -386,11 +291,9 @@ def test_node_agent_has_least_privilege(defaults: list[Obj]) -> None:
 
 
 def test_controller_writes_only_mover_resources_and_what_it_restores(
-    defaults: list[Obj], overridden: list[Obj], tmp_path: Path
+    defaults: list[Obj], overridden: list[Obj]
 ) -> None:
-    values = tmp_path / "opt-in.yaml"
-    values.write_text(EVERY_OPT_IN)
-    every = objects("-f", str(values))
+    every = objects(EVERY_OPT_IN)
     for objs, restores in ((defaults, True), (overridden, False), (every, True)):
         for role_kind, rule in _rules(objs, "mover-controller"):
             verbs = set(rule["verbs"])

@@ -1,12 +1,11 @@
 """RBAC and Pod Security audit of the chart (agent/chart), request by request.
 
 The chart is rendered with its default values, with each opt-in of values.yaml alone, and with
-every opt-in at once (real helm, $MOVER_HELM or on PATH, when there is one; else
-scripts/render_chart.py, which tests/deploy/test_helm.py proves renders the same objects).
-Then a table of API requests, each with whether the controller's or the node agent's
-ServiceAccount must be allowed it or must be denied it, is decided by the RBAC evaluator in
-tests/deploy/kube_rbac.py. The emulator of tests/k8s does not enforce RBAC: this is what proves
-the grants, and docs/security.md is the table in words.
+every opt-in at once, by the pinned helm (tests/deploy/helm.py: $MOVER_HELM or on PATH; without
+it these tests skip, or fail under CI=true). Then a table of API requests, each with whether
+the controller's or the node agent's ServiceAccount must be allowed it or must be denied it, is
+decided by the RBAC evaluator in tests/deploy/kube_rbac.py. The emulator of tests/k8s does not
+enforce RBAC: this is what proves the grants, and docs/security.md is the table in words.
 
 Pod Security: the controller's pod passes `restricted`; the node agent's passes what
 docs/security.md says for each setting, and the Namespace the chart makes says that level.
@@ -15,20 +14,17 @@ docs/security.md says for each setting, and the Namespace the chart makes says t
 from __future__ import annotations
 
 import functools
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.deploy import pod_security
+from tests.deploy.helm import render
 from tests.deploy.kube_rbac import Account, Authorizer, Request
 from tests.deploy.kube_schema import ROOT, validate_all
 from tests.deploy.test_chart import EVERY_OPT_IN
-from tests.deploy.test_helm import helm_binary, parse, run_helm
 
-CHART = ROOT / "agent" / "chart"
 NAMESPACE = "mover-system"  # the release namespace of every render here
 CONTROLLER = Account(NAMESPACE, "mover-controller")
 NODE = Account(NAMESPACE, "mover-node")
@@ -52,30 +48,12 @@ VALUES: dict[str, str | None] = {
 }
 
 
+def rendered(values: str) -> list[Obj]:
+    """The chart's objects (no CRDs) for one of VALUES, released as `mover` in mover-system."""
+    return render(VALUES[values], NAMESPACE, "mover")
+
+
 @functools.cache
-def render_values(text: str | None) -> tuple[Obj, ...]:
-    """The chart's objects (no CRDs) for a values file's text (None: the defaults), released as
-    `mover` in mover-system."""
-    with tempfile.TemporaryDirectory() as tmp:
-        args: list[str] = []
-        if text is not None:
-            path = Path(tmp) / "values.yaml"
-            path.write_text(text)
-            args = ["-f", str(path)]
-        helm = helm_binary()
-        if helm is not None:
-            out = run_helm(helm, "template", "mover", str(CHART), "-n", NAMESPACE, *args)
-            return tuple(parse(out))
-        import render_chart  # scripts/, on sys.path through tests.deploy.test_helm
-
-        objects = render_chart.render(CHART, [Path(a) for a in args[1:]], NAMESPACE, "mover")
-        return tuple(o for o in objects if o["kind"] != "CustomResourceDefinition")
-
-
-def rendered(values: str) -> tuple[Obj, ...]:
-    return render_values(VALUES[values])
-
-
 def authorizer(values: str) -> Authorizer:
     return Authorizer(rendered(values))
 

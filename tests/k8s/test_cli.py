@@ -353,6 +353,82 @@ def test_app_schedule(env: Env, tmp_path: Path) -> None:
     listing = as_json(mover(env, tmp_path, "app", "list", "--json"))
     assert [s["name"] for s in listing["schedules"]] == ["nightly"]
 
+    # Every retention tier, as the Schedule's spec.retention (restic's semantics).
+    tiers = as_json(
+        mover(
+            env,
+            tmp_path,
+            "app",
+            "schedule",
+            "tiered",
+            "--cron",
+            "0 2 * * *",
+            "--include-namespace",
+            "shop",
+            *("--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "12"),
+            *("--keep-yearly", "2", "--keep-hourly", "0", "--keep-last", "1"),
+            "--json",
+        )
+    )
+    assert tiers["spec"]["retention"] == {
+        "last": 1,
+        "hourly": 0,
+        "daily": 7,
+        "weekly": 4,
+        "monthly": 12,
+        "yearly": 2,
+    }
+    assert "keepLast" not in tiers["spec"]
+    with env.running(agent=False):  # the controller takes the policy as it is
+        wait_until(
+            lambda: (env.kube.get(api.SCHEDULE, SYSTEM, "tiered").get("status") or {}).get(
+                "nextScheduleTime"
+            ),
+            what="the Schedule's next run",
+        )
+    tiered = env.kube.get(api.SCHEDULE, SYSTEM, "tiered")
+    assert not [
+        c for c in tiered["status"].get("conditions") or [] if c.get("status") == "False"
+    ], tiered["status"]
+    nothing = mover(
+        env, tmp_path, "app", "schedule", "none", "--cron", "0 2 * * *",
+        "--include-namespace", "shop", "--keep-last", "0", "--keep-daily", "0",
+    )  # fmt: skip
+    assert nothing.returncode == 2
+    assert nothing.stderr.strip() == (
+        "mover: error: the --keep-* rules keep nothing (every count is 0); keep at least one"
+    )
+    assert [s["metadata"]["name"] for s in env.kube.list(api.SCHEDULE, SYSTEM)] == [
+        "nightly",
+        "tiered",
+    ]
+
+
+def test_the_apps_namespace_given_as_movers_is_one_clear_line(env: Env, tmp_path: Path) -> None:
+    """-n is mover's own namespace (as Velero's): given the app's, nothing is created and the
+    line says which option names the app."""
+    env.kube.create(api.NAMESPACE, {"metadata": {"name": "shop"}})
+    for verb in (
+        ["backup", "b", "--include-namespace", "shop"],
+        ["schedule", "s", "--cron", "0 2 * * *", "--include-namespace", "shop"],
+    ):
+        wrong = mover(env, tmp_path, "app", *verb, "-n", "shop")
+        assert wrong.returncode == 2, wrong.stderr
+        assert wrong.stderr.strip() == (
+            "mover: error: no Repository 'default' in namespace 'shop': -n/--namespace is "
+            "mover's own namespace (default mover-system), where its Repositories are; name "
+            "the app's namespaces with --include-namespace"
+        )
+    assert env.kube.list(api.BACKUP) == [] and env.kube.list(api.SCHEDULE) == []
+    # --mover-namespace says the same as -n, unambiguously.
+    made = as_json(
+        mover(
+            env, tmp_path, "app", "schedule", "s", "--cron", "0 2 * * *",
+            "--include-namespace", "shop", "--mover-namespace", SYSTEM, "--json",
+        )
+    )  # fmt: skip
+    assert made["namespace"] == SYSTEM
+
 
 def test_status_line_sums_the_volumes_progress(env: Env) -> None:
     from mover_k8s.cli import status_line

@@ -3,12 +3,16 @@ columns and conditions in the usual form; served once installed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 
-from mover_k8s import api
-from mover_k8s.cli import load_crds
+from mover.errors import MoverError
+from mover_k8s import api, cli
+from mover_k8s.cli import crds_dir, load_crds
 
 from .conftest import SYSTEM, Env
 
@@ -54,6 +58,39 @@ def test_restore_modes_and_work_item_progress_are_in_the_schemas() -> None:
         progress = crds[kind]["properties"]["status"]["properties"]["progress"]["properties"]
         assert {"bytesDone", "bytesTotal", "bytesPerSecond", "etaSeconds"} <= set(progress)
         assert crds[kind]["properties"]["spec"]["properties"]["cancel"]["type"] == "boolean"
+
+
+CHART_CRDS = Path(__file__).resolve().parents[2] / "agent" / "chart" / "crds"
+
+
+def test_a_source_checkout_reads_the_charts_crds() -> None:
+    """The Helm chart's crds/ is the only copy; a wheel carries it as mover_k8s/crds (setup.py,
+    tests/deploy/test_packaging.py), a source checkout reads it in place."""
+    assert Path(str(crds_dir())) == CHART_CRDS
+    assert load_crds() == [
+        yaml.safe_load((CHART_CRDS / f"{rt.plural}.yaml").read_text()) for rt in api.OURS
+    ]
+    assert len(list(CHART_CRDS.glob("*.yaml"))) == len(api.OURS)
+
+
+def test_an_installed_wheel_reads_its_packaged_crds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "crds").mkdir()
+    monkeypatch.setattr(cli, "resources", SimpleNamespace(files=lambda package: tmp_path))
+    assert crds_dir() == tmp_path / "crds"
+
+
+def test_missing_crds_say_where_they_were_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = SimpleNamespace(files=lambda package: tmp_path / "site")
+    monkeypatch.setattr(cli, "resources", site)
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "src" / "mover_k8s" / "cli.py"))
+    with pytest.raises(MoverError, match="mover's CRDs are missing") as found:
+        crds_dir()
+    assert str(tmp_path / "site" / "crds") in str(found.value)
+    assert str(tmp_path / "src" / "chart" / "crds") in str(found.value)
 
 
 def test_installed_crds_are_served(env: Env) -> None:

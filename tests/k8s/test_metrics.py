@@ -41,7 +41,7 @@ from .test_capture import open_repo
 from .test_cli import mover
 
 MiB = 1 << 20
-DASHBOARD = Path(__file__).resolve().parents[2] / "agent" / "dashboards" / "mover.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "agent" / "chart" / "dashboards" / "mover.json"
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -21,9 +21,9 @@ import yaml
 from mover_k8s import api
 from mover_k8s.controller.restores import NOT_ALLOWED, needs_cluster_scope, refused_entry
 from mover_k8s.errors import KubeError
+from tests.deploy.helm import render as render_values
 from tests.deploy.kube_rbac import Account, Authorizer, Request
 from tests.deploy.kube_schema import ROOT
-from tests.deploy.test_rbac_audit import render_values
 
 from . import emulator
 from .conftest import ROLE_BINDING, SYSTEM, WIDGET, Env, Obj, backup_body, deploy_app, restore_body
