@@ -106,6 +106,11 @@ class Wakeup:
                     version = ""
                 else:
                     self._fails(rt, exc)
+                    if self.cache is not None:
+                        # Until the watch works again the copy may miss changes: the loop
+                        # lists from the API meanwhile, and the copy is filled anew after.
+                        self.cache.stale(rt)
+                        version = ""
             if stop.is_set():
                 return
             # A watch that ran a while ended as watches do: the next one starts at once.

@@ -4,13 +4,14 @@ only what it can answer; everything else goes to the API as before."""
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import pytest
 
 from mover_k8s import api
 from mover_k8s.k8s.cache import Cache, label_matcher
-from mover_k8s.k8s.client import Obj
+from mover_k8s.k8s.client import Kube, Obj
 from mover_k8s.wakeup import Wakeup
 
 from .conftest import Env, wait_until
@@ -161,3 +162,37 @@ def test_a_narrower_copy_answers_only_its_own_question(env: Env) -> None:
     moved = env.kube.patch(api.CONFIG_MAP, "w", "mine", {"metadata": {"labels": {"node": "b"}}})
     cache.apply(api.CONFIG_MAP, {"type": "MODIFIED", "object": moved})
     assert cache.list(api.CONFIG_MAP, "w", "node=a") == []
+
+
+def test_while_a_watch_fails_its_kind_is_read_from_the_api(env: Env) -> None:
+    """A copy that may miss changes is not served: during an outage of the watch the loop's
+    lists go to the API (and fail or not with it); when the watch works again, a new list fills
+    the copy with what changed meanwhile."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    env.kube.create(api.NAMESPACE, {"metadata": {"name": "w"}})
+    env.kube.create(api.CONFIG_MAP, _cm("w", "before"))
+    kube = Kube.at(env.served.url)
+    cache = Cache()
+    wakeup = Wakeup(kube, (api.CONFIG_MAP,), "w", cache=cache)
+    stop = threading.Event()
+    try:
+        with wakeup.running(stop):
+            wait_until(lambda: cache.list(api.CONFIG_MAP, "w", None) is not None, what="fill")
+            kube._api.configuration.host = dead  # the API goes away...
+            with wakeup._lock:
+                for watch in wakeup._open:
+                    watch.close()  # ...and takes the open watch with it
+            wait_until(lambda: cache.list(api.CONFIG_MAP, "w", None) is None, what="stale")
+            env.kube.create(api.CONFIG_MAP, _cm("w", "meanwhile"))
+            kube._api.configuration.host = env.served.url  # back
+            wait_until(
+                lambda: (
+                    _names(cache.list(api.CONFIG_MAP, "w", None) or []) == ["before", "meanwhile"]
+                ),
+                what="a new fill",
+                timeout=60,
+            )
+    finally:
+        kube.close()

@@ -16,7 +16,8 @@ What it serves and what it does not:
   for that write arrives later with the same resourceVersion and changes nothing. An event
   older than what the copy holds (the same object written since) is not applied.
 - The copy may lag behind other writers by the time an event takes to arrive; the loops are
-  level-triggered, and the event wakes another pass.
+  level-triggered, and the event wakes another pass. While a watch fails, its kind is not
+  served (the loop lists from the API, as without a copy) until a new list fills it.
 
 Objects are kept as JSON text and parsed on every `list`: callers get their own dicts to change
 as they like, and parsing is several times faster than a deep copy.
@@ -118,6 +119,14 @@ class Cache:
     def holds(self, rt: ResourceType) -> bool:
         with self._lock:
             return rt.plural in self._stores
+
+    def stale(self, rt: ResourceType) -> None:
+        """The watch of `rt` failed: not served until the next `fill`."""
+        with self._lock:
+            store = self._stores.get(rt.plural)
+            if store is not None:
+                store.filled = False
+                store.objects = {}
 
     # -- what the watches write --
 
