@@ -44,7 +44,7 @@ from mover.locks import writer
 from mover.repository import CONFIG, RepoConfig, Repository
 from mover.snapshot import Snapshot
 from mover.storage.base import Backend
-from mover.storage.stack import base_of, metrics_of
+from mover.storage.stack import metrics_of
 from mover.tree import leaf_chunks, nodes
 
 RANGE_MAX = 8 << 20  # one source read covers neighbouring blobs up to this many bytes
@@ -86,7 +86,7 @@ def init_target(
 ) -> Repository:
     """A new replica of `source` on `backend`: same master key and config, its own password."""
     config = source.config
-    if config.object_lock is not None and not hasattr(base_of(backend), "set_object_lock"):
+    if config.object_lock is not None and not backend.capabilities.object_lock:
         config = RepoConfig(config.chunker, config.pack_size, config.zstd_level, None)
     return Repository.init(backend, password, config, kdf, master=source.master)
 

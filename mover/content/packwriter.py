@@ -12,15 +12,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from mover.content.pack import PackBuilder, PackEntry
 from mover.repository import Repository
-from mover.storage.local import LocalBackend
-from mover.storage.stack import base_of
 
-LOCAL_UPLOADS = 1  # a local disk gains nothing from parallel pack writes
-REMOTE_UPLOADS = 4  # object stores: packs below the multipart threshold go up one per request
+# Each upload in flight holds a pack buffer (~18 MiB with the defaults): 4 keep an object store
+# busy, packs below the multipart threshold going up one per request.
+MAX_UPLOADS = 4
 
 
 def upload_threads(repo: Repository) -> int:
-    return LOCAL_UPLOADS if isinstance(base_of(repo.backend), LocalBackend) else REMOTE_UPLOADS
+    """As many uploads as the backend says pay off (a local disk: one), at most MAX_UPLOADS."""
+    return min(repo.backend.capabilities.connections, MAX_UPLOADS)
 
 
 class PackWriter:

@@ -28,16 +28,45 @@ Contract:
 - Thread safety: every method may be called from many threads at once.
 - `data` passed to write is not kept after the call returns; buffers returned by read belong to
   the caller.
+- capabilities: what the backend is, for callers to decide on (how many uploads to run, ...)
+  instead of asking its type (restic's Properties). Wrappers pass their inner backend's through,
+  except a wrapper that changes one (the limiting wrapper bounds `connections`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    local: bool
+    """Same machine, no network: a request costs a system call, not a round trip."""
+
+    connections: int
+    """How many requests in flight pay off: the number of upload threads a writer uses (a
+    writer may use fewer, e.g. to bound its buffers). At least 1."""
+
+    conditional_writes: bool
+    """The store itself decides create-if-absent in one step, so of two racing writes of one
+    name exactly one creates it and the other finds it. False: a write checks, then writes."""
+
+    object_lock: bool = False
+    """Retention can be set on what is written (mover.storage.s3config.ObjectLock); whether a
+    bucket has Object Lock enabled is asked of the backend, not known here."""
+
+    def __post_init__(self) -> None:
+        if self.connections < 1:
+            raise ValueError("a backend has at least one connection")
 
 
 class Backend(Protocol):
     location: str
+
+    @property
+    def capabilities(self) -> Capabilities: ...
 
     def write(self, name: str, data: bytes | memoryview) -> None: ...
 

@@ -1,14 +1,16 @@
 """A bound on calls in flight: pipeline threads beyond it wait here, holding no connection.
 
 It also bounds memory: each write in flight holds its buffer until the call returns.
-Listing is not limited (one sequential caller at a time, and it is lazy).
+Listing is not limited (one sequential caller at a time, and it is lazy). Its capabilities say
+at most `concurrency` connections, so a writer does not start uploads that would only wait here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
-from mover.storage.base import Backend
+from mover.storage.base import Backend, Capabilities
 from mover.storage.wrapper import Wrapper
 
 
@@ -19,6 +21,11 @@ class LimitingBackend(Wrapper):
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        inner = self.inner.capabilities
+        return dataclasses.replace(inner, connections=min(inner.connections, self.concurrency))
 
     def write(self, name: str, data: bytes | memoryview) -> None:
         with self._slots:

@@ -12,12 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mover.errors import ObjectNotFound, StorageError
+from mover.storage.base import Capabilities
 
 TMP_SUFFIX = ".tmp"
 
 
 class LocalBackend:
     """Atomic writes by temp file + fsync + rename + directory fsync (see storage.base)."""
+
+    # One connection: every pack write ends in fsync, and parallel pack writes to a local disk
+    # gained nothing. Not conditional: a write checks for the name, then renames over it (two
+    # racing writers of one content-addressed name both succeed; the bytes are the same).
+    capabilities = Capabilities(local=True, connections=1, conditional_writes=False)
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 from mover.errors import ObjectNotFound, StorageError
+from mover.storage.base import Capabilities
 
 _NAMED: dict[str, MemoryBackend] = {}
 _NAMED_LOCK = threading.Lock()
@@ -19,6 +20,11 @@ _NAMED_LOCK = threading.Lock()
 class MemoryBackend:
     """Objects in a dict under one lock. A write stores a private copy in one step, so readers
     see all of it or nothing."""
+
+    # It stands in for an object store in tests, so writers use it as they use S3 (whose
+    # connection pool holds 16 by default): several uploads in flight, each call holding the lock
+    # only for a dict operation. Conditional: the check and the insert happen under one lock.
+    capabilities = Capabilities(local=True, connections=16, conditional_writes=True)
 
     def __init__(self, location: str = "memory://") -> None:
         self.location = location

@@ -5,7 +5,8 @@ connection resets, timeouts, a corrupted transfer) are retried; never ObjectNotF
 permanent error, and never by matching messages. A write retry re-sends the whole of `data`
 (the contract guarantees a failed write left nothing). Full jitter (sleep uniformly in
 [0, min(cap, base * 2^n)]) spreads the retries of many writers hit by one throttling event,
-which is what S3's guidance for 503 SlowDown asks for.
+which is what S3's guidance for 503 SlowDown asks for. Each retry is counted on a RetryCounter
+(mover.storage.metrics.Metrics is one), when given.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from mover.errors import StorageError
 from mover.storage.base import Backend
-from mover.storage.metrics import Metrics
 from mover.storage.wrapper import Wrapper
 
 T = TypeVar("T")
+
+
+class RetryCounter(Protocol):
+    def count(self, op: str, *, retries: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class RetryingBackend(Wrapper):
         self,
         inner: Backend,
         policy: RetryPolicy | None = None,
-        metrics: Metrics | None = None,
+        metrics: RetryCounter | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(inner)

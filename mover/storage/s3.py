@@ -49,6 +49,7 @@ from botocore.exceptions import (
 )
 
 from mover.errors import ObjectLocked, ObjectNotFound, StorageError, UsageError
+from mover.storage.base import Capabilities
 from mover.storage.s3config import MIN_PART_SIZE, PARTS_IN_FLIGHT, ObjectLock, S3Config
 
 T = TypeVar("T")
@@ -119,6 +120,17 @@ class S3Backend:
         except BaseException:
             self._stop_loop()
             raise
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """As many connections as its pool holds. Conditional writes (If-None-Match: *) until
+        the store refuses them: from then on a write is HEAD, then PUT."""
+        return Capabilities(
+            local=False,
+            connections=self.config.connections,
+            conditional_writes=self._conditional,
+            object_lock=True,
+        )
 
     # -- the event loop thread ----------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from mover.errors import UsageError
 
 MiB = 1 << 20
 # Above this a write is a multipart upload. Packs are 16 MiB by default but end up to one
-# chunk (1 MiB) larger, and several upload at once (backup.REMOTE_UPLOADS): a threshold above
+# chunk (1 MiB) larger, and several upload at once (packwriter.MAX_UPLOADS): a threshold above
 # a full pack keeps each pack one PUT (measured with 16 MiB: every pack went up as 3 parts).
 # Larger objects (packs of repositories made with a big --pack-size) go up in parts.
 DEFAULT_MULTIPART_THRESHOLD = 64 * MiB

@@ -1,20 +1,25 @@
 """The base of every storage wrapper: passes each call to the backend below unchanged.
 
 A wrapper adds one concern (retries, a concurrency limit, a bandwidth limit, metrics) by
-overriding the calls it cares about. Wrappers are composed in one place, mover.storage.stack.
+overriding the calls it cares about. Wrappers are composed in one place, mover.storage.stack, and
+know the layer below only through the Backend protocol: no wrapper imports another.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from mover.storage.base import Backend
+from mover.storage.base import Backend, Capabilities
 
 
 class Wrapper:
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.location = inner.location
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
 
     def write(self, name: str, data: bytes | memoryview) -> None:
         self.inner.write(name, data)

@@ -181,10 +181,16 @@ def test_while_a_watch_fails_its_kind_is_read_from_the_api(env: Env) -> None:
         with wakeup.running(stop):
             wait_until(lambda: cache.list(api.CONFIG_MAP, "w", None) is not None, what="fill")
             kube._api.configuration.host = dead  # the API goes away...
-            with wakeup._lock:
-                for watch in wakeup._open:
-                    watch.close()  # ...and takes the open watch with it
-            wait_until(lambda: cache.list(api.CONFIG_MAP, "w", None) is None, what="stale")
+
+            def cut() -> bool:
+                # ...and takes the open watch with it: also one that was being opened at the
+                # address of before (the thread may be between fill and watch right now).
+                with wakeup._lock:
+                    for watch in wakeup._open:
+                        watch.close()
+                return cache.list(api.CONFIG_MAP, "w", None) is None
+
+            wait_until(cut, what="stale")
             env.kube.create(api.CONFIG_MAP, _cm("w", "meanwhile"))
             kube._api.configuration.host = env.served.url  # back
             wait_until(
