@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     """python -m mover.sampledata [--size 256MiB] [--seed 0] PATH: write a sample image."""
     import argparse
 
-    from mover.cli.sizes import parse_size
+    from mover.units import parse_size
 
     parser = argparse.ArgumentParser(description="Write a deterministic sample volume image.")
     parser.add_argument("path")

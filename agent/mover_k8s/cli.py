@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mover.cli.output import emit_json, emit_table
-from mover.cli.sizes import format_age, format_duration, format_rate, format_size
+from mover.api import emit_json, emit_table, format_age, format_duration, format_rate, format_size
 from mover.errors import MoverError, UsageError
 from mover_k8s import api
 from mover_k8s.conditions import condition

@@ -28,9 +28,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
 
-from mover.backup import BackupStats
-from mover.storage.metrics import FIELDS
-from mover.storage.metrics import Metrics as StorageMetrics
+from mover.api import STORAGE_METRIC_FIELDS, BackupStats, StorageMetrics
 
 DEFAULT_CONTROLLER_PORT = 9480
 DEFAULT_NODE_PORT = 9481
@@ -45,7 +43,7 @@ _STORAGE_FIELDS = {
     "errors": ("mover_storage_errors", "Storage requests that failed, by operation."),
     "retries": ("mover_storage_retries", "Storage requests retried after a failure, by operation."),
 }
-assert set(_STORAGE_FIELDS) == set(FIELDS)
+assert set(_STORAGE_FIELDS) == set(STORAGE_METRIC_FIELDS)
 
 
 class NodeMetrics:
@@ -187,7 +185,7 @@ class JobMeter:
         if self.storage is None:
             return
         for op, row in self.storage.as_dict().items():
-            seen = self._storage.setdefault(op, dict.fromkeys(FIELDS, 0))
+            seen = self._storage.setdefault(op, dict.fromkeys(STORAGE_METRIC_FIELDS, 0))
             for name, value in row.items():
                 if name not in self.metrics.storage:
                     continue

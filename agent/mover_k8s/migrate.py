@@ -49,8 +49,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mover import api as mover_api
+from mover.api import Repository
 from mover.errors import MoverError, UsageError
-from mover.repository import Repository
 from mover_k8s import api, apps, store
 from mover_k8s.conditions import condition
 from mover_k8s.errors import Conflict, KubeError
@@ -462,16 +463,14 @@ class Migration:
         return True
 
     def _replicate(self, ids: list[str]) -> int:
-        from mover.replicate import replicate
-
         source = self._source_repos.open(self.source.namespace, self.source.repository)
         try:
             target = self._target_repos.open(self.target.namespace, self.target.repository)
             try:
-                wanted = [i for i in ids if not target.backend.exists(f"snapshots/{i}")]
+                wanted = [i for i in ids if not mover_api.has_snapshot(target, i)]
                 if not wanted:
                     return 0
-                return replicate(source, target, wanted).bytes_sent
+                return mover_api.replicate(source, target, wanted).bytes_sent
             finally:
                 target.close()
         finally:

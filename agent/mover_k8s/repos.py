@@ -12,22 +12,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
-from dataclasses import dataclass
 
-from mover.crypto import MasterKey
+from mover import api as mover_api
+from mover.api import Repository, RepositoryKey, StorageOptions
 from mover.errors import MoverError
-from mover.repository import RepoConfig, Repository
-from mover.storage.stack import StorageOptions, apply_object_lock, open_backend
 from mover_k8s.api import REPOSITORY, SECRET
 from mover_k8s.errors import SpecError
 from mover_k8s.k8s.client import Kube, Obj
-
-
-@dataclass(frozen=True)
-class _Opened:
-    master: MasterKey
-    config: RepoConfig
-    repo_id: str
 
 
 def _secret_value(kube: Kube, namespace: str, ref: Obj, key: str, what: str) -> str:
@@ -49,7 +40,7 @@ def _secret_value(kube: Kube, namespace: str, ref: Obj, key: str, what: str) -> 
 class Repositories:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
-        self._opened: dict[tuple[str, str, StorageOptions], _Opened] = {}
+        self._opened: dict[tuple[str, str, StorageOptions], RepositoryKey] = {}
         self._lock = threading.Lock()
 
     def get(self, namespace: str, name: str) -> Obj:
@@ -99,20 +90,14 @@ class Repositories:
         )
         digest = hashlib.blake2b(password.encode(), digest_size=16).hexdigest()
         key = (url, digest, options)
+        with self._lock:
+            opened = self._opened.get(key)
         try:
-            backend = open_backend(url, options)
-        except MoverError as exc:
-            raise SpecError("RepositoryUnavailable", f"{what}: {exc}") from None
-        try:
-            with self._lock:
-                opened = self._opened.get(key)
             if opened is not None:
-                apply_object_lock(backend, opened.config.object_lock)
-                return Repository(backend, opened.master, opened.config, opened.repo_id)
-            repo = Repository.open(backend, password.encode())
+                return mover_api.reopen_repository(url, opened, storage=options)
+            repo = mover_api.open_repository(url, password.encode(), storage=options)
         except MoverError as exc:
-            backend.close()
             raise SpecError("RepositoryUnavailable", f"{what}: {exc}") from None
         with self._lock:
-            self._opened[key] = _Opened(repo.master, repo.config, repo.id)
+            self._opened[key] = mover_api.repository_key(repo)
         return repo

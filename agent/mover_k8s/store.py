@@ -9,18 +9,11 @@ repository attests the objects and all volumes at once.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
 
-from mover.backup import run_backup
+from mover import api as mover_api
+from mover.api import Repository, Snapshot
 from mover.errors import IntegrityError
-from mover.locks import writer
-from mover.repository import Repository
-from mover.restore import run_restore
-from mover.snapshot import Snapshot
 from mover_k8s.errors import SpecError
 
 Obj = dict[str, Any]
@@ -33,31 +26,12 @@ def source_name(namespace: str, backup: str, part: str) -> str:
     return f"{PREFIX}{namespace}/{backup}/{part}"
 
 
-def canonical(doc: Obj) -> bytes:
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
 def store_document(repo: Repository, doc: Obj, name: str) -> Snapshot:
-    with tempfile.TemporaryFile() as f, writer(repo):
-        f.write(canonical(doc))
-        f.flush()
-        f.seek(0)
-        return run_backup(repo, cast(BinaryIO, f), name, threads=1)
+    return mover_api.put_document(repo, doc, name)
 
 
 def load_document(repo: Repository, snapshot_id: str) -> Obj:
-    snapshot = repo.find_snapshot(snapshot_id)
-    with tempfile.TemporaryDirectory(prefix="mover-k8s-") as tmp:
-        target = Path(tmp) / "doc.json"
-        run_restore(repo, snapshot, os.fspath(target), threads=1)
-        raw = target.read_bytes()
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise IntegrityError(f"snapshot {snapshot_id[:8]} is not a mover-k8s document") from None
-    if not isinstance(doc, dict):
-        raise IntegrityError(f"snapshot {snapshot_id[:8]} is not a mover-k8s document")
-    return doc
+    return mover_api.get_document(repo, snapshot_id, kind="mover-k8s document")
 
 
 def find_manifest(repo: Repository, backup: str, namespace: str | None = None) -> Snapshot:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mover import api as mover_api
+from mover.api import Repository
 from mover.errors import MoverError
-from mover.repository import Repository
-from mover.tree import walk
 from mover_k8s import store
 from mover_k8s.k8s.types import Obj
 
@@ -37,7 +37,7 @@ def verify_backup(repo: Repository, status: Obj, read_data: bool = False) -> Ver
         if not read_data:
             continue
         try:
-            for extent in walk(repo.read_blob, bytes.fromhex(part["tree"])):
+            for extent in mover_api.extents(repo, part["tree"]):
                 if extent.chunk_id is not None:
                     repo.read_blob(extent.chunk_id)
                     result.chunks += 1

@@ -243,13 +243,15 @@ def test_an_expired_backup_goes_with_its_work_items_and_snapshots(env: Env) -> N
     with env.running():
         env.kube.create(api.BACKUP, backup_body("kept", includedNamespaces=["shop"]))
         assert env.wait_phase(api.BACKUP, "kept")["status"]["phase"] == "Completed"
-        env.kube.create(api.BACKUP, backup_body("short", includedNamespaces=["shop"], ttl="1s"))
+        # Expiration is completion + ttl in whole seconds: a ttl of 1 s may leave a tenth of a
+        # second to see the Backup Completed; 4 s leave at least 3.
+        env.kube.create(api.BACKUP, backup_body("short", includedNamespaces=["shop"], ttl="4s"))
         backup = env.wait_phase(api.BACKUP, "short")
         assert backup["status"]["phase"] == "Completed"
         assert backup["status"]["expiration"]
         wait_until(
             lambda: env.kube.find(api.BACKUP, SYSTEM, "short") is None,
-            timeout=10,
+            timeout=30,
             what="the expired Backup to go",
         )
     items = env.kube.list(api.VOLUME_BACKUP, SYSTEM)

@@ -15,8 +15,8 @@ import logging
 import re
 from datetime import UTC, datetime, timedelta
 
+from mover import api as mover_api
 from mover.errors import MoverError
-from mover.maintenance import forget
 from mover_k8s import agents, api, hooks, store
 from mover_k8s.capture import Scope, capture
 from mover_k8s.conditions import condition, set_condition, set_condition_of
@@ -124,7 +124,7 @@ class BackupReconciler:
                 )
                 try:
                     present = {s.id for s in repo.snapshots()}
-                    forget(repo, [i for i in stored_ids if i in present])
+                    mover_api.forget(repo, [i for i in stored_ids if i in present])
                 finally:
                     repo.close()
             except SpecError as exc:
@@ -533,7 +533,7 @@ class BackupReconciler:
             )
             try:
                 present = {s.id for s in repo.snapshots()}
-                forget(repo, [i for i in ids if i and i in present])
+                mover_api.forget(repo, [i for i in ids if i and i in present])
             finally:
                 repo.close()
         except MoverError as exc:

@@ -41,10 +41,9 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
+from mover import api as mover_api
+from mover.api import Policy, Snapshot, apply_policy
 from mover.errors import MoverError
-from mover.maintenance import prune
-from mover.retention import Policy, apply_policy
-from mover.snapshot import Snapshot
 from mover_k8s import api, apps
 from mover_k8s.conditions import condition, set_condition
 from mover_k8s.controller.backups import owner_ref, parse_ttl
@@ -525,7 +524,7 @@ class ScheduleReconciler:
         try:
             repo = self.repos.open(namespace, name)
             try:
-                stats = prune(repo)
+                stats = mover_api.prune(repo)
             finally:
                 repo.close()
         except MoverError as exc:

@@ -25,12 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mover.backup import BackupStats, run_backup
+from mover import api as mover_api
+from mover.api import BackupOptions, BackupStats, RestoreOptions, RestoreStats
 from mover.errors import IntegrityError, MoverError
-from mover.locks import writer
-from mover.restore import RestoreStats, run_restore
-from mover.source import source_size
-from mover.storage.stack import metrics_of
 from mover_k8s import agents, api, store
 from mover_k8s.conditions import set_condition_of
 from mover_k8s.errors import Cancelled, KubeError, NotFound, SpecError
@@ -350,10 +347,10 @@ class NodeAgent:
     def _backup(self, job: Job, item: Obj, path: str, meter: JobMeter) -> Obj:
         spec = item["spec"]
         repo = self.repos.open(job.namespace, spec["repository"])
-        meter.storage = metrics_of(repo.backend)
+        meter.storage = mover_api.storage_metrics(repo)
         try:
             with open(path, "rb") as source:
-                total = source_size(source.fileno()) or 0  # 0: a stream, size unknown
+                total = mover_api.source_size(source) or 0  # 0: a stream, size unknown
                 progress = Progress(total, self.progress_interval, self._progress_writer(job))
                 progress.report(0, force=True)
                 check = self._checker(job, progress)
@@ -372,15 +369,12 @@ class NodeAgent:
                     meter.backup_progress(stats, done)
                     check(done)
 
-                with writer(repo):
-                    snapshot = run_backup(
-                        repo,
-                        source,
-                        name,
-                        threads=self.threads,
-                        progress=on_progress,
-                        notify=lambda note: log.info("%s: %s", job.name, note),
-                    )
+                options = BackupOptions(
+                    threads=self.threads,
+                    progress=on_progress,
+                    notify=lambda note: log.info("%s: %s", job.name, note),
+                )
+                snapshot = mover_api.backup(repo, source, name, options=options)
                 # The snapshot's stats settle what came after the last progress call.
                 meter.backup_progress(snapshot.stats, snapshot.size)
                 progress.report(total, force=True)
@@ -402,7 +396,7 @@ class NodeAgent:
         if self._by_difference(job, item):
             return self._restore_delta(job, item, path, meter)
         repo = self.repos.open(job.namespace, spec["repository"])
-        meter.storage = metrics_of(repo.backend)
+        meter.storage = mover_api.storage_metrics(repo)
         try:
             snapshot = repo.find_snapshot(spec["snapshot"])
             if spec.get("sourceTree") and snapshot.tree != spec["sourceTree"]:
@@ -418,9 +412,8 @@ class NodeAgent:
                 meter.restore_progress(stats.bytes_written + stats.hole_bytes)
                 check(stats.bytes_written + stats.hole_bytes)
 
-            stats = run_restore(
-                repo, snapshot, path, force=True, threads=self.threads, progress=on_progress
-            )
+            options = RestoreOptions(force=True, threads=self.threads, progress=on_progress)
+            stats = mover_api.restore(repo, snapshot, path, options=options)
             meter.restore_progress(stats.bytes_written + stats.hole_bytes, final=True)
             progress.report(snapshot.size, force=True)
         finally:
@@ -431,7 +424,7 @@ class NodeAgent:
         """The volume made to hold the snapshot, fetching only the chunks it lacks."""
         spec = item["spec"]
         repo = self.repos.open(job.namespace, spec["repository"])
-        meter.storage = metrics_of(repo.backend)
+        meter.storage = mover_api.storage_metrics(repo)
         try:
             snapshot = repo.find_snapshot(spec["snapshot"])
             if spec.get("sourceTree") and snapshot.tree != spec["sourceTree"]:

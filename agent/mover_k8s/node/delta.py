@@ -25,10 +25,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from mover import api as mover_api
+from mover.api import Extent, Repository, Snapshot
 from mover.errors import IntegrityError, MoverError, SourceError
-from mover.repository import Repository
-from mover.snapshot import Snapshot
-from mover.tree import Extent, walk
 
 BATCH = 4 << 20  # bytes of extents one worker task compares (and fetches, where they differ)
 ZEROS = bytes(1 << 20)
@@ -170,7 +169,7 @@ def restore_delta(
             inflight: list[Future[DeltaStats]] = []
             batch: list[Extent] = []
             batch_bytes = 0
-            for extent in walk(repo.read_blob, bytes.fromhex(snapshot.tree)):
+            for extent in mover_api.extents(repo, snapshot.tree):
                 batch.append(extent)
                 batch_bytes += extent.length if extent.chunk_id is not None else 0
                 if batch_bytes >= BATCH or len(batch) >= 1024:
