@@ -12,7 +12,10 @@ read buffers (mover.source.ReadBuffers): a batch holds its buffer's lease until 
 done with it, so nothing is copied on the way to a worker except a chunk that spans two reads.
 
 With streams > 1 the reader+chunker is mover.chunking.parallel (N threads, the same chunks, in
-order). Every checkpoint interval the pipeline drains, the index is flushed and a checkpoint
+order). With a change list (mover.changed) it is a ChangedReader: it reads and chunks only around
+the changed ranges and hands the parent's chunks for the rest as ready results, which join the
+same in-order queue; with an allocation list (mover.ranges) unlisted ranges read as holes.
+Every checkpoint interval the pipeline drains, the index is flushed and a checkpoint
 (mover.checkpoint) records the offset reached; the next backup of the same source resumes there.
 
 Memory is bounded by configuration: at most INFLIGHT_BYTES (or two batches a worker) of chunks
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+from mover.changed import ChangedRanges, ChangedReader, Reused, check_size
 from mover.checkpoint import DEFAULT_INTERVAL, Checkpoints, Notify, identity_of, restored_tree
 from mover.chunking import is_zero, make_chunker
 from mover.chunking.parallel import parallel_chunks
@@ -48,6 +52,7 @@ from mover.content.pack import KIND_DATA, KIND_TREE
 from mover.content.packwriter import PackWriter, upload_threads
 from mover.errors import SourceError, UsageError
 from mover.locks import as_writer
+from mover.ranges import RangeList, allocated_pieces
 from mover.repository import Repository
 from mover.snapshot import Snapshot
 from mover.source import Lease, ReadBuffers, pieces, source_size
@@ -61,6 +66,11 @@ HOLE_HEAD: int | None = None
 ZEROS = bytes(8 << 20)
 INDEX_FLUSH = 65536
 INFLIGHT_BYTES = 16 << 20
+# Results taken from a parent (mover.changed) cost no bytes in flight: a batch holds at most
+# BATCH_ENTRIES entries and at most INFLIGHT_BATCHES batches are queued, so a long unchanged
+# stretch of a volume is bounded by count (~100 bytes an entry).
+BATCH_ENTRIES = 1024
+INFLIGHT_BATCHES = 64
 
 
 @dataclass
@@ -75,6 +85,10 @@ class BackupStats:
     packs: int = 0
     resumed_from: int = 0  # the offset this run started at (a checkpoint's), 0 for a full run
     resume_check_bytes: int = 0  # bytes re-read to verify the checkpoint matches the source
+    # --changed-ranges: bytes whose chunks were taken from the parent without reading them (then
+    # bytes_read counts only what was read), and bytes re-read by --verify-unchanged.
+    parent_bytes: int = 0
+    verify_bytes: int = 0
     checkpoints: int = 0
     seconds: float = 0.0
 
@@ -90,6 +104,7 @@ class _Result:
     length: int
     chunk_id: bytes | None  # None: all zeros
     sealed: bytes | bytearray | None  # None: already stored (or zeros)
+    count: int = 1  # consecutive chunks like this one (zeros from a parent: mover.changed)
 
 
 @dataclass
@@ -135,11 +150,18 @@ def run_backup(
     streams: int = 1,
     checkpoint_interval: int | None = DEFAULT_INTERVAL,
     notify: Notify | None = None,
+    *,
+    changed: ChangedRanges | None = None,
+    allocated: RangeList | None = None,
 ) -> Snapshot:
     """Back up source as a new snapshot. streams > 1 reads and chunks a seekable source in that
     many parallel streams (mover.chunking.parallel: the same chunks as one stream). A seekable
     source is checkpointed every checkpoint_interval bytes (None or 0: never) and resumed from
-    its last matching checkpoint (mover.checkpoint); notify receives one-line notices."""
+    its last matching checkpoint (mover.checkpoint); notify receives one-line notices.
+
+    `changed`: read only the ranges that may differ from a parent snapshot and take the rest
+    of its chunks from the parent (mover.changed; the same tree as a full read; no checkpoints:
+    little is read). `allocated`: read only these ranges, the rest is zeros (mover.ranges)."""
     started = time.monotonic()
     threads = threads or os.cpu_count() or 1
     expected = source_size(source.fileno())
@@ -150,6 +172,17 @@ def run_backup(
             f"--streams {streams} needs a file or block device; {source_name} is a stream, "
             "which reads as one stream only"
         )
+    if changed is not None or allocated is not None:
+        option = "--changed-ranges" if changed is not None else "--allocated-ranges"
+        if changed is not None and allocated is not None:
+            raise UsageError("give --changed-ranges or --allocated-ranges, not both")
+        if expected is None:
+            raise UsageError(f"{option} needs a file or block device; {source_name} is a stream")
+        if streams > 1:
+            raise UsageError(f"{option} reads as one stream; drop --streams {streams}")
+        if changed is not None:
+            check_size(changed.parent, expected, source_name)
+            checkpoint_interval = None
     if expected is not None:
         source.seek(0)
     stats = BackupStats()
@@ -173,10 +206,15 @@ def run_backup(
     ):
         writer = _Writer(repo, stats, PackWriter(repo, uploader, uploads))
 
-        def process(batch: list[bytes | memoryview], lease: Lease | None) -> list[_Result]:
+        def process(
+            batch: list[bytes | memoryview | _Result], lease: Lease | None
+        ) -> list[_Result]:
             try:
                 results = []
                 for chunk in batch:
+                    if isinstance(chunk, _Result):  # taken from a parent: nothing to do
+                        results.append(chunk)
+                        continue
                     if is_zero(chunk):  # 38 GB/s, and exits at the first non-zero byte
                         results.append(_Result(len(chunk), None, None))
                         continue
@@ -200,7 +238,7 @@ def run_backup(
         max_inflight_bytes = max(
             INFLIGHT_BYTES, 2 * threads * (BATCH_BYTES + repo.config.chunker.max_size)
         )
-        batch: list[bytes | memoryview] = []
+        batch: list[bytes | memoryview | _Result] = []
         batch_bytes = 0
         # The lease on the read buffer being chunked (None: a hole, or chunks already copied).
         # A batch is sent before its piece's lease is released, so a batch holds views of at
@@ -212,9 +250,12 @@ def run_backup(
             done, length = inflight.popleft()
             inflight_bytes -= length
             for result in done.result():
-                tree.add(result.length, result.chunk_id)
+                if result.count > 1:
+                    tree.add_holes(result.length, result.count)
+                else:
+                    tree.add(result.length, result.chunk_id)
                 if result.chunk_id is None:
-                    stats.zero_bytes += result.length
+                    stats.zero_bytes += result.length * result.count
                 elif result.sealed is None or writer.known(result.chunk_id):
                     # sealed is None: a worker found it known, and known() only grows
                     stats.reused_bytes += result.length
@@ -230,7 +271,9 @@ def run_backup(
             nonlocal inflight_bytes, batch, batch_bytes
             if not batch:
                 return
-            while inflight and inflight_bytes >= max_inflight_bytes:
+            while inflight and (
+                inflight_bytes >= max_inflight_bytes or len(inflight) >= INFLIGHT_BATCHES
+            ):
                 consume_one()
             if piece_lease is not None:
                 piece_lease.hold()  # released by the worker, see process()
@@ -238,12 +281,14 @@ def run_backup(
             inflight_bytes += batch_bytes
             batch, batch_bytes = [], 0
 
-        def submit(chunk: bytes | memoryview) -> None:
-            """Queue one chunk: bytes, a view of ZEROS or of the piece under piece_lease."""
+        def submit(chunk: bytes | memoryview | _Result) -> None:
+            """Queue one chunk: bytes, a view of ZEROS or of the piece under piece_lease, or a
+            result known already (a parent's chunks)."""
             nonlocal batch_bytes
             batch.append(chunk)
-            batch_bytes += len(chunk)
-            if batch_bytes >= BATCH_BYTES:
+            if not isinstance(chunk, _Result):
+                batch_bytes += len(chunk)
+            if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_ENTRIES:
                 send_batch()
 
         def drain() -> None:
@@ -288,8 +333,21 @@ def run_backup(
                 maybe_checkpoint(start + origin + cut)
             return begin
 
+        reader = None
         try:
-            if streams > 1:
+            if changed is not None:
+                assert expected is not None
+                reader = ChangedReader(
+                    repo, source.fileno(), expected, source_name, changed, threads
+                )
+                for item in reader.items():
+                    if isinstance(item, Reused):
+                        submit(_Result(item.length, item.chunk_id, None, item.count))
+                    else:
+                        submit(item)
+                    stats.bytes_read, stats.parent_bytes = reader.bytes_read, reader.parent_bytes
+                stats.verify_bytes = reader.verify_bytes
+            elif streams > 1:
                 assert expected is not None
                 for offset, chunk in parallel_chunks(
                     source.fileno(), repo.config.chunker, streams, start, expected
@@ -301,7 +359,14 @@ def run_backup(
                 # Enough buffers for the chunks in flight, the piece being chunked and the
                 # next read; fewer would only make the reader wait for the workers.
                 buffers = ReadBuffers(max_inflight_bytes // READ_SIZE + 3, READ_SIZE)
-                for piece, lease in pieces(source, buffers, ZEROS, start):
+                if allocated is None:
+                    source_pieces = pieces(source, buffers, ZEROS, start)
+                else:
+                    assert expected is not None
+                    source_pieces = allocated_pieces(
+                        source, buffers, ZEROS, allocated, expected, start
+                    )
+                for piece, lease in source_pieces:
                     piece_lease = lease
                     base = stats.bytes_read
                     stats.bytes_read += len(piece)
@@ -340,7 +405,7 @@ def run_backup(
         # A file truncated while it was read may have had its lost tail taken for a hole:
         # its size now counts as much as the bytes read.
         now = source_size(source.fileno()) if expected is not None else None
-        got = start + stats.bytes_read
+        got = start + stats.bytes_read if reader is None else reader.covered
         if expected is not None and now is not None and min(got, now) < expected:
             raise SourceError(
                 f"{source_name} shrank during the read: expected {expected} bytes, got "

@@ -35,6 +35,7 @@ BUILTIN = {
     "unlock": ("mover.cli.locks_cmd", "unlock"),
     "key": ("mover.cli.key_cmd", "key"),
     "repair": ("mover.cli.repair_cmd", "repair"),
+    "mount": ("mover.cli.mount_cmd", "mount"),
 }
 PLUGIN_GROUP = "mover.commands"
 

@@ -189,6 +189,38 @@ def _open_source(source: str) -> tuple[BinaryIO, str]:
     help="Record progress in the repository every SIZE of a file or device, so that the next "
     f"backup of it resumes there if this one is interrupted; 0: never. Env: {CHECKPOINT_ENV}.",
 )
+@click.option(
+    "--changed-ranges",
+    "changed_ranges",
+    metavar="FILE",
+    default=None,
+    help="Read only the byte ranges FILE lists as changed since the parent snapshot (one "
+    "`OFFSET LENGTH` a line, decimal, ascending; - for stdin) and take the rest from the "
+    "parent: the same snapshot as a full read (docs/changed-ranges.md).",
+)
+@click.option(
+    "--parent",
+    metavar="SNAPSHOT",
+    default=None,
+    help="The snapshot --changed-ranges is relative to [default: the newest of SOURCE].",
+)
+@click.option(
+    "--verify-unchanged",
+    "verify_unchanged",
+    type=click.FloatRange(0, 100),
+    metavar="PERCENT",
+    default=None,
+    help="With --changed-ranges: also read PERCENT of what it takes from the parent and fail, "
+    "writing no snapshot, if any of it differs (a wrong change list).",
+)
+@click.option(
+    "--allocated-ranges",
+    "allocated_ranges",
+    metavar="FILE",
+    default=None,
+    help="Read only the byte ranges FILE lists as allocated (same format); the rest is "
+    "stored as zeros without reading it, as holes are.",
+)
 @json_option
 def backup(
     repo: str | None,
@@ -196,11 +228,36 @@ def backup(
     threads: int | None,
     streams: int,
     checkpoint_every: str,
+    changed_ranges: str | None,
+    parent: str | None,
+    verify_unchanged: float | None,
+    allocated_ranges: str | None,
     as_json: bool,
 ) -> None:
     """Back up SOURCE (an image file, a block device, or - for stdin) as a new snapshot."""
+    from mover.changed import ChangedRanges, check_size, find_parent
+    from mover.ranges import RangeList, read_ranges
+
     interval = parse_size(checkpoint_every, "--checkpoint-every")
+    if changed_ranges is None:
+        if parent is not None:
+            raise UsageError("--parent applies only with --changed-ranges")
+        if verify_unchanged is not None:
+            raise UsageError("--verify-unchanged applies only with --changed-ranges")
+    ranges_option, ranges_file = (
+        ("--changed-ranges", changed_ranges)
+        if changed_ranges is not None
+        else ("--allocated-ranges", allocated_ranges)
+    )
+    if ranges_file is not None:
+        if changed_ranges is not None and allocated_ranges is not None:
+            raise UsageError("give --changed-ranges or --allocated-ranges, not both")
+        if source == "-":
+            raise UsageError(f"{ranges_option} needs a file or block device, not stdin")
+        if streams > 1:
+            raise UsageError(f"{ranges_option} reads as one stream; drop --streams {streams}")
     f, name = _open_source(source)
+    ranges: RangeList | None = None
     try:
         total = source_size(f.fileno()) if source != "-" else None
         if streams > 1 and total is None:
@@ -208,14 +265,26 @@ def backup(
                 f"--streams {streams} needs a file or block device; "
                 f"{'stdin' if source == '-' else source} can only be read as one stream"
             )
+        if ranges_file is not None:
+            if total is None:
+                raise UsageError(f"{ranges_option} needs a file or block device; {source} is not")
+            ranges = read_ranges(ranges_file, total, ranges_option)
         repository = open_repo(repo)
+        changed = None
+        if changed_ranges is not None:
+            assert ranges is not None and total is not None
+            parent_snapshot = find_parent(repository, name, parent)
+            check_size(parent_snapshot, total, name)
+            changed = ChangedRanges(parent_snapshot, ranges, verify_unchanged or 0.0)
+        allocated = ranges if allocated_ranges is not None else None
         with byte_progress("backup", total, not as_json) as bar:
 
             def on_progress(stats: BackupStats) -> None:
                 if bar is not None:
+                    done = stats.resumed_from + stats.bytes_read + stats.parent_bytes
                     bar.update(
                         bar.task_ids[0],
-                        completed=stats.resumed_from + stats.bytes_read,
+                        completed=min(done, total or done),
                         detail=f"new {_mib(stats.new_bytes)}, reused {_mib(stats.reused_bytes)}",
                     )
 
@@ -223,18 +292,36 @@ def backup(
                 click.echo(f"mover: {message}", err=True)
 
             snapshot = run_backup(
-                repository, f, name, threads, on_progress, streams, interval, notify
+                repository,
+                f,
+                name,
+                threads,
+                on_progress,
+                streams,
+                interval,
+                notify,
+                changed=changed,
+                allocated=allocated,
             )
     finally:
         if f is not sys.stdin.buffer:
             f.close()
+        if ranges is not None:
+            ranges.close()
     if as_json:
-        emit_json(snapshot.public())
+        public = snapshot.public()
+        if changed is not None:
+            public["parent"] = changed.parent.id
+        emit_json(public)
         return
     s = snapshot.stats
     resumed = f" (resumed at {_mib(s['resumed_from'])})" if s.get("resumed_from") else ""
+    read = _mib(snapshot.size)
+    if changed is not None:
+        read = f"{_mib(s['bytes_read'])} of {_mib(snapshot.size)}"
+        resumed = f" (changes since {changed.parent.id[:8]})"
     click.echo(
-        f"snapshot {snapshot.id[:8]} saved: {_mib(snapshot.size)} read{resumed}, "
+        f"snapshot {snapshot.id[:8]} saved: {read} read{resumed}, "
         f"{_mib(s['new_bytes'])} new, {_mib(s['reused_bytes'])} reused, "
         f"{_mib(s['zero_bytes'])} zeros, {_mib(s['stored_bytes'])} stored"
     )
