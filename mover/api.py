@@ -2,7 +2,8 @@
 
 Everything a program needs to use mover's repositories goes through here: open or create a
 repository, back up and restore volumes, list and resolve snapshots, forget them (by id or by
-retention policy), prune, check, replicate, store small JSON documents, read storage metrics.
+retention policy), prune, check, replicate, store small JSON documents, read storage metrics,
+and read any byte range of a snapshot without restoring it (SnapshotReader, read_range).
 The Kubernetes side (mover_k8s) uses nothing else of mover but this module and mover.errors
 (enforced by import-linter, pyproject.toml). The modules behind it are free to change; the
 names here keep their meaning.
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from mover.check import CheckReport
     from mover.crypto import KdfParams, MasterKey
     from mover.maintenance import PruneStats
+    from mover.reader import SnapshotReader, open_snapshot, read_range
     from mover.replicate import ReplicateStats
     from mover.repository import RepoConfig, Repository
     from mover.restore import BadRange, RestoreStats
@@ -75,6 +77,7 @@ __all__ = [
     "RestoreOptions",
     "RestoreStats",
     "Snapshot",
+    "SnapshotReader",
     "StorageMetrics",
     "StorageOptions",
     "apply_policy",
@@ -95,8 +98,10 @@ __all__ = [
     "init_replica",
     "init_repository",
     "open_repository",
+    "open_snapshot",
     "prune",
     "put_document",
+    "read_range",
     "reopen_repository",
     "replicate",
     "repository_key",
@@ -122,6 +127,10 @@ _LAZY = {
     "STORAGE_METRIC_FIELDS": ("mover.storage.metrics", "FIELDS"),
     "StorageMetrics": ("mover.storage.metrics", "Metrics"),
     "StorageOptions": ("mover.storage.stack", "StorageOptions"),
+    # Random access without restoring (mover.reader): read(offset, length) of a snapshot.
+    "SnapshotReader": ("mover.reader", "SnapshotReader"),
+    "open_snapshot": ("mover.reader", "open_snapshot"),
+    "read_range": ("mover.reader", "read_range"),
 }
 
 if not TYPE_CHECKING:  # hidden from mypy, which would type every unknown name here as Any

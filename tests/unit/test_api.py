@@ -82,6 +82,12 @@ def test_backup_restore_and_snapshots(repo: api.Repository, tmp_path: Path) -> N
     with pytest.raises(UsageError):  # a non-empty target, not forced
         api.restore(repo, snapshot, str(target))
     api.restore(repo, snapshot, str(target), options=api.RestoreOptions(force=True))
+    # Any range without restoring: across the hole and the data around it.
+    data = source.read_bytes()
+    for offset, length in ((0, 10), (len(data) // 3, 200_000), (len(data) - 5, 50)):
+        assert api.read_range(repo, snapshot, offset, length) == data[offset : offset + length]
+    with api.open_snapshot(repo, snapshot) as reader:
+        assert reader.read(1, 4096) == data[1:4097]
 
     metrics = api.storage_metrics(repo)
     assert metrics is not None and metrics.get("write", "requests") > 0
