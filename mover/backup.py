@@ -20,8 +20,9 @@ Every checkpoint interval the pipeline drains, the index is flushed and a checkp
 
 Memory is bounded by configuration: at most INFLIGHT_BYTES (or two batches a worker) of chunks
 in flight, which hold the read buffers they are views of (plus one being chunked), recycled
-pack buffers (one filling, one for each upload in flight: one on a local disk, REMOTE_UPLOADS
-on an object store), and pending index entries flushed every INDEX_FLUSH chunks. The chunker,
+pack buffers (one filling, one for each upload in flight: as many as the backend's
+capabilities allow, at most packwriter.MAX_UPLOADS: one on a local disk, four on an object
+store), and pending index entries flushed every INDEX_FLUSH chunks. The chunker,
 BLAKE3 and zstd release the GIL on large buffers, so the workers keep every core busy (py-spy:
 both workers >90% busy, in zstd, on a first backup). AES-GCM from `cryptography` holds the GIL,
 measured: it does not scale with threads, but at ~15 GB/s it costs a few percent of one core.
