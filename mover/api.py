@@ -42,9 +42,11 @@ from mover.units import format_age, format_duration, format_rate, format_size
 
 if TYPE_CHECKING:
     from mover.backup import BackupStats
+    from mover.changed import ChangedRanges, find_parent
     from mover.check import CheckReport
     from mover.crypto import KdfParams, MasterKey
     from mover.maintenance import PruneStats
+    from mover.ranges import RangeList, read_ranges
     from mover.reader import SnapshotReader, open_snapshot, read_range
     from mover.replicate import ReplicateStats
     from mover.repository import RepoConfig, Repository
@@ -60,6 +62,7 @@ __all__ = [
     "BackupOptions",
     "BackupStats",
     "BadRange",
+    "ChangedRanges",
     "CheckReport",
     "Decision",
     "Extent",
@@ -70,6 +73,7 @@ __all__ = [
     "Policy",
     "PruneOptions",
     "PruneStats",
+    "RangeList",
     "ReplicateStats",
     "RepoConfig",
     "Repository",
@@ -86,6 +90,7 @@ __all__ = [
     "emit_json",
     "emit_table",
     "extents",
+    "find_parent",
     "find_snapshot",
     "forget",
     "forget_by_policy",
@@ -102,6 +107,7 @@ __all__ = [
     "prune",
     "put_document",
     "read_range",
+    "read_ranges",
     "reopen_repository",
     "replicate",
     "repository_key",
@@ -127,6 +133,11 @@ _LAZY = {
     "STORAGE_METRIC_FIELDS": ("mover.storage.metrics", "FIELDS"),
     "StorageMetrics": ("mover.storage.metrics", "Metrics"),
     "StorageOptions": ("mover.storage.stack", "StorageOptions"),
+    # Changed-block backups (BackupOptions.changed, .allocated).
+    "ChangedRanges": ("mover.changed", "ChangedRanges"),
+    "find_parent": ("mover.changed", "find_parent"),
+    "RangeList": ("mover.ranges", "RangeList"),
+    "read_ranges": ("mover.ranges", "read_ranges"),
     # Random access without restoring (mover.reader): read(offset, length) of a snapshot.
     "SnapshotReader": ("mover.reader", "SnapshotReader"),
     "open_snapshot": ("mover.reader", "open_snapshot"),
@@ -313,6 +324,12 @@ class BackupOptions:
     checkpoint_interval: int | None = None
     progress: Callable[[BackupStats], None] | None = None  # called as batches are stored
     notify: Callable[[str], None] | None = None  # one-line notices (e.g. resuming)
+    # Changed-block backups (docs/changed-ranges.md): read only the ranges that may differ from
+    # a parent snapshot (ChangedRanges: find_parent, read_ranges) and reuse its chunks for the
+    # rest, with the same tree as a full read; or, for a first backup, read only the allocated
+    # ranges (the rest is zeros). Not with streams > 1.
+    changed: ChangedRanges | None = None
+    allocated: RangeList | None = None
 
 
 def backup(
@@ -339,6 +356,8 @@ def backup(
         streams=o.streams,
         checkpoint_interval=interval or None,
         notify=o.notify,
+        changed=o.changed,
+        allocated=o.allocated,
     )
 
 

@@ -95,6 +95,29 @@ def test_backup_restore_and_snapshots(repo: api.Repository, tmp_path: Path) -> N
         assert api.source_size(f) == snapshot.size
 
 
+def test_a_changed_range_backup_has_the_tree_of_a_full_read(
+    repo: api.Repository, tmp_path: Path
+) -> None:
+    source = volume(tmp_path / "disk.img")
+    with source.open("rb") as f:
+        day1 = api.backup(repo, f, "disk")
+    data = bytearray(source.read_bytes())
+    data[100_000:100_100] = b"\xab" * 100  # one change, in place
+    source.write_bytes(bytes(data))
+    (tmp_path / "changes").write_text("100000 100\n")
+    with (
+        source.open("rb") as f,
+        api.read_ranges(str(tmp_path / "changes"), len(data), "--changed-ranges") as ranges,
+    ):
+        parent = api.find_parent(repo, "disk", None)
+        changed = api.ChangedRanges(parent, ranges, 0.0)
+        day2 = api.backup(repo, f, "disk", options=api.BackupOptions(changed=changed))
+    with source.open("rb") as f:
+        full = api.backup(repo, f, "disk")
+    assert parent == day1 and day2.tree == full.tree != day1.tree
+    assert api.read_range(repo, day2, 99_990, 120) == bytes(data[99_990:100_110])
+
+
 def test_open_and_reopen(repo: api.Repository, tmp_path: Path) -> None:
     url = str(tmp_path / "repo")
     snapshot = back_up(repo, volume(tmp_path / "disk.img"))
