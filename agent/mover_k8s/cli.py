@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -66,6 +67,31 @@ def with_kube(f: Any) -> Any:
     for option in reversed(kube_options):
         f = option(f)
     return f
+
+
+def per_namespace_options(what: str) -> Callable[[Any], Any]:
+    """--per-namespace (its help: `what`), --namespace-selector and --exclude-namespace, as
+    `app backup` and `app schedule` take them."""
+    options = [
+        click.option("--per-namespace", is_flag=True, help=what),
+        click.option(
+            "--namespace-selector",
+            help="With --per-namespace: the namespaces with these labels (KEY=VALUE,...).",
+        ),
+        click.option(
+            "--exclude-namespace",
+            "excluded_namespaces",
+            multiple=True,
+            help="With --per-namespace: never this namespace (repeat, or comma-separate).",
+        ),
+    ]
+
+    def decorate(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
 
 
 def connect(kubeconfig: str | None, kube_context: str | None) -> Kube:
@@ -354,20 +380,8 @@ def app() -> None:
 @click.option("--exclude-kinds", multiple=True, help="Not these kinds.")
 @click.option("--no-volumes", is_flag=True, help="Capture objects only.")
 @click.option("--ttl", default="", help="Keep the backup this long (e.g. 720h).")
-@click.option(
-    "--per-namespace",
-    is_flag=True,
-    help="One Backup per namespace (NAME-NAMESPACE), so each app restores on its own.",
-)
-@click.option(
-    "--namespace-selector",
-    help="With --per-namespace: the namespaces with these labels (KEY=VALUE,...).",
-)
-@click.option(
-    "--exclude-namespace",
-    "excluded_namespaces",
-    multiple=True,
-    help="With --per-namespace: never this namespace (repeat, or comma-separate).",
+@per_namespace_options(
+    "One Backup per namespace (NAME-NAMESPACE), so each app restores on its own."
 )
 @click.option("--wait", is_flag=True, help="Follow the backup until it ends.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds --wait waits.")
@@ -528,21 +542,7 @@ def _backup_per_namespace(
     "--repository", default="default", show_default=True, help="The Repository to back up into."
 )
 @click.option("--no-volumes", is_flag=True, help="Capture objects only.")
-@click.option(
-    "--per-namespace",
-    is_flag=True,
-    help="Each run: one Backup per namespace; the --keep-* counts are per namespace.",
-)
-@click.option(
-    "--namespace-selector",
-    help="With --per-namespace: the namespaces with these labels (KEY=VALUE,...).",
-)
-@click.option(
-    "--exclude-namespace",
-    "excluded_namespaces",
-    multiple=True,
-    help="With --per-namespace: never this namespace.",
-)
+@per_namespace_options("Each run: one Backup per namespace; the --keep-* counts are per namespace.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @with_kube
 def schedule_cmd(

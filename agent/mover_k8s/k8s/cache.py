@@ -200,9 +200,11 @@ class Cache:
                 return None
             if store.selector and store.selector != selector:
                 return None  # a narrower copy cannot answer a wider question
-            matches = label_matcher(selector) if selector and not store.selector else None
-            if selector and not store.selector and matches is None:
-                return None
+            matches = None  # the copy's own selector (or none asked): every object it holds
+            if selector and not store.selector:
+                matches = label_matcher(selector)
+                if matches is None:
+                    return None  # set-based: the API's to answer
             texts = [
                 (key, entry.text)
                 for key, entry in store.objects.items()

@@ -48,6 +48,17 @@ log = logging.getLogger("mover.k8s.agent")
 DELTA_ANNOTATION = f"{api.GROUP}/volume-delta"
 
 
+def _recorded_snapshot(repo: mover_api.Repository, spec: Obj) -> mover_api.Snapshot:
+    """The snapshot a VolumeRestore names, checked against the root its Backup recorded."""
+    snapshot = repo.find_snapshot(spec["snapshot"])
+    if spec.get("sourceTree") and snapshot.tree != spec["sourceTree"]:
+        raise IntegrityError(
+            f"snapshot {snapshot.id[:8]} has root {snapshot.tree[:16]}, the backup "
+            f"recorded {spec['sourceTree'][:16]}"
+        )
+    return snapshot
+
+
 class _Interrupted(Exception):
     """The agent is shutting down: the item stays Running for the next agent of this node."""
 
@@ -398,12 +409,7 @@ class NodeAgent:
         repo = self.repos.open(job.namespace, spec["repository"])
         meter.storage = mover_api.storage_metrics(repo)
         try:
-            snapshot = repo.find_snapshot(spec["snapshot"])
-            if spec.get("sourceTree") and snapshot.tree != spec["sourceTree"]:
-                raise IntegrityError(
-                    f"snapshot {snapshot.id[:8]} has root {snapshot.tree[:16]}, the backup "
-                    f"recorded {spec['sourceTree'][:16]}"
-                )
+            snapshot = _recorded_snapshot(repo, spec)
             progress = Progress(snapshot.size, self.progress_interval, self._progress_writer(job))
             progress.report(0, force=True)
             check = self._checker(job, progress)
@@ -426,12 +432,7 @@ class NodeAgent:
         repo = self.repos.open(job.namespace, spec["repository"])
         meter.storage = mover_api.storage_metrics(repo)
         try:
-            snapshot = repo.find_snapshot(spec["snapshot"])
-            if spec.get("sourceTree") and snapshot.tree != spec["sourceTree"]:
-                raise IntegrityError(
-                    f"snapshot {snapshot.id[:8]} has root {snapshot.tree[:16]}, the backup "
-                    f"recorded {spec['sourceTree'][:16]}"
-                )
+            snapshot = _recorded_snapshot(repo, spec)
             progress = Progress(snapshot.size, self.progress_interval, self._progress_writer(job))
             progress.report(0, force=True)
             check = self._checker(job, progress)
