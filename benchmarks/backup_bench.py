@@ -1,6 +1,6 @@
 """End-to-end backup and restore through the real CLI, on a local repository.
 
-Generates a volume image of --size bytes with the realistic mix (mover.sampledata, seed 11), a
+Generates a volume image of --size bytes with the realistic mix (mover.tools.sampledata, seed 11), a
 "day 2" copy with ~2% rewritten in scattered 64 KiB regions (new data from seed 12, same size,
 everything else in place), then runs `python -m mover` as child processes:
 
@@ -36,7 +36,7 @@ from typing import Any
 
 from benchmarks.child import run_child, tree_bytes
 from mover.cli.sizes import parse_size
-from mover.sampledata import BLOCK, SampleData
+from mover.tools.sampledata import BLOCK, SampleData
 
 REGION = 64 << 10
 CHANGED_SHARE = 0.02

@@ -3,15 +3,15 @@ same image and the same changes, in one run.
 
     python -m benchmarks.cbt [--size 4GiB] [--changed 1] [--extents 16] [--verify 0] [--json]
 
-Day 1: a sample image of --size (mover.sampledata, seed 11, the realistic mix that the other
+Day 1: a sample image of --size (mover.tools.sampledata, seed 11, the realistic mix that the other
 benchmarks use) is backed up in full into a fresh local repository. Then --changed percent of it
 is rewritten with new sample data in --extents extents at seeded random offsets, and the
 repository is copied, so that both day-2 backups start from the same repository:
 
 - full: run_backup reads, chunks and hashes the whole image (what a backup without a change list
   does: deduplication keeps it from storing the unchanged chunks, not from reading them);
-- changed: run_backup with the change list (mover.changed): reads the changed extents plus the
-  context the chunker needs to meet the parent's cuts again, takes the rest from the parent.
+- changed: run_backup with the change list (mover.pipeline.changed): reads the changed extents plus
+  the context the chunker needs to meet the parent's cuts again, takes the rest from the parent.
 
 Reported: bytes read by each (and the changed run's share of the image), wall seconds of each,
 and whether the two trees are equal (they must be: same root). The image is in the page cache
@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.backup_bench import write_image
-from mover.backup import run_backup
-from mover.changed import ChangedRanges
 from mover.chunking import DEFAULT_PARAMS
 from mover.crypto import KdfParams
-from mover.ranges import read_ranges
-from mover.repository import RepoConfig, Repository
-from mover.sampledata import BLOCK, SampleData
+from mover.objects.repository import RepoConfig, Repository
+from mover.pipeline.backup import run_backup
+from mover.pipeline.changed import ChangedRanges
+from mover.pipeline.ranges import read_ranges
 from mover.storage.local import LocalBackend
+from mover.tools.sampledata import BLOCK, SampleData
 from mover.units import format_size, parse_size
 
 PASSWORD = b"cbt-bench"

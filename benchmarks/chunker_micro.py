@@ -24,7 +24,7 @@ import blake3
 from mover._native import load_cdc
 from mover.chunking import DEFAULT_PARAMS, ChunkerParams, available_kernels, make_chunker
 from mover.cli.sizes import parse_size
-from mover.sampledata import BLOCK, SampleData
+from mover.tools.sampledata import BLOCK, SampleData
 
 PARAMS = {
     "default": DEFAULT_PARAMS,

@@ -15,12 +15,12 @@ import random
 import tempfile
 import time
 
-from mover import backup as backup_module
-from mover.backup import run_backup
 from mover.chunking import DEFAULT_PARAMS
 from mover.cli.sizes import parse_size
 from mover.crypto import KdfParams
-from mover.repository import RepoConfig, Repository
+from mover.objects.repository import RepoConfig, Repository
+from mover.pipeline import backup as backup_module
+from mover.pipeline.backup import run_backup
 from mover.storage.local import LocalBackend
 
 NO_FAST_PATH = 1 << 62  # a hole head longer than any piece: the chunker sees every byte

@@ -11,7 +11,7 @@ writes real data for the N chunks):
   (what a backup flushes at a time) with mover.content.index.encode. The packs' objects do not
   exist: only their index entries do;
 - every even-numbered pack is referenced by one snapshot, whose chunk tree is built with
-  mover.tree.TreeBuilder and stored as real tree blobs in real packs (indexed too), then
+  mover.objects.tree.TreeBuilder and stored as real tree blobs in real packs (indexed too), then
   Repository.write_snapshot. So half the chunks are live, and every fake pack is either fully
   referenced (prune keeps it whole) or fully unreferenced (prune condemns it, drops its index
   entries and, as the pack object is missing, has nothing to delete or read: phase 2 reads a
@@ -114,7 +114,7 @@ def referenced_count(n: int) -> int:
 
 
 def _open(repo_dir: Path) -> Any:
-    from mover.repository import Repository
+    from mover.objects.repository import Repository
     from mover.storage.local import LocalBackend
 
     return Repository.open(LocalBackend(repo_dir), PASSWORD.encode())
@@ -126,10 +126,10 @@ def child_generate(repo_dir: Path, n: int, seed: str) -> dict[str, Any]:
     from mover.content import index as index_file
     from mover.content.pack import KIND_DATA, KIND_TREE, PackBuilder, PackEntry
     from mover.crypto import KdfParams
-    from mover.repository import RepoConfig, Repository
-    from mover.snapshot import Snapshot
+    from mover.objects.repository import RepoConfig, Repository
+    from mover.objects.snapshot import Snapshot
+    from mover.objects.tree import TreeBuilder
     from mover.storage.local import LocalBackend
-    from mover.tree import TreeBuilder
 
     started = time.monotonic()
     rng = random.Random(f"index-scale {seed} repository")

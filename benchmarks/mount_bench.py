@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from mover.cli.sizes import parse_size
-from mover.reader import SnapshotReader
-from mover.repository import Repository
-from mover.sampledata import SampleData
+from mover.objects.repository import Repository
+from mover.pipeline.reader import SnapshotReader
 from mover.storage.local import LocalBackend
+from mover.tools.sampledata import SampleData
 
 MiB = 1 << 20
 PASSWORD = "mount bench"

@@ -16,8 +16,8 @@ A repository is generated (a child process):
 - index files written as a backup writes them: Repository.write_index every FILE_ENTRIES
   (65,536) entries, i.e. every 1,024 packs (--quick: 4,096 entries, so the damage step has
   files enough to damage);
-- one snapshot referencing every chunk, its tree built with mover.tree.TreeBuilder and stored as
-  real tree blobs in real packs (indexed after their packs, the snapshot last).
+- one snapshot referencing every chunk, its tree built with mover.objects.tree.TreeBuilder and
+  stored as real tree blobs in real packs (indexed after their packs, the snapshot last).
 
 Then, each in a child process measured with os.wait4 (wall, user+sys CPU, peak RSS):
 
@@ -63,7 +63,7 @@ from benchmarks.index_scale import Runner, Step, StepFailed, parse_count
 
 PASSWORD = "repair-bench"
 PACK_ENTRIES = 64  # chunks per pack: a 16 MiB pack of ~256 KiB chunks (the default chunker)
-FILE_ENTRIES = 65536  # index entries a backup flushes at a time (mover.backup.INDEX_FLUSH)
+FILE_ENTRIES = 65536  # index entries a backup flushes at a time (mover.pipeline.backup.INDEX_FLUSH)
 QUICK_FILE_ENTRIES = 4096  # --quick: 20k chunks still make 5 data index files
 CHUNK_BYTES = 32  # plaintext of each generated chunk
 DELETED_FILES = 3  # index files the damage step deletes (and one more it flips a byte of)
@@ -98,7 +98,7 @@ def pack_data(seed: str, n: int, pack_no: int) -> list[bytes]:
 
 def index_files_of(entries: int) -> int:
     """Index files `repair index` writes for `entries` entries (IndexWriter)."""
-    from mover.repository import INDEX_FILE_ENTRIES
+    from mover.objects.repository import INDEX_FILE_ENTRIES
 
     return -(-entries // INDEX_FILE_ENTRIES)
 
@@ -107,7 +107,7 @@ def index_files_of(entries: int) -> int:
 
 
 def _open(repo_dir: Path) -> Any:
-    from mover.repository import Repository
+    from mover.objects.repository import Repository
     from mover.storage.local import LocalBackend
 
     return Repository.open(LocalBackend(repo_dir), PASSWORD.encode())
@@ -118,10 +118,10 @@ def child_generate(repo_dir: Path, n: int, seed: str, file_entries: int) -> dict
     from mover.content import blob
     from mover.content.pack import KIND_DATA, KIND_TREE, PackBuilder, PackEntry
     from mover.crypto import KdfParams
-    from mover.repository import RepoConfig, Repository
-    from mover.snapshot import Snapshot
+    from mover.objects.repository import RepoConfig, Repository
+    from mover.objects.snapshot import Snapshot
+    from mover.objects.tree import TreeBuilder
     from mover.storage.local import LocalBackend
-    from mover.tree import TreeBuilder
 
     started = time.monotonic()
     rng = random.Random(f"repair-bench {seed} repository")

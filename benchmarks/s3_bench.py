@@ -1,6 +1,6 @@
 """Backup, restore and replication into S3 (moto on loopback) against a local repository.
 
-One run, one generated volume image (the realistic mix of mover.sampledata, seed 11, as in
+One run, one generated volume image (the realistic mix of mover.tools.sampledata, seed 11, as in
 benchmarks.backup_bench) and its "day 2" copy (~2% rewritten in scattered 64 KiB regions, in
 place). The real CLI runs as child processes, measured with os.wait4 (wall, user+sys CPU, peak
 RSS), against a moto S3 server started here on 127.0.0.1 (a free port), with fake credentials

@@ -1,6 +1,6 @@
 """`backup --streams N` throughput: one volume read and chunked in N parallel streams.
 
-Writes a volume image of --size bytes with the realistic mix (mover.sampledata, seed 11, in a
+Writes a volume image of --size bytes with the realistic mix (mover.tools.sampledata, seed 11, in a
 helper process so that this one stays small), creates one repository (--kdf-memory 8MiB), and
 measures `python -m mover backup IMAGE --streams N --json` as a child process, for each N:
 
@@ -39,8 +39,8 @@ from typing import Any
 from benchmarks.backup_bench import write_image
 from benchmarks.child import run_child
 from mover.chunking import DEFAULT_PARAMS, available_kernels, make_chunker
-from mover.chunking.parallel import parallel_chunks
 from mover.cli.sizes import parse_size
+from mover.pipeline.parallel import parallel_chunks
 
 PASSWORD = "streams-bench"
 

@@ -26,10 +26,10 @@ from typing import Any
 from benchmarks.child import tree_bytes
 from benchmarks.peers.datasets import Dataset, build
 from benchmarks.peers.tools import ensure_installed
-from mover.backup import run_backup
 from mover.chunking import ChunkerParams
 from mover.crypto import KdfParams
-from mover.repository import RepoConfig, Repository
+from mover.objects.repository import RepoConfig, Repository
+from mover.pipeline.backup import run_backup
 from mover.storage.local import LocalBackend
 
 AVG_SIZES = [64 << 10, 256 << 10, 1 << 20, 4 << 20]

@@ -7,7 +7,7 @@ In one run, on the same machine:
 
 - the bound: `mover benchmark`'s chunk_hash stage on all cores (FastCDC + keyed BLAKE3 of each
   chunk, data in memory, nothing read, nothing looked up);
-- the pipeline in steady state: a sample image of --size (mover.sampledata, the realistic mix,
+- the pipeline in steady state: a sample image of --size (mover.tools.sampledata, the realistic mix,
   as `mover benchmark` uses) is backed up once, then --repeat more times with nothing changed,
   in this process (no interpreter start, no key derivation): read from the page cache, chunk,
   zero test, hash, index lookup, tree;
@@ -33,13 +33,13 @@ from pathlib import Path
 
 from benchmarks.backup_bench import write_image  # the same sample image (seed 11), fsynced
 from benchmarks.child import run_child
-from mover import nodebench
-from mover.backup import run_backup
 from mover.chunking import DEFAULT_PARAMS
 from mover.cli.sizes import parse_size
 from mover.crypto import KdfParams
-from mover.repository import RepoConfig, Repository
+from mover.objects.repository import RepoConfig, Repository
+from mover.pipeline.backup import run_backup
 from mover.storage.local import LocalBackend
+from mover.tools import nodebench
 
 PASSWORD = "unchanged-bench"
 GB = 1e9

@@ -14,7 +14,7 @@ Conventions:
 - Errors are mover.errors: UsageError (bad input, exit code 2), RepositoryError and its
   IntegrityError and WrongPassword, SourceError (the volume or target), StorageError (with
   `temporary`). Each function's doc names the ones its callers usually handle.
-- Writers take the repository's shared lock themselves (mover.locks): a prune running at the
+- Writers take the repository's shared lock themselves (mover.objects.locks): a prune running at the
   same time never deletes what they are about to reference. Nothing here needs a lock taken by
   the caller.
 
@@ -36,26 +36,26 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from mover.console import emit_json, emit_table
 from mover.errors import IntegrityError, UsageError
-from mover.retention import Decision, Group, Policy, apply_policy
-from mover.snapshot import Snapshot
+from mover.maintenance.retention import Decision, Group, Policy, apply_policy
+from mover.objects.snapshot import Snapshot
 from mover.units import format_age, format_duration, format_rate, format_size
 
 if TYPE_CHECKING:
-    from mover.backup import BackupStats
-    from mover.changed import ChangedRanges, find_parent
-    from mover.check import CheckReport
     from mover.crypto import KdfParams, MasterKey
-    from mover.maintenance import PruneStats
-    from mover.ranges import RangeList, read_ranges
-    from mover.reader import SnapshotReader, open_snapshot, read_range
-    from mover.replicate import ReplicateStats
-    from mover.repository import RepoConfig, Repository
-    from mover.restore import BadRange, RestoreStats
+    from mover.maintenance.check import CheckReport
+    from mover.maintenance.prune import PruneStats
+    from mover.objects.repository import RepoConfig, Repository
+    from mover.objects.tree import Extent
+    from mover.pipeline.backup import BackupStats
+    from mover.pipeline.changed import ChangedRanges, find_parent
+    from mover.pipeline.ranges import RangeList, read_ranges
+    from mover.pipeline.reader import SnapshotReader, open_snapshot, read_range
+    from mover.pipeline.replicate import ReplicateStats
+    from mover.pipeline.restore import BadRange, RestoreStats
     from mover.storage.metrics import FIELDS as STORAGE_METRIC_FIELDS
     from mover.storage.metrics import Metrics as StorageMetrics
     from mover.storage.s3config import ObjectLock
     from mover.storage.stack import StorageOptions
-    from mover.tree import Extent
 
 __all__ = [
     "STORAGE_METRIC_FIELDS",
@@ -119,29 +119,29 @@ __all__ = [
 
 # The types of the data path, loaded on first use (PEP 562): name -> (module, its name there).
 _LAZY = {
-    "BackupStats": ("mover.backup", "BackupStats"),
-    "BadRange": ("mover.restore", "BadRange"),
-    "CheckReport": ("mover.check", "CheckReport"),
-    "Extent": ("mover.tree", "Extent"),
+    "BackupStats": ("mover.pipeline.backup", "BackupStats"),
+    "BadRange": ("mover.pipeline.restore", "BadRange"),
+    "CheckReport": ("mover.maintenance.check", "CheckReport"),
+    "Extent": ("mover.objects.tree", "Extent"),
     "KdfParams": ("mover.crypto", "KdfParams"),
     "ObjectLock": ("mover.storage.s3config", "ObjectLock"),
-    "PruneStats": ("mover.maintenance", "PruneStats"),
-    "RepoConfig": ("mover.repository", "RepoConfig"),
-    "ReplicateStats": ("mover.replicate", "ReplicateStats"),
-    "Repository": ("mover.repository", "Repository"),
-    "RestoreStats": ("mover.restore", "RestoreStats"),
+    "PruneStats": ("mover.maintenance.prune", "PruneStats"),
+    "RepoConfig": ("mover.objects.repository", "RepoConfig"),
+    "ReplicateStats": ("mover.pipeline.replicate", "ReplicateStats"),
+    "Repository": ("mover.objects.repository", "Repository"),
+    "RestoreStats": ("mover.pipeline.restore", "RestoreStats"),
     "STORAGE_METRIC_FIELDS": ("mover.storage.metrics", "FIELDS"),
     "StorageMetrics": ("mover.storage.metrics", "Metrics"),
     "StorageOptions": ("mover.storage.stack", "StorageOptions"),
     # Changed-block backups (BackupOptions.changed, .allocated).
-    "ChangedRanges": ("mover.changed", "ChangedRanges"),
-    "find_parent": ("mover.changed", "find_parent"),
-    "RangeList": ("mover.ranges", "RangeList"),
-    "read_ranges": ("mover.ranges", "read_ranges"),
-    # Random access without restoring (mover.reader): read(offset, length) of a snapshot.
-    "SnapshotReader": ("mover.reader", "SnapshotReader"),
-    "open_snapshot": ("mover.reader", "open_snapshot"),
-    "read_range": ("mover.reader", "read_range"),
+    "ChangedRanges": ("mover.pipeline.changed", "ChangedRanges"),
+    "find_parent": ("mover.pipeline.changed", "find_parent"),
+    "RangeList": ("mover.pipeline.ranges", "RangeList"),
+    "read_ranges": ("mover.pipeline.ranges", "read_ranges"),
+    # Random access without restoring (mover.pipeline.reader): read(offset, length) of a snapshot.
+    "SnapshotReader": ("mover.pipeline.reader", "SnapshotReader"),
+    "open_snapshot": ("mover.pipeline.reader", "open_snapshot"),
+    "read_range": ("mover.pipeline.reader", "read_range"),
 }
 
 if not TYPE_CHECKING:  # hidden from mypy, which would type every unknown name here as Any
@@ -195,7 +195,7 @@ def open_repository(
 
     Raises UsageError (a malformed URL), WrongPassword, RepositoryError (not a repository,
     damaged config, unknown format), StorageError (the store cannot be reached)."""
-    from mover.repository import Repository
+    from mover.objects.repository import Repository
     from mover.storage.stack import open_backend
 
     backend = open_backend(url, storage)
@@ -218,7 +218,12 @@ def init_repository(
     Raises UsageError (bad options; Object Lock off S3), RepositoryError (`url` already holds
     a repository or other objects), StorageError."""
     from mover.chunking import DEFAULT_PARAMS, ChunkerParams
-    from mover.repository import DEFAULT_PACK_SIZE, DEFAULT_ZSTD_LEVEL, RepoConfig, Repository
+    from mover.objects.repository import (
+        DEFAULT_PACK_SIZE,
+        DEFAULT_ZSTD_LEVEL,
+        RepoConfig,
+        Repository,
+    )
     from mover.storage.stack import open_backend
 
     o = options or InitOptions()
@@ -253,7 +258,7 @@ def reopen_repository(
     fresh backend and index, no key derivation. The config is not read again.
 
     Raises UsageError (a malformed URL), StorageError."""
-    from mover.repository import Repository
+    from mover.objects.repository import Repository
     from mover.storage.stack import apply_object_lock, open_backend
 
     backend = open_backend(url, storage)
@@ -303,7 +308,7 @@ def extents(repo: Repository, tree: str) -> Iterator[Extent]:
     verifies it. Memory stays bounded whatever the volume's size.
 
     Raises (while iterating) IntegrityError or StorageError for a node that cannot be read."""
-    from mover.tree import walk
+    from mover.objects.tree import walk
 
     return walk(repo.read_blob, bytes.fromhex(tree))
 
@@ -342,8 +347,8 @@ def backup(
 
     Raises UsageError (bad options), SourceError (the source cannot be read, or shrank),
     StorageError, RepositoryError (the lock could not be held)."""
-    from mover.backup import run_backup
-    from mover.checkpoint import DEFAULT_INTERVAL
+    from mover.objects.checkpoint import DEFAULT_INTERVAL
+    from mover.pipeline.backup import run_backup
 
     o = options or BackupOptions()
     interval = DEFAULT_INTERVAL if o.checkpoint_interval is None else o.checkpoint_interval
@@ -381,7 +386,7 @@ def restore(
 
     Raises SourceError (the target cannot be used or written), UsageError (a non-empty target
     file without `force`), IntegrityError (damage, unless `partial`), StorageError."""
-    from mover.restore import run_restore
+    from mover.pipeline.restore import run_restore
 
     o = options or RestoreOptions()
     return run_restore(
@@ -397,7 +402,7 @@ def restore(
 
 def source_size(source: BinaryIO) -> int | None:
     """The size in bytes of a file or block device; None for a pipe or other stream."""
-    from mover.source import source_size as size_of_fd
+    from mover.pipeline.source import source_size as size_of_fd
 
     return size_of_fd(source.fileno())
 
@@ -451,15 +456,15 @@ def forget(repo: Repository, refs: Sequence[str]) -> list[str]:
     until prune.
 
     Raises UsageError (a ref that names no snapshot, or several), StorageError."""
-    from mover.maintenance import forget as forget_ids
+    from mover.maintenance.prune import forget as forget_ids
 
     return forget_ids(repo, list(refs))
 
 
 def forget_by_policy(repo: Repository, policy: Policy, *, dry_run: bool = False) -> list[Group]:
     """Apply a retention policy to each (hostname, source) group of snapshots (restic's
-    semantics, mover.retention) and delete the snapshots it does not keep, unless `dry_run`.
-    Returns the groups with each snapshot's decision and reasons.
+    semantics, mover.maintenance.retention) and delete the snapshots it does not keep, unless
+    `dry_run`. Returns the groups with each snapshot's decision and reasons.
 
     Raises UsageError (a policy that keeps nothing: all its rules are 0), StorageError."""
     if policy.empty():
@@ -490,7 +495,7 @@ def prune(repo: Repository, *, options: PruneOptions | None = None) -> PruneStat
 
     Raises RepositoryError (another prune holds the lock; damage known: repair first),
     StorageError."""
-    from mover.maintenance import prune as run_prune
+    from mover.maintenance.prune import prune as run_prune
 
     o = options or PruneOptions()
     given = {
@@ -510,7 +515,7 @@ def check(
     report (report.ok, report.errors), not raised.
 
     Raises StorageError (a temporary failure stops the check)."""
-    from mover.check import run_check
+    from mover.maintenance.check import run_check
 
     return run_check(repo, read_data, progress)
 
@@ -530,10 +535,11 @@ def replicate(
 
     Raises UsageError (an unknown ref), IntegrityError (a copy that does not verify),
     StorageError."""
-    from mover.replicate import ReplicateStats
-    from mover.replicate import replicate as run_replicate
+    from mover.pipeline.replicate import ReplicateStats
+    from mover.pipeline.replicate import replicate as run_replicate
 
-    if refs is not None and not refs:  # nothing asked; mover.replicate would take it as all
+    # Nothing asked: mover.pipeline.replicate would take it as all.
+    if refs is not None and not refs:
         return ReplicateStats()
     return run_replicate(
         source, target, None if refs is None else list(refs), threads, progress=progress
@@ -547,7 +553,7 @@ def init_replica(
     config (Object Lock only on S3), its own password.
 
     Raises RepositoryError (`url` is not empty), StorageError."""
-    from mover.replicate import init_target
+    from mover.pipeline.replicate import init_target
     from mover.storage.stack import open_backend
 
     backend = open_backend(url, storage)

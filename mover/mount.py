@@ -7,9 +7,9 @@
 
 The view is the snapshots that existed when the repository was mounted (mount again to see
 newer ones): a file's bytes never change while it is open. Reads go through
-mover.reader.SnapshotReader, one per snapshot, all sharing one bounded cache of decoded chunks
-(a chunk shared by two snapshots is fetched once): a read fetches, verifies and decompresses only
-the chunks it touches, holes are zeros. The repository's shared lock is held for as long as it
+mover.pipeline.reader.SnapshotReader, one per snapshot, all sharing one bounded cache of decoded
+chunks (a chunk shared by two snapshots is fetched once): a read fetches, verifies and decompresses
+only the chunks it touches, holes are zeros. The repository's shared lock is held for as long as it
 is mounted, so that a prune running meanwhile deletes nothing a mounted snapshot needs.
 
 The binding is mfusepy (ctypes over libfuse 3 or 2, see docs/mount.md for why): imported only
@@ -32,10 +32,10 @@ from typing import Any
 import blake3
 
 from mover.errors import MoverError, SourceError, UsageError
-from mover.locks import writer
-from mover.reader import NODE_CACHE_SIZE, BoundedCache, ParsedNode, SnapshotReader
-from mover.repository import Repository
-from mover.snapshot import Snapshot
+from mover.objects.locks import writer
+from mover.objects.repository import Repository
+from mover.objects.snapshot import Snapshot
+from mover.pipeline.reader import NODE_CACHE_SIZE, BoundedCache, ParsedNode, SnapshotReader
 
 LATEST = "latest.img"
 BY_SOURCE = "by-source"

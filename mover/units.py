@@ -1,6 +1,6 @@
 """Byte sizes (4096, 64KiB, 1MiB, 2GiB, 1.5GB) and durations (90s, 15m, 1h, 2d) as people write
 them (parse_size, parse_duration) and read them (format_size, format_rate, format_duration,
-format_age). Not part of the CLI: the library (mover.sampledata) and the commands that join
+format_age). Not part of the CLI: the library (mover.tools.sampledata) and the commands that join
 `mover` from other packages (through mover.api) use them too."""
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ export MOVER_REPOSITORY="$work/repo"
 
 echo "== generating a $size sample image (text, binaries, compressed data, zeros)"
 began=$(now)
-"$venv/bin/python" -m mover.sampledata --size "$size" "$work/sample.img"
+"$venv/bin/python" -m mover.tools.sampledata --size "$size" "$work/sample.img"
 bytes=$(stat -c %s "$work/sample.img")
 report "$began"
 

@@ -37,13 +37,25 @@ def test_contracts_kept() -> None:
 @pytest.mark.parametrize(
     ("module", "line", "contract"),
     [
-        ("mover_k8s/store.py", "import mover.backup", "mover_k8s uses mover through"),
-        ("mover_k8s/node/delta.py", "from mover.tree import walk", "mover_k8s uses mover through"),
+        ("mover_k8s/store.py", "import mover.pipeline.backup", "mover_k8s uses mover through"),
+        (
+            "mover_k8s/node/delta.py",
+            "from mover.objects.tree import walk",
+            "mover_k8s uses mover through",
+        ),
         ("mover_k8s/cli.py", "from mover.cli.output import emit_json", "mover_k8s uses mover"),
         ("mover_k8s/verify.py", "import kubernetes", "only mover_k8s.k8s imports"),
         ("mover/api.py", "import mover_k8s", "mover never imports the Kubernetes side"),
-        ("mover/storage/memory.py", "import mover.repository", "storage sits under"),
-        ("mover/backup.py", "from mover.cli.sizes import parse_size", "only the command line"),
+        ("mover/storage/memory.py", "import mover.objects.repository", "mover's layers"),
+        ("mover/content/pack.py", "from mover.pipeline import backup", "mover's layers"),
+        ("mover/maintenance/prune.py", "import mover.pipeline.restore", "mover's layers"),
+        ("mover/objects/tree.py", "import mover.api", "mover's layers"),
+        ("mover/chunking/native.py", "import mover.objects.repository", "mover's layers"),
+        (
+            "mover/pipeline/backup.py",
+            "from mover.cli.sizes import parse_size",
+            "only the command line",
+        ),
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(

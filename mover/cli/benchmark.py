@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from mover import nodebench
 from mover.cli.output import emit_json, emit_table, human_rate, status
 from mover.cli.sizes import parse_size
+from mover.tools import nodebench
 
 
 @click.command()

@@ -20,7 +20,7 @@ import click
 
 from mover.cli.options import json_option, password_options
 from mover.errors import UsageError
-from mover.repository import Repository
+from mover.objects.repository import Repository
 from mover.storage.base import Backend
 from mover.storage.s3config import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MIN_PART_SIZE
 from mover.storage.stack import (

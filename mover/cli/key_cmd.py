@@ -9,7 +9,7 @@ from mover.cli.output import emit_json, emit_table
 from mover.cli.sizes import parse_size
 from mover.crypto import KdfParams
 from mover.errors import UsageError
-from mover.keys import add_key, change_password, list_keys, remove_key, resolve_key
+from mover.objects.keys import add_key, change_password, list_keys, remove_key, resolve_key
 
 NEW_PASSWORD = "MOVER_NEW_PASSWORD"
 

@@ -9,7 +9,7 @@ import click
 
 from mover.cli.context import json_option, open_repo, repo_option
 from mover.cli.output import emit_json, emit_table
-from mover.locks import LockInfo, break_stale, list_locks
+from mover.objects.locks import LockInfo, break_stale, list_locks
 
 
 def _state(lock: LockInfo) -> str:

@@ -9,7 +9,7 @@ import click
 
 from mover.cli.context import json_option, open_repo, repo_option
 from mover.cli.sizes import parse_size
-from mover.reader import DEFAULT_CACHE_SIZE
+from mover.pipeline.reader import DEFAULT_CACHE_SIZE
 from mover.text import plural
 
 

@@ -19,8 +19,8 @@ from mover.cli.output import emit_json, status
 from mover.cli.sizes import parse_size
 from mover.crypto import KdfParams
 from mover.errors import IntegrityError, RepositoryError, WrongPassword
-from mover.repair import rebuild_index, repair_config, repair_data, repair_snapshots
-from mover.repository import Repository
+from mover.maintenance.repair import rebuild_index, repair_config, repair_data, repair_snapshots
+from mover.objects.repository import Repository
 from mover.storage.base import Backend
 from mover.text import plural
 

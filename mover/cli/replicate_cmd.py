@@ -27,7 +27,7 @@ from mover.cli.progress import byte_progress
 from mover.cli.sizes import parse_duration, parse_size
 from mover.crypto import KdfParams
 from mover.errors import WrongPassword
-from mover.replicate import DEFAULT_CHECKPOINT, open_target, replicate
+from mover.pipeline.replicate import DEFAULT_CHECKPOINT, open_target, replicate
 from mover.storage.stack import StorageOptions
 from mover.text import plural
 

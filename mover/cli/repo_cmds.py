@@ -10,9 +10,6 @@ from typing import BinaryIO
 
 import click
 
-from mover.backup import BackupStats, run_backup
-from mover.check import CheckReport, run_check
-from mover.checkpoint import INTERVAL_ENV as CHECKPOINT_ENV
 from mover.chunking import DEFAULT_PARAMS, ChunkerParams
 from mover.cli.context import (
     backend_for_init,
@@ -33,14 +30,17 @@ from mover.errors import (
     StorageError,
     UsageError,
 )
-from mover.maintenance import REPACK_BELOW
-from mover.maintenance import forget as forget_snapshots
-from mover.maintenance import prune as prune_repo
-from mover.repository import DEFAULT_PACK_SIZE, DEFAULT_ZSTD_LEVEL, RepoConfig, Repository
-from mover.restore import RestoreStats, run_restore
-from mover.retention import Decision, Group, Policy, apply_policy, snapshot_time
-from mover.snapshot import Snapshot
-from mover.source import source_size
+from mover.maintenance.check import CheckReport, run_check
+from mover.maintenance.prune import REPACK_BELOW
+from mover.maintenance.prune import forget as forget_snapshots
+from mover.maintenance.prune import prune as prune_repo
+from mover.maintenance.retention import Decision, Group, Policy, apply_policy, snapshot_time
+from mover.objects.checkpoint import INTERVAL_ENV as CHECKPOINT_ENV
+from mover.objects.repository import DEFAULT_PACK_SIZE, DEFAULT_ZSTD_LEVEL, RepoConfig, Repository
+from mover.objects.snapshot import Snapshot
+from mover.pipeline.backup import BackupStats, run_backup
+from mover.pipeline.restore import RestoreStats, run_restore
+from mover.pipeline.source import source_size
 from mover.storage.s3config import ObjectLock
 from mover.text import plural
 
@@ -235,8 +235,8 @@ def backup(
     as_json: bool,
 ) -> None:
     """Back up SOURCE (an image file, a block device, or - for stdin) as a new snapshot."""
-    from mover.changed import ChangedRanges, check_size, find_parent
-    from mover.ranges import RangeList, read_ranges
+    from mover.pipeline.changed import ChangedRanges, check_size, find_parent
+    from mover.pipeline.ranges import RangeList, read_ranges
 
     interval = parse_size(checkpoint_every, "--checkpoint-every")
     if changed_ranges is None:
@@ -374,7 +374,7 @@ def restore(
     """Restore SNAPSHOT (an id, a unique id prefix, or `latest`) to TARGET (a file or device),
     given as the second argument or with --target."""
     from mover.errors import IntegrityError, MoverError
-    from mover.restore import bad_ranges_json, write_bad_ranges
+    from mover.pipeline.restore import bad_ranges_json, write_bad_ranges
 
     if target is not None and target_option is not None:
         raise UsageError("give the target once: as the second argument or with --target")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mover.repository import Repository
+from mover.objects.repository import Repository
 from mover.storage.local import LocalBackend
 from tests.integration.conftest import (
     PASSWORD,

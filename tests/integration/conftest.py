@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mover.sampledata import SampleData
+from mover.tools.sampledata import SampleData
 
 PASSWORD = "integration-test password"
 MOVER = [sys.executable, "-m", "mover"]

@@ -2,11 +2,11 @@
 
     python -m tests.integration.killer VERB --repo PATH [--other PATH] [--kill KIND:N:WHEN]
 
-runs the real function behind a verb (repair-index: mover.repair.rebuild_index, repair-data:
-repair_data from the replica --other, prune: mover.maintenance.prune with --repack-below 100
-and --unindexed-grace 0, replicate: mover.replicate.replicate to the target --other;
-replicate-init: the same, the target created first as `replicate --init-target` does) on
-repositories opened through KillAfter, a storage wrapper that counts calls: mutating ones
+runs the real function behind a verb (repair-index: mover.maintenance.repair.rebuild_index,
+repair-data: repair_data from the replica --other, prune: mover.maintenance.prune.prune with
+--repack-below 100 and --unindexed-grace 0, replicate: mover.pipeline.replicate.replicate to the
+target --other; replicate-init: the same, the target created first as `replicate --init-target`
+does) on repositories opened through KillAfter, a storage wrapper that counts calls: mutating ones
 (write, delete) and reading ones (read, list, size, mtime, exists), over both repositories
 together. With --kill write:7:before the process SIGKILLs itself just before the 7th mutating
 call; `after` kills just after that call returned; `read:N:...` counts reading calls instead.
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from mover.crypto import KdfParams
-from mover.maintenance import prune
-from mover.repair import rebuild_index, repair_data
-from mover.replicate import open_target, replicate
-from mover.repository import Repository
+from mover.maintenance.prune import prune
+from mover.maintenance.repair import rebuild_index, repair_data
+from mover.objects.repository import Repository
+from mover.pipeline.replicate import open_target, replicate
 from mover.storage.base import Backend
 from mover.storage.local import LocalBackend
 from mover.storage.wrapper import Wrapper

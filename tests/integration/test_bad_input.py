@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from mover.backup import run_backup
 from mover.errors import SourceError
-from mover.repository import Repository
-from mover.sampledata import SampleData
+from mover.objects.repository import Repository
+from mover.pipeline.backup import run_backup
 from mover.storage.local import LocalBackend
+from mover.tools.sampledata import SampleData
 from tests.integration.conftest import (
     PASSWORD,
     MiB,

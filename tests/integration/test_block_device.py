@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mover.sampledata import SampleData
+from mover.tools.sampledata import SampleData
 
 MIB = 1 << 20
 

@@ -18,17 +18,17 @@ from typing import Any
 
 import pytest
 
-from mover.backup import run_backup
-from mover.changed import ChangedRanges, ChangeListWrong
 from mover.chunking import ChunkerParams, make_chunker
 from mover.content.pack import PackEntry
 from mover.crypto import KdfParams
-from mover.ranges import read_ranges
-from mover.repository import RepoConfig, Repository
-from mover.restore import run_restore
-from mover.snapshot import Snapshot
+from mover.objects.repository import RepoConfig, Repository
+from mover.objects.snapshot import Snapshot
+from mover.objects.tree import walk
+from mover.pipeline.backup import run_backup
+from mover.pipeline.changed import ChangedRanges, ChangeListWrong
+from mover.pipeline.ranges import read_ranges
+from mover.pipeline.restore import run_restore
 from mover.storage.local import LocalBackend
-from mover.tree import walk
 from tests.integration.conftest import (
     MiB,
     assert_one_error_line,

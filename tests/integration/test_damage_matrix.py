@@ -28,9 +28,9 @@ import pytest
 
 from mover.content.index import Location
 from mover.content.pack import KIND_TREE, pack_name
-from mover.repository import Repository
+from mover.objects.repository import Repository
+from mover.objects.tree import leaf_chunks, nodes, walk
 from mover.storage.local import LocalBackend
-from mover.tree import leaf_chunks, nodes, walk
 from tests.integration.conftest import (
     PASSWORD,
     MiB,

@@ -12,9 +12,9 @@ import pytest
 import zstandard
 
 from mover.chunking import make_chunker
-from mover.repository import Repository
-from mover.sampledata import SampleData
+from mover.objects.repository import Repository
 from mover.storage.local import LocalBackend
+from mover.tools.sampledata import SampleData
 from tests.integration.conftest import (
     PASSWORD,
     MiB,

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mover import backup as backup_module
-from mover.backup import run_backup
 from mover.chunking import ChunkerParams
 from mover.crypto import KdfParams
-from mover.repository import RepoConfig, Repository
-from mover.restore import run_restore
+from mover.objects.repository import RepoConfig, Repository
+from mover.pipeline import backup as backup_module
+from mover.pipeline.backup import run_backup
+from mover.pipeline.restore import run_restore
 from mover.storage.local import LocalBackend
 from tests.integration.conftest import PASSWORD, file_digest
 

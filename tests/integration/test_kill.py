@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mover.repository import Repository
+from mover.objects.repository import Repository
 from mover.storage.local import LocalBackend
 from tests.integration.conftest import (
     MOVER,

@@ -39,12 +39,12 @@ from typing import Any
 
 import pytest
 
-from mover.check import run_check
 from mover.crypto import KdfParams
-from mover.locks import list_locks
-from mover.replicate import init_target
-from mover.repository import Repository
-from mover.restore import run_restore
+from mover.maintenance.check import run_check
+from mover.objects.locks import list_locks
+from mover.objects.repository import Repository
+from mover.pipeline.replicate import init_target
+from mover.pipeline.restore import run_restore
 from mover.storage.local import LocalBackend
 from tests.integration.conftest import (
     MOVER,
@@ -442,7 +442,8 @@ class FedBackup:
         self.log = log
         with open(log, "wb") as err:
             self.proc = subprocess.Popen(
-                # Two threads: 16 MiB in flight (mover.backup.INFLIGHT_BYTES) on any machine.
+                # Two threads: 16 MiB in flight (mover.pipeline.backup.INFLIGHT_BYTES) on any
+                # machine.
                 [*MOVER, "backup", "--repo", str(repo), "-", "--threads", "2", "--json"],
                 env=mover_env(),
                 stdin=subprocess.PIPE,

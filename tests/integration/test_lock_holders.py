@@ -3,8 +3,8 @@ a prune or backup killed on this host frees the repository at once instead of af
 MOVER_LOCK_STALE_AFTER, while live holders, and holders on other hosts, keep their locks.
 
 Holders are real processes: `mover backup -` fed through a pipe (it holds its shared lock while
-it waits for more input), or a small Python process that takes mover.locks.Lock and sleeps. Some
-of them record a changed identity (another host, another process start) before taking the lock:
+it waits for more input), or a small Python process that takes mover.objects.locks.Lock and sleeps.
+Some of them record a changed identity (another host, another process start) before taking the lock:
 set-up of what a lock says, through the real Lock class.
 """
 
@@ -27,8 +27,8 @@ from typing import Any
 import psutil
 import pytest
 
-from mover.locks import Lock, list_locks
-from mover.repository import Repository
+from mover.objects.locks import Lock, list_locks
+from mover.objects.repository import Repository
 from mover.storage.local import LocalBackend
 from tests.integration.conftest import (
     MOVER,
@@ -49,8 +49,8 @@ pytestmark = pytest.mark.skipif(
 
 HOLDER = """
 import json, os, sys, time
-from mover.locks import Lock
-from mover.repository import Repository
+from mover.objects.locks import Lock
+from mover.objects.repository import Repository
 from mover.storage.local import LocalBackend
 
 repo_dir, kind, changes = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])

@@ -21,16 +21,16 @@ from typing import Any
 
 import pytest
 
-from mover import backup as backup_module
-from mover.backup import BackupStats, run_backup
-from mover.check import run_check
 from mover.chunking import ChunkerParams
 from mover.crypto import KdfParams
-from mover.locks import Lock, list_locks
-from mover.maintenance import REPACK_BELOW, forget, prune
-from mover.repository import RepoConfig, Repository
-from mover.restore import run_restore
-from mover.snapshot import Snapshot
+from mover.maintenance.check import run_check
+from mover.maintenance.prune import REPACK_BELOW, forget, prune
+from mover.objects.locks import Lock, list_locks
+from mover.objects.repository import RepoConfig, Repository
+from mover.objects.snapshot import Snapshot
+from mover.pipeline import backup as backup_module
+from mover.pipeline.backup import BackupStats, run_backup
+from mover.pipeline.restore import run_restore
 from mover.storage.local import LocalBackend
 from tests.integration.conftest import (
     MOVER,

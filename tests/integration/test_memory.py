@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mover.sampledata import Mix, SampleData
+from mover.tools.sampledata import Mix, SampleData
 from tests.integration.conftest import MOVER, MiB, init_repo, mover_env
 
 GiB = 1 << 30

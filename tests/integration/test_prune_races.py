@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 
-from mover import maintenance
-from mover.backup import BackupStats, run_backup
-from mover.check import run_check
 from mover.crypto import KdfParams
 from mover.errors import RepositoryError, StorageError
-from mover.locks import Lock, list_locks, writer
-from mover.maintenance import forget, prune
-from mover.repository import Repository
-from mover.snapshot import Snapshot
+from mover.maintenance import prune as maintenance
+from mover.maintenance.check import run_check
+from mover.maintenance.prune import forget, prune
+from mover.objects.locks import Lock, list_locks, writer
+from mover.objects.repository import Repository
+from mover.objects.snapshot import Snapshot
+from mover.pipeline.backup import BackupStats, run_backup
 from mover.storage.local import LocalBackend
 from tests.integration.conftest import PASSWORD
 from tests.integration.test_many_writers import (

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from mover.content.index import unpack_records
-from mover.maintenance import Blobs
-from mover.repository import Repository
+from mover.maintenance.prune import Blobs
+from mover.objects.repository import Repository
+from mover.objects.tree import leaf_chunks, nodes
 from mover.storage.stack import open_backend
-from mover.tree import leaf_chunks, nodes
 from tests.integration.conftest import (
     PASSWORD,
     assert_one_error_line,

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from mover.checkpoint import INTERVAL_ENV, Checkpoints, identity_of
-from mover.repository import Repository
+from mover.objects.checkpoint import INTERVAL_ENV, Checkpoints, identity_of
+from mover.objects.repository import Repository
+from mover.objects.tree import walk
 from mover.storage.local import LocalBackend
-from mover.tree import walk
 from tests.integration.conftest import (
     MOVER,
     PASSWORD,

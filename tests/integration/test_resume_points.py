@@ -18,18 +18,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mover.backup import run_backup
 from mover.chunking import ChunkerParams
 from mover.crypto import KdfParams
 from mover.errors import SourceError
-from mover.repository import RepoConfig, Repository
+from mover.objects.repository import RepoConfig, Repository
+from mover.objects.tree import walk
+from mover.pipeline.backup import run_backup
 from mover.storage.local import LocalBackend
-from mover.tree import walk
 from tests.native.data import random_bytes, structured
 
 PASSWORD = b"resume points"
 SIZE = 3 << 20
-READ = 8 << 20  # mover.backup.READ_SIZE: one readinto per 8 MiB (or per data extent)
+READ = 8 << 20  # mover.pipeline.backup.READ_SIZE: one readinto per 8 MiB (or per data extent)
 
 
 class FailingFile:

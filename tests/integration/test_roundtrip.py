@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mover.sampledata import SampleData
+from mover.tools.sampledata import SampleData
 from tests.integration.conftest import (
     IMAGE_SIZE,
     MiB,

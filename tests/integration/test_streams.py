@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from mover.repository import Repository
+from mover.objects.repository import Repository
+from mover.objects.tree import walk
 from mover.storage.local import LocalBackend
-from mover.tree import walk
 from tests.integration.conftest import (
     MOVER,
     PASSWORD,

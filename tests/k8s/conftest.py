@@ -21,7 +21,7 @@ import pytest
 
 from mover.chunking import ChunkerParams
 from mover.crypto import KdfParams
-from mover.repository import RepoConfig, Repository
+from mover.objects.repository import RepoConfig, Repository
 from mover.storage.stack import open_backend
 from mover_k8s import api
 from mover_k8s.cli import load_crds

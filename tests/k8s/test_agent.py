@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mover.restore import run_restore
+from mover.pipeline.restore import run_restore
 from mover_k8s import agents, api, store
 from mover_k8s.node.agent import NodeAgent
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mover.errors import IntegrityError
-from mover.repository import Repository
+from mover.objects.repository import Repository
 from mover.storage.stack import open_backend
 from mover_k8s import api, store
 from mover_k8s.k8s.client import Kube

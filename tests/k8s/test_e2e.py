@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mover.replicate import init_target, replicate
-from mover.repository import Repository
+from mover.objects.repository import Repository
+from mover.pipeline.replicate import init_target, replicate
 from mover.storage.stack import open_backend
 from mover_k8s import api
 from mover_k8s.k8s.client import Kube

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from mover.replicate import init_target
-from mover.repository import Repository
+from mover.objects.repository import Repository
+from mover.pipeline.replicate import init_target
 from mover.storage.stack import open_backend
 from mover_k8s import api, migrate
 from mover_k8s.node.delta import restore_delta
@@ -280,7 +280,7 @@ def test_app_migrate_on_the_command_line(make_env: Callable[[str], Env], tmp_pat
 
 
 def test_a_restore_by_difference_fetches_only_what_differs(tmp_path: Path) -> None:
-    from mover.backup import run_backup
+    from mover.pipeline.backup import run_backup
 
     repo_dir = init_repository(tmp_path / "repo")
     repo = open_repo(repo_dir)

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from mover.replicate import init_target, replicate
-from mover.repository import Repository
+from mover.objects.repository import Repository
+from mover.pipeline.replicate import init_target, replicate
 from mover.storage.stack import open_backend
 from mover_k8s import api, store
 from mover_k8s.cli import load_crds

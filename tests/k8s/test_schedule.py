@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from croniter import croniter
 
-from mover.locks import Lock
+from mover.objects.locks import Lock
 from mover_k8s import api
 from mover_k8s.controller.backups import BackupReconciler
 from mover_k8s.controller.schedules import ScheduleReconciler

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mover.backup import run_backup
+from mover.pipeline.backup import run_backup
 from mover_k8s import api
 from mover_k8s.controller.manager import Controller
 from mover_k8s.k8s.client import Kube, Obj, ResourceType

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mover.cli.context import backend_for
-from mover.reader import open_snapshot
-from mover.repository import Repository
+from mover.objects.repository import Repository
+from mover.pipeline.reader import open_snapshot
 from tests.integration.conftest import PASSWORD, assert_same_file, mover, ok, out_json
 from tests.integration.fusemount import mounted, needs_fuse
 from tests.s3.conftest import INIT_SMALL

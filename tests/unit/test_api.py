@@ -48,7 +48,9 @@ def test_importing_the_api_leaves_the_data_path_unloaded() -> None:
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert {"mover.repository", "mover.backup", "mover.storage.stack"}.isdisjoint(loaded)
+    assert {"mover.objects.repository", "mover.pipeline.backup", "mover.storage.stack"}.isdisjoint(
+        loaded
+    )
 
 
 def test_every_name_is_the_one_of_its_module() -> None:
@@ -151,7 +153,7 @@ def test_a_document_is_the_snapshot_of_its_canonical_bytes(repo: api.Repository)
     assert api.get_document(repo, stored.id[:8]) == doc
     # What mover_k8s.store wrote before mover.api: canonical JSON backed up from a file. The same
     # bytes are the same tree, so repositories written then read the same now.
-    from mover.backup import run_backup
+    from mover.pipeline.backup import run_backup
 
     with tempfile.TemporaryFile() as f:
         f.write(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())

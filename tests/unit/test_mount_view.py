@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from mover.backup import run_backup
 from mover.chunking import ChunkerParams
 from mover.crypto import KdfParams
 from mover.errors import UsageError
@@ -25,8 +24,9 @@ from mover.mount import (
     short_ids,
     source_names,
 )
-from mover.repository import RepoConfig, Repository
-from mover.snapshot import Snapshot
+from mover.objects.repository import RepoConfig, Repository
+from mover.objects.snapshot import Snapshot
+from mover.pipeline.backup import run_backup
 from mover.storage.local import LocalBackend
 
 KiB = 1 << 10

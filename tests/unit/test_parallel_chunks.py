@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mover.chunking import ChunkerParams, is_zero, make_chunker
-from mover.chunking.parallel import ShortRead, extents, parallel_chunks
+from mover.pipeline.parallel import ShortRead, extents, parallel_chunks
 from tests.native.data import random_bytes, structured
 
 SMALL = ChunkerParams(64, 1024, 8192, b"parallel")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mover.changed import _Sampler, _Window
 from mover.errors import UsageError
-from mover.ranges import read_ranges
+from mover.pipeline.changed import _Sampler, _Window
+from mover.pipeline.ranges import read_ranges
 
 SIZE = 1 << 30
 

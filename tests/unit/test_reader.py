@@ -1,7 +1,7 @@
-"""Random access to a snapshot (mover.reader) agrees with restore, byte for byte, on a real local
-repository: random ranges, every chunk and tree node boundary (a tree rebuilt with fanout 3,
-so that a read crosses leaves and interior nodes), holes, the end of the volume, empty reads;
-only the chunks a read touches are fetched; the caches stay within their bounds."""
+"""Random access to a snapshot (mover.pipeline.reader) agrees with restore, byte for byte, on a
+real local repository: random ranges, every chunk and tree node boundary (a tree rebuilt with
+fanout 3, so that a read crosses leaves and interior nodes), holes, the end of the volume, empty
+reads; only the chunks a read touches are fetched; the caches stay within their bounds."""
 
 from __future__ import annotations
 
@@ -15,14 +15,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mover.backup import run_backup
 from mover.chunking import ChunkerParams
 from mover.content import blob
 from mover.content.pack import KIND_TREE, PackBuilder, PackEntry
 from mover.crypto import KdfParams
 from mover.errors import IntegrityError, UsageError
-from mover.locks import list_locks
-from mover.reader import (
+from mover.objects.locks import list_locks
+from mover.objects.repository import RepoConfig, Repository
+from mover.objects.snapshot import Snapshot
+from mover.objects.tree import TreeBuilder, walk
+from mover.pipeline.backup import run_backup
+from mover.pipeline.reader import (
     BoundedCache,
     ParsedNode,
     SnapshotReader,
@@ -30,11 +33,8 @@ from mover.reader import (
     parse_node,
     read_range,
 )
-from mover.repository import RepoConfig, Repository
-from mover.restore import run_restore
-from mover.snapshot import Snapshot
+from mover.pipeline.restore import run_restore
 from mover.storage.local import LocalBackend
-from mover.tree import TreeBuilder, walk
 
 KiB, MiB = 1 << 10, 1 << 20
 PASSWORD = b"reader tests"

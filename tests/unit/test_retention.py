@@ -1,4 +1,5 @@
-"""Retention policy (mover.retention): synthetic snapshots in, expectations worked out by hand.
+"""Retention policy (mover.maintenance.retention): synthetic snapshots in, expectations worked out
+by hand.
 
 Times are UTC unless a test says otherwise. Ids are short readable strings: the policy only
 compares them (for ties), never parses them.
@@ -14,8 +15,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mover.errors import RepositoryError
-from mover.retention import RULES, Group, Policy, Reason, apply_policy, bucket, snapshot_time
-from mover.snapshot import Snapshot
+from mover.maintenance.retention import (
+    RULES,
+    Group,
+    Policy,
+    Reason,
+    apply_policy,
+    bucket,
+    snapshot_time,
+)
+from mover.objects.snapshot import Snapshot
 
 
 def snap(time: str, sid: str, host: str = "node-1", source: str = "/dev/vda") -> Snapshot:

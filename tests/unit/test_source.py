@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mover.source import Lease, ReadBuffers, pieces, source_size
+from mover.pipeline.source import Lease, ReadBuffers, pieces, source_size
 
 MIB = 1 << 20
 

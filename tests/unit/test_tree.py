@@ -7,7 +7,7 @@ import os
 import blake3
 import pytest
 
-from mover.tree import Extent, TreeBuilder, leaf_chunks, nodes, walk
+from mover.objects.tree import Extent, TreeBuilder, leaf_chunks, nodes, walk
 
 
 def build(extents: list[tuple[int, bytes | None]], fanout: int) -> tuple[bytes, dict[bytes, bytes]]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from mover.errors import IntegrityError, StorageError
-from mover.tree import INTERIOR, LEAF, Extent, Unreadable, walk
+from mover.objects.tree import INTERIOR, LEAF, Extent, Unreadable, walk
 from tests.unit.test_tree import build
 
 

@@ -8,7 +8,7 @@ import random
 import blake3
 import pytest
 
-from mover.tree import LEAF, MAX_HOLE, TreeBuilder, walk
+from mover.objects.tree import LEAF, MAX_HOLE, TreeBuilder, walk
 
 Entry = tuple[int, bytes | None]
 

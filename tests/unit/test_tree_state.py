@@ -9,7 +9,7 @@ import blake3
 import pytest
 
 from mover.errors import IntegrityError
-from mover.tree import TreeBuilder, walk
+from mover.objects.tree import TreeBuilder, walk
 
 
 def entries(count: int) -> list[tuple[int, bytes | None]]:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from mover.backup import run_backup
 from mover.chunking import ChunkerParams
-from mover.content.packwriter import MAX_UPLOADS, upload_threads
 from mover.crypto import KdfParams
-from mover.repository import RepoConfig, Repository
+from mover.objects.packwriter import MAX_UPLOADS, upload_threads
+from mover.objects.repository import RepoConfig, Repository
+from mover.pipeline.backup import run_backup
 from mover.storage.base import Backend, Capabilities
 from mover.storage.limiting import LimitingBackend
 from mover.storage.local import LocalBackend

@@ -8,10 +8,11 @@ an ordinary sealed object (docs/format.md) holding:
 - the source's identity (below);
 - the offset reached: a chunk boundary. FastCDC restarts its state at every cut, so chunking
   from there cuts exactly what a run from the start would have cut;
-- the chunk list up to there, as the state of the tree builder (mover.tree.TreeBuilder.state):
-  full nodes are already stored as tree blobs, the checkpoint holds only their ids and the
-  partial leaf, O(fanout x depth) bytes whatever the volume's size. A resumed run restores the
-  builder and feeds it the rest: its root is the root an uninterrupted run produces;
+- the chunk list up to there, as the state of the tree builder
+  (mover.objects.tree.TreeBuilder.state): full nodes are already stored as tree blobs, the
+  checkpoint holds only their ids and the partial leaf, O(fanout x depth) bytes whatever the
+  volume's size. A resumed run restores the builder and feeds it the rest: its root is the root an
+  uninterrupted run produces;
 - a few sample chunks (offset, length, id) spread over what was backed up.
 
 Identity. A resumed snapshot joins what was read then to what is read now, so the source must
@@ -50,8 +51,8 @@ from dataclasses import asdict, dataclass
 
 from mover.chunking import is_zero
 from mover.errors import IntegrityError, MoverError, ObjectLocked, ObjectNotFound
-from mover.repository import Repository
-from mover.tree import StoreNode, TreeBuilder, leaf_chunks, nodes
+from mover.objects.repository import Repository
+from mover.objects.tree import StoreNode, TreeBuilder, leaf_chunks, nodes
 
 PREFIX = "checkpoints/"
 DEFAULT_INTERVAL = 1 << 30

@@ -28,7 +28,7 @@ segments while the merger drains the current one. Memory: `window` segment buffe
 for 2 streams), whatever the volume's size. A volume smaller than streams x segment_size is
 split into `streams` ranges.
 
-The yielded views are valid until the next chunk is asked for (like mover.source.pieces).
+The yielded views are valid until the next chunk is asked for (like mover.pipeline.source.pieces).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from mover.chunking.native import make_chunker
 from mover.chunking.params import ChunkerParams
-from mover.source import SEEK_DATA, SEEK_HOLE
+from mover.pipeline.source import SEEK_DATA, SEEK_HOLE
 
 SEGMENT_SIZE = 8 << 20  # bytes a worker reads and chunks at a time
 READ_SIZE = 4 << 20  # one pread; chunked while it is still in the CPU caches
@@ -144,7 +144,7 @@ def parallel_chunks(
 ) -> Iterator[tuple[int, memoryview]]:
     """(offset, bytes) of every chunk of [start, end) of the file or device fd, in order, cut
     exactly as one chunker fed the whole range would cut them. `start` must be a cut point
-    (0, or a chunk boundary of an earlier run: see mover.checkpoint)."""
+    (0, or a chunk boundary of an earlier run: see mover.objects.checkpoint)."""
     if streams < 1:
         raise ValueError(f"streams must be >= 1, got {streams}")
     if end is None:

@@ -32,11 +32,11 @@ from mover.errors import (
     UsageError,
     WrongPassword,
 )
-from mover.snapshot import Snapshot
+from mover.objects.snapshot import Snapshot
+from mover.objects.tree import leaf_chunks, nodes
 from mover.storage.base import Backend
 from mover.storage.s3config import ObjectLock
 from mover.storage.stack import apply_object_lock
-from mover.tree import leaf_chunks, nodes
 
 FORMAT_VERSION = 1
 CONFIG = "config"
@@ -195,7 +195,7 @@ class Repository:
         # run while any is known: what a damaged index file names would look unreferenced).
         self.damage: dict[str, str] = {}
         # Per thread (one Repository may serve several backups at once): the writer lock held
-        # while a backup writes here (mover.locks.writer), checked before index files and
+        # while a backup writes here (mover.objects.locks.writer), checked before index files and
         # snapshots are written; and a restore's or check's shared lock.
         self._held = threading.local()
 
@@ -228,7 +228,7 @@ class Repository:
         master: MasterKey | None = None,
     ) -> Repository:
         """A new repository with a fresh master key, or with `master` (a replica that shares
-        the key of the repository it copies, see mover.replicate)."""
+        the key of the repository it copies, see mover.pipeline.replicate)."""
         if backend.exists(CONFIG):
             raise RepositoryError(
                 f"{backend.location} already holds a repository; nothing was changed"

@@ -8,15 +8,16 @@ Work goes to the workers in batches of about BATCH_BYTES (a few chunks), not chu
 on data already stored a chunk costs ~30 us of hashing, and a task and future per chunk, plus
 the GIL handed back and forth for each, cost as much again (py-spy: the workers waited on the
 GIL most of the time and the reader thread was the bottleneck). Chunks are views of recycled
-read buffers (mover.source.ReadBuffers): a batch holds its buffer's lease until its worker is
-done with it, so nothing is copied on the way to a worker except a chunk that spans two reads.
+read buffers (mover.pipeline.source.ReadBuffers): a batch holds its buffer's lease until its worker
+is done with it, so nothing is copied on the way to a worker except a chunk that spans two reads.
 
-With streams > 1 the reader+chunker is mover.chunking.parallel (N threads, the same chunks, in
-order). With a change list (mover.changed) it is a ChangedReader: it reads and chunks only around
-the changed ranges and hands the parent's chunks for the rest as ready results, which join the
-same in-order queue; with an allocation list (mover.ranges) unlisted ranges read as holes.
-Every checkpoint interval the pipeline drains, the index is flushed and a checkpoint
-(mover.checkpoint) records the offset reached; the next backup of the same source resumes there.
+With streams > 1 the reader+chunker is mover.pipeline.parallel (N threads, the same chunks, in
+order). With a change list (mover.pipeline.changed) it is a ChangedReader: it reads and chunks only
+around the changed ranges and hands the parent's chunks for the rest as ready results, which join
+the same in-order queue; with an allocation list (mover.pipeline.ranges) unlisted ranges read as
+holes. Every checkpoint interval the pipeline drains, the index is flushed and a checkpoint
+(mover.objects.checkpoint) records the offset reached; the next backup of the same source resumes
+there.
 
 Memory is bounded by configuration: at most INFLIGHT_BYTES (or two batches a worker) of chunks
 in flight, which hold the read buffers they are views of (plus one being chunked), recycled
@@ -44,20 +45,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from mover.changed import ChangedRanges, ChangedReader, Reused, check_size
-from mover.checkpoint import DEFAULT_INTERVAL, Checkpoints, Notify, identity_of, restored_tree
 from mover.chunking import is_zero, make_chunker
-from mover.chunking.parallel import parallel_chunks
 from mover.content import blob
 from mover.content.pack import KIND_DATA, KIND_TREE
-from mover.content.packwriter import PackWriter, upload_threads
 from mover.errors import SourceError, UsageError
-from mover.locks import as_writer
-from mover.ranges import RangeList, allocated_pieces
-from mover.repository import Repository
-from mover.snapshot import Snapshot
-from mover.source import Lease, ReadBuffers, pieces, source_size
-from mover.tree import TreeBuilder
+from mover.objects.checkpoint import (
+    DEFAULT_INTERVAL,
+    Checkpoints,
+    Notify,
+    identity_of,
+    restored_tree,
+)
+from mover.objects.locks import as_writer
+from mover.objects.packwriter import PackWriter, upload_threads
+from mover.objects.repository import Repository
+from mover.objects.snapshot import Snapshot
+from mover.objects.tree import TreeBuilder
+from mover.pipeline.changed import ChangedRanges, ChangedReader, Reused, check_size
+from mover.pipeline.parallel import parallel_chunks
+from mover.pipeline.ranges import RangeList, allocated_pieces
+from mover.pipeline.source import Lease, ReadBuffers, pieces, source_size
 
 READ_SIZE = 4 << 20
 BATCH_BYTES = 2 << 20  # a worker's task: the chunks of about this many bytes
@@ -67,8 +74,8 @@ HOLE_HEAD: int | None = None
 ZEROS = bytes(8 << 20)
 INDEX_FLUSH = 65536
 INFLIGHT_BYTES = 16 << 20
-# Results taken from a parent (mover.changed) cost no bytes in flight: a batch holds at most
-# BATCH_ENTRIES entries and at most INFLIGHT_BATCHES batches are queued, so a long unchanged
+# Results taken from a parent (mover.pipeline.changed) cost no bytes in flight: a batch holds at
+# most BATCH_ENTRIES entries and at most INFLIGHT_BATCHES batches are queued, so a long unchanged
 # stretch of a volume is bounded by count (~100 bytes an entry).
 BATCH_ENTRIES = 1024
 INFLIGHT_BATCHES = 64
@@ -105,7 +112,7 @@ class _Result:
     length: int
     chunk_id: bytes | None  # None: all zeros
     sealed: bytes | bytearray | None  # None: already stored (or zeros)
-    count: int = 1  # consecutive chunks like this one (zeros from a parent: mover.changed)
+    count: int = 1  # consecutive chunks like this one (zeros from a parent: mover.pipeline.changed)
 
 
 @dataclass
@@ -156,13 +163,14 @@ def run_backup(
     allocated: RangeList | None = None,
 ) -> Snapshot:
     """Back up source as a new snapshot. streams > 1 reads and chunks a seekable source in that
-    many parallel streams (mover.chunking.parallel: the same chunks as one stream). A seekable
+    many parallel streams (mover.pipeline.parallel: the same chunks as one stream). A seekable
     source is checkpointed every checkpoint_interval bytes (None or 0: never) and resumed from
-    its last matching checkpoint (mover.checkpoint); notify receives one-line notices.
+    its last matching checkpoint (mover.objects.checkpoint); notify receives one-line notices.
 
     `changed`: read only the ranges that may differ from a parent snapshot and take the rest
-    of its chunks from the parent (mover.changed; the same tree as a full read; no checkpoints:
-    little is read). `allocated`: read only these ranges, the rest is zeros (mover.ranges)."""
+    of its chunks from the parent (mover.pipeline.changed; the same tree as a full read; no
+    checkpoints: little is read). `allocated`: read only these ranges, the rest is zeros
+    (mover.pipeline.ranges)."""
     started = time.monotonic()
     threads = threads or os.cpu_count() or 1
     expected = source_size(source.fileno())

@@ -3,7 +3,7 @@
 Backups take a *shared* lock (any number at once: writers never block each other); prune takes
 the one *exclusive* lock, which only another prune contends for. Prune does not wait for
 writers: it reads their shared locks to know which writers may still hold an index that names
-the packs it condemned (see mover.maintenance).
+the packs it condemned (see mover.maintenance.prune).
 
 A lock `locks/<random id>` is a sealed object `locks/<id>/<n>`, replaced every `refresh`
 seconds by `locks/<id>/<n+1>` (objects are never rewritten in place). It is stale when no newer
@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 from mover.errors import MoverError, ObjectNotFound, RepositoryError
-from mover.repository import Repository
+from mover.objects.repository import Repository
 
 Kind = Literal["shared", "exclusive"]
 RELEASED = "released"

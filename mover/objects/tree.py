@@ -127,7 +127,8 @@ class TreeBuilder:
 
     def state(self) -> bytes:
         """What the builder holds (the partial leaf, the ids of stored nodes not yet in a parent):
-        O(fanout x depth) bytes whatever the size, for a backup checkpoint (mover.checkpoint).
+        O(fanout x depth) bytes whatever the size, for a backup checkpoint
+        (mover.objects.checkpoint).
 
         "MVTS" u32 fanout, u64 size, u32 leaf count, u64 leaf span, u32 leaf bytes, the leaf
         entries as in a leaf node, u32 levels, per level u32 n, n x (id[32], u64 span).

@@ -21,9 +21,9 @@ from array import array
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from mover.chunking.parallel import extents
 from mover.errors import UsageError
-from mover.source import Lease, ReadBuffers
+from mover.pipeline.parallel import extents
+from mover.pipeline.source import Lease, ReadBuffers
 
 Piece = tuple[memoryview, Lease | None]
 _BLOCK = 4096  # pairs written or read back at a time
@@ -147,9 +147,9 @@ def allocated_pieces(
     size: int,
     start: int = 0,
 ) -> Iterator[Piece]:
-    """As mover.source.pieces, but only the `allocated` ranges are read: everything else comes
-    as views of `zeros` (no lease), like a sparse file's holes, and is stored as holes. Holes of
-    a regular file inside an allocated range are not read either. A short read (the source
+    """As mover.pipeline.source.pieces, but only the `allocated` ranges are read: everything else
+    comes as views of `zeros` (no lease), like a sparse file's holes, and is stored as holes. Holes
+    of a regular file inside an allocated range are not read either. A short read (the source
     shrank) ends the pieces: the caller compares what it got with what it expected."""
     fd = source.fileno()
     zero_view = memoryview(zeros)

@@ -1,6 +1,6 @@
 """forget (drop snapshots) and prune (drop what no snapshot references), safe beside backups.
 
-prune runs under the exclusive lock (mover.locks), which only another prune contends for;
+prune runs under the exclusive lock (mover.objects.locks), which only another prune contends for;
 backups keep running. Garbage is collected in two phases:
 
 1. *Condemn.* The chunks every snapshot references are collected; each indexed pack is kept,
@@ -44,16 +44,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mover._native import index_run as native
-from mover.checkpoint import Held, held_by_checkpoints
 from mover.content import blob
 from mover.content.index import RECORD, Index, Location, decode_rows, unpack_records
 from mover.content.pack import PackBuilder, PackEntry, pack_name, read_pack_header
 from mover.errors import IntegrityError, ObjectLocked, ObjectNotFound, RepositoryError
-from mover.locks import Lock, list_locks
-from mover.repository import INDEX_FILE_ENTRIES, IndexWriter, Repository, short_name
-from mover.snapshot import Snapshot
+from mover.objects.checkpoint import Held, held_by_checkpoints
+from mover.objects.locks import Lock, list_locks
+from mover.objects.repository import INDEX_FILE_ENTRIES, IndexWriter, Repository, short_name
+from mover.objects.snapshot import Snapshot
+from mover.objects.tree import leaf_chunks, nodes
 from mover.text import plural
-from mover.tree import leaf_chunks, nodes
 
 # Repack a pack when less than this share of it is still referenced.
 REPACK_BELOW = 0.8

@@ -34,7 +34,6 @@ import blake3
 from mover.content import blob
 from mover.content.index import Index, Location
 from mover.content.pack import PackEntry, pack_name, read_header, read_pack_header
-from mover.content.packwriter import PackWriter, upload_threads
 from mover.crypto import KdfParams, Sealer
 from mover.errors import (
     MoverError,
@@ -43,8 +42,9 @@ from mover.errors import (
     StorageError,
     WrongPassword,
 )
-from mover.locks import Lock, list_locks, writer
-from mover.repository import (
+from mover.objects.locks import Lock, list_locks, writer
+from mover.objects.packwriter import PackWriter, upload_threads
+from mover.objects.repository import (
     CONFIG,
     FORMAT_VERSION,
     IndexWriter,
@@ -52,10 +52,10 @@ from mover.repository import (
     unlock_master,
     write_key,
 )
-from mover.snapshot import Snapshot
+from mover.objects.snapshot import Snapshot
+from mover.objects.tree import Unreadable, children, leaf_chunks, walk
 from mover.storage.base import Backend
 from mover.text import plural
-from mover.tree import Unreadable, children, leaf_chunks, walk
 
 Progress = Callable[[str], None]
 SCAN_WINDOW = 8  # packs read ahead of the index writer (whole packs with read_data: 16 MiB each)

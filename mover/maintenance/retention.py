@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 from mover.errors import RepositoryError
-from mover.snapshot import Snapshot
+from mover.objects.snapshot import Snapshot
 
 # The rules, in the order they are applied and reported.
 RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")

@@ -28,7 +28,7 @@ file of an ext4 image fetched 106 chunks (27 MiB) with a fixed 32 MiB window, 10
 with the growing one, 9 (1.5 MiB) with none.
 
 The caller holds the repository's shared lock for as long as it reads (open_snapshot does), so
-that a prune running meanwhile deletes nothing the reader's index names (mover.maintenance).
+that a prune running meanwhile deletes nothing the reader's index names (mover.maintenance.prune).
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ from itertools import accumulate
 from typing import Generic, TypeVar
 
 from mover.errors import IntegrityError, MoverError, UsageError
-from mover.locks import writer
-from mover.repository import Repository
-from mover.snapshot import Snapshot
-from mover.tree import CHUNK, HOLE, INTERIOR, LEAF, Extent
+from mover.objects.locks import writer
+from mover.objects.repository import Repository
+from mover.objects.snapshot import Snapshot
+from mover.objects.tree import CHUNK, HOLE, INTERIOR, LEAF, Extent
 
 DEFAULT_CACHE_SIZE = 256 << 20  # decoded chunks kept: 1,024 chunks of the default 256 KiB
 NODE_CACHE_SIZE = 16 << 20  # parsed tree nodes kept (a full leaf costs ~400 KiB)

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from mover.errors import IntegrityError, MoverError, SourceError, StorageError, UsageError
-from mover.locks import as_reader
-from mover.repository import Repository
-from mover.snapshot import Snapshot
-from mover.tree import Extent, Unreadable, walk
+from mover.objects.locks import as_reader
+from mover.objects.repository import Repository
+from mover.objects.snapshot import Snapshot
+from mover.objects.tree import Extent, Unreadable, walk
 
 ZERO_BLOCK = bytes(4 << 20)
 RESTORE_WINDOW = 64 << 20  # bytes of chunks fetched ahead of the writer

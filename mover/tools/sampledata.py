@@ -87,7 +87,7 @@ class SampleData:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """python -m mover.sampledata [--size 256MiB] [--seed 0] PATH: write a sample image."""
+    """python -m mover.tools.sampledata [--size 256MiB] [--seed 0] PATH: write a sample image."""
     import argparse
 
     from mover.units import parse_size

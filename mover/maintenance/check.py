@@ -16,11 +16,11 @@ import blake3
 from mover.content import blob
 from mover.content.pack import pack_name, read_header
 from mover.errors import MoverError
-from mover.locks import as_reader
-from mover.repository import Repository
+from mover.objects.locks import as_reader
+from mover.objects.repository import Repository
+from mover.objects.tree import leaf_chunks, nodes
 from mover.storage.stack import base_of
 from mover.text import plural
-from mover.tree import leaf_chunks, nodes
 
 
 @dataclass

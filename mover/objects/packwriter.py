@@ -11,7 +11,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from mover.content.pack import PackBuilder, PackEntry
-from mover.repository import Repository
+from mover.objects.repository import Repository
 
 # Each upload in flight holds a pack buffer (~18 MiB with the defaults): 4 keep an object store
 # busy, packs below the multipart threshold going up one per request.

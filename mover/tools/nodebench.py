@@ -1,7 +1,7 @@
 """Throughput of each data-path stage on this node, on one core and on all cores.
 
 What a user runs on a node before tuning (`mover benchmark`), and what benchmarks/ builds on.
-Every stage works on the same generated data with a realistic mix (mover.sampledata), except
+Every stage works on the same generated data with a realistic mix (mover.tools.sampledata), except
 the zero test, which is measured on zeros: that is where it has to read every byte.
 """
 
@@ -26,7 +26,7 @@ from mover.chunking import (
     select_kernel,
 )
 from mover.chunking.native import KERNEL_ENV
-from mover.sampledata import BLOCK, SampleData
+from mover.tools.sampledata import BLOCK, SampleData
 
 Work = Callable[[memoryview], None]  # processes one contiguous part of the data
 PREFERRED_MIN_RATE = 500e6  # bytes/s the compression stage should sustain on this node

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from mover.crypto import KdfParams
 from mover.errors import ObjectNotFound, UsageError
-from mover.repository import Repository, find_key, resolve_prefix, write_key
+from mover.objects.repository import Repository, find_key, resolve_prefix, write_key
 
 
 @dataclass(frozen=True)

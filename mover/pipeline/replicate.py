@@ -37,15 +37,15 @@ from dataclasses import dataclass, field
 from mover.content import blob
 from mover.content.index import Location
 from mover.content.pack import pack_name
-from mover.content.packwriter import PackWriter, upload_threads
 from mover.crypto import KdfParams
 from mover.errors import IntegrityError, RepositoryError
-from mover.locks import writer
-from mover.repository import CONFIG, RepoConfig, Repository
-from mover.snapshot import Snapshot
+from mover.objects.locks import writer
+from mover.objects.packwriter import PackWriter, upload_threads
+from mover.objects.repository import CONFIG, RepoConfig, Repository
+from mover.objects.snapshot import Snapshot
+from mover.objects.tree import leaf_chunks, nodes
 from mover.storage.base import Backend
 from mover.storage.stack import metrics_of
-from mover.tree import leaf_chunks, nodes
 
 RANGE_MAX = 8 << 20  # one source read covers neighbouring blobs up to this many bytes
 RANGE_GAP = 256 << 10  # ... reading over gaps (blobs the target has) up to this size

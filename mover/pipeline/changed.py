@@ -3,7 +3,7 @@ chunk list from the parent's tree, and write the tree that a full read would hav
 
     mover backup SOURCE --changed-ranges FILE [--parent SNAPSHOT] [--verify-unchanged PERCENT]
 
-FILE (mover.ranges) lists the byte ranges that may differ from the parent (changed-block
+FILE (mover.pipeline.ranges) lists the byte ranges that may differ from the parent (changed-block
 tracking). Everything outside them is taken to hold the parent's bytes.
 
 Why the tree comes out identical. FastCDC restarts at every cut, and the cut that ends a chunk
@@ -15,11 +15,11 @@ chunk for chunk, up to the first parent chunk that holds a changed byte. From th
 (a cut of both) a fresh chunker reads the new bytes, through the changed range, and goes on past
 it until one of its cuts n is also a cut of the parent's *and* the parent's chunk at n is
 reusable (holds no listed byte, and its id is in the index): from n on the two agree again
-(resynchronised), exactly as `--streams` bridges between segments (mover.chunking.parallel). The
+(resynchronised), exactly as `--streams` bridges between segments (mover.pipeline.parallel). The
 chunks come out in order, reused ones with the parent's ids and zero runs as holes, and go into
 the same tree builder a full read feeds: same entries, same tree, same root.
 
-The parent's cuts are read from its tree, streaming (mover.tree.walk: one node per level in
+The parent's cuts are read from its tree, streaming (mover.objects.tree.walk: one node per level in
 memory), through a window from the last cut onward (bounded: a chunk and a read). A chunk entry
 ends at a cut. A hole entry is a run of all-zero chunks, each exactly min_size long (an all-zero
 window hashes to 0, so a zero chunk is cut at min_size; docs/format.md), merged into one entry:
@@ -30,9 +30,9 @@ refused rather than trusted.
 
 Zero runs while re-chunking (a parent hole after a changed range, where the bytes are known
 zeros without reading them, or a hole of a sparse image file) are cut arithmetically past their
-head, as a full read does (mover.backup._skip_hole). Inside a zero run the new cuts fall every
-min_size from where the chunker entered it: when that phase differs from the parent's, no cut of
-the run can coincide with the parent's (nor can a cut inside a changed range be reusable), so
+head, as a full read does (mover.pipeline.backup._skip_hole). Inside a zero run the new cuts fall
+every min_size from where the chunker entered it: when that phase differs from the parent's, no cut
+of the run can coincide with the parent's (nor can a cut inside a changed range be reusable), so
 only the run's last cut is tested; a missed resynchronisation would only cost reading, never
 correctness, since re-chunking always follows the new image's true cuts.
 
@@ -64,12 +64,12 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from mover.chunking import ChunkerParams, is_zero, make_chunker
-from mover.chunking.parallel import ShortRead, extents
 from mover.errors import IntegrityError, UsageError
-from mover.ranges import RangeList
-from mover.repository import Repository
-from mover.snapshot import Snapshot
-from mover.tree import walk
+from mover.objects.repository import Repository
+from mover.objects.snapshot import Snapshot
+from mover.objects.tree import walk
+from mover.pipeline.parallel import ShortRead, extents
+from mover.pipeline.ranges import RangeList
 
 FEED = 64 << 10  # past the last changed byte: read this much at a time, looking for a common cut
 READ_SIZE = 4 << 20  # inside a changed range: one read
@@ -97,8 +97,8 @@ class Reused:
 @dataclass(frozen=True)
 class ChangedRanges:
     """A changed-range backup's inputs: the parent snapshot, the ranges that may differ from it
-    (checked against the source's size: mover.ranges.read_ranges), and the share of the rest to
-    verify, in percent."""
+    (checked against the source's size: mover.pipeline.ranges.read_ranges), and the share of the
+    rest to verify, in percent."""
 
     parent: Snapshot
     ranges: RangeList
@@ -417,9 +417,11 @@ class ChangedReader:
         self, chunking: _Chunking, fed: int, length: int
     ) -> Generator[bytes | Reused, None, int | None]:
         """Feed `length` zeros at `fed`: past their head, cut arithmetically (as
-        mover.backup._skip_hole). Returns the reusable common cut met, if any."""
+        mover.pipeline.backup._skip_hole). Returns the reusable common cut met, if any."""
         min_size = self.min_size
-        hole_head = 2 * min_size + 64  # as mover.backup: enough for a first cut in the zeros
+        hole_head = (
+            2 * min_size + 64
+        )  # as mover.pipeline.backup: enough for a first cut in the zeros
         head = hole_head if length > hole_head + 2 * min_size else length
         chunks, synced = self._feed_zeros(chunking, head)
         yield from chunks

@@ -1,0 +1,1 @@
+"""Tooling beside the data path: reproducible sample images and the node benchmark."""
