@@ -209,3 +209,11 @@ def test_a_directory_without_results_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "no *.json" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_docs_show_every_chart() -> None:
+    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
+    for chart in CHARTS:
+        assert f"](docs/images/{chart}.png)" in benchmarks, chart
+    assert "](docs/images/peers.png)" in (ROOT / "README.md").read_text()
+    assert "python -m benchmarks.plots" in benchmarks
