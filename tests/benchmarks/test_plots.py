@@ -4,6 +4,7 @@ written. Nothing here looks at pixels."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -217,3 +218,35 @@ def test_the_docs_show_every_chart() -> None:
         assert f"](docs/images/{chart}.png)" in benchmarks, chart
     assert "](docs/images/peers.png)" in (ROOT / "README.md").read_text()
     assert "python -m benchmarks.plots" in benchmarks
+
+
+def table_rows(markdown: str) -> list[tuple[set[str], set[float]]]:
+    """Each Markdown table row of BENCHMARKS.md as (its text cells, its numbers): a cell's first
+    word, without thousands separators or bold, read as a number where it is one."""
+    rows = []
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            continue
+        cells = [c.strip().replace("**", "") for c in line.strip().strip("|").split("|")]
+        numbers: set[float] = set()
+        for cell in cells:
+            with contextlib.suppress(ValueError):
+                numbers.add(float(cell.split(" ")[0].replace(",", "")))
+        rows.append((set(cells), numbers))
+    return rows
+
+
+@pytest.mark.parametrize("chart", ["peers", "tuning", "index_scale", "streams"])
+def test_committed_figures_are_benchmarks_md_rows(chart: str) -> None:
+    """Nothing invented: every row of these results files is a row of a BENCHMARKS.md table,
+    its labels cells of that row and every figure one of its numbers."""
+    tables = table_rows((ROOT / "BENCHMARKS.md").read_text())
+    doc = json.loads((RESULTS / f"{chart}.json").read_text())
+    for run in doc["runs"]:
+        for row in run["rows"] + run.get("stage", []):
+            values = list(row.values())
+            if isinstance(row.get("mb_per_s"), dict):  # peers: one rate per tool
+                values += row["mb_per_s"].values()
+            labels = {v for v in values if isinstance(v, str)}
+            numbers = {float(v) for v in values if isinstance(v, int | float)}
+            assert any(labels <= cells and numbers <= found for cells, found in tables), row
