@@ -41,3 +41,9 @@ class SpecError(UsageError):
 
 class Cancelled(MoverError):
     """The work item was cancelled (spec.cancel); nothing was stored for it."""
+
+
+class CbtError(MoverError):
+    """Changed block tracking failed: the snapshot metadata service is missing, unreachable,
+    refused the call, or sent a list that breaks its own promises. The backup reads the whole
+    volume instead; nothing stored is affected."""

@@ -50,6 +50,11 @@ through the official client:
   order (e.g. by having commands append to a file). A command that cannot be started ends with
   exit code 127, as a shell reports it; closing the websocket before the end kills the process.
 
+- serviceaccounts/NAME/token (TokenRequest): a token for the asked audiences and lifetime, of
+  an existing ServiceAccount; `token_holder` answers what a TokenReview would (who holds it,
+  for which audience, unexpired), for test servers that authenticate callers as a CSI sidecar
+  does.
+
 What a cluster's controllers would do is not emulated, except one thing tests need: a file
 provisioner. A PVC whose StorageClass names the provisioner `file.mover.test` is bound at once
 (unless the class binds on first use, WaitForFirstConsumer) to a new PV backed by a sparse file
@@ -69,7 +74,9 @@ import importlib.resources
 import json
 import os
 import re
+import secrets
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -248,6 +255,10 @@ class Cluster(kmock.KubernetesEmulator):
     _changed: asyncio.Event | None = attrs.field(default=None, init=False)
     _served: Counter[str] = attrs.field(factory=Counter, init=False)
     _served_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    # token -> (namespace, service account, audiences, expiry as time.time())
+    _tokens: dict[str, tuple[str, str, tuple[str, ...], float]] = attrs.field(
+        factory=dict, init=False
+    )
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -321,6 +332,13 @@ class Cluster(kmock.KubernetesEmulator):
                 return 201, await self._create(target.resource, info, namespace, body)
             raise ApiError(405, "MethodNotAllowed", f"{method} on a collection")
         key = (target.resource, namespace, target.name)
+        if (
+            method == "POST"
+            and target.resource.plural == "serviceaccounts"
+            and target.sub == "token"
+        ):
+            self._current(key)  # 404 for a ServiceAccount that does not exist
+            return 201, self._token_request(namespace or "", target.name, body)
         if method == "GET":
             return 200, self._current(key)
         if method in ("PUT", "PATCH"):
@@ -330,6 +348,42 @@ class Cluster(kmock.KubernetesEmulator):
         if method == "DELETE":
             return 200, await self._delete(key)
         raise ApiError(405, "MethodNotAllowed", method)
+
+    # -- serviceaccounts/token --
+
+    def _token_request(self, namespace: str, name: str, body: Any) -> Obj:
+        spec = body.get("spec") if isinstance(body, dict) else None
+        audiences = (spec or {}).get("audiences") or []
+        if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+            raise ApiError(400, "BadRequest", "spec.audiences must be a list of strings")
+        seconds = int((spec or {}).get("expirationSeconds") or 3600)
+        token = secrets.token_urlsafe(24)
+        with self._served_lock:
+            self._tokens[token] = (namespace, name, tuple(audiences), time.time() + seconds)
+        expires = datetime.datetime.fromtimestamp(time.time() + seconds, datetime.UTC)
+        return {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": audiences, "expirationSeconds": seconds},
+            "status": {
+                "token": token,
+                "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+        }
+
+    def token_holder(self, token: str, audience: str) -> tuple[str, str] | None:
+        """(namespace, service account) of an unexpired token issued for `audience`; None for
+        any other token: what a TokenReview answers. Safe from any thread."""
+        with self._served_lock:
+            found = self._tokens.get(token)
+        if found is None or audience not in found[2] or found[3] < time.time():
+            return None
+        return found[0], found[1]
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far expires now (a long listing outliving its token)."""
+        with self._served_lock:
+            self._tokens = {t: (*v[:3], 0.0) for t, v in self._tokens.items()}
 
     # -- pods/exec --
 
