@@ -11,7 +11,7 @@ import pytest
 from croniter import croniter
 
 from mover_k8s import api, apps
-from mover_k8s.controller.backups import item_name
+from mover_k8s.controller.common import item_name
 from mover_k8s.controller.schedules import ScheduleReconciler, policy_of
 
 from . import conftest

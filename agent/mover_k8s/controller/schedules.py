@@ -46,7 +46,7 @@ from mover.api import Policy, Snapshot, apply_policy
 from mover.errors import MoverError
 from mover_k8s import api, apps
 from mover_k8s.conditions import condition, set_condition
-from mover_k8s.controller.backups import owner_ref, parse_ttl
+from mover_k8s.controller.common import owner_ref, parse_ttl
 from mover_k8s.errors import KubeError, SpecError
 from mover_k8s.k8s.client import Kube, Obj
 from mover_k8s.repos import Repositories
