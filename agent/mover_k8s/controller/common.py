@@ -44,6 +44,16 @@ def item_name(owner: str, namespace: str, pvc: str) -> str:
     return f"{owner[:40]}-{pvc[:12]}-{digest}".lower()
 
 
+def parse_stamp(stamp: object) -> datetime | None:
+    """A status timestamp (`2026-12-05T04:00:00Z`) as a time; None if it is not one."""
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def seconds_since(stamp: str) -> float:
     """Seconds from a status timestamp (`2026-12-05T04:00:00Z`) to now; 0 if it is not one."""
     try:
