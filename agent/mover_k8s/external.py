@@ -1,7 +1,7 @@
 """What outside the cluster follows an app: names that the objects made or point at, which are
 not deterministic (a cloud load balancer's hostname) or must be moved by hand (DNS records).
 Pure functions over JSON objects, shared by `mover app diff` (mover_k8s.diff) and the Restore
-report (mover_k8s.controller.restores).
+report (mover_k8s.controller.restore).
 
 Recorded from an object (docs/kubernetes.md, "External names"):
 

@@ -43,103 +43,44 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from mover import api as mover_api
 from mover.api import Repository
 from mover.errors import MoverError, UsageError
-from mover_k8s import api, apps, store
+from mover_k8s import api, apps
 from mover_k8s.conditions import condition
 from mover_k8s.errors import Conflict, KubeError
 from mover_k8s.k8s.cache import Cache
-from mover_k8s.k8s.client import Kube, Obj
+from mover_k8s.k8s.client import Obj
+from mover_k8s.migrate_plan import (
+    MIGRATION_LABEL,
+    PHASES,
+    STEP_LABEL,
+    AppRun,
+    Notify,
+    Plan,
+    Side,
+    Step,
+    steps_for,
+)
+from mover_k8s.migrate_report import (
+    app_report,
+    drifts,
+    snapshot_ids,
+    stored_bytes,
+    summary,
+    volume_restores,
+)
 from mover_k8s.node.agent import DELTA_ANNOTATION
 from mover_k8s.repos import Repositories
 from mover_k8s.wakeup import Wakeup
 
-MIGRATION_LABEL = f"{api.GROUP}/migration"
-STEP_LABEL = f"{api.GROUP}/migration-step"
-SEED_KINDS = ("Namespace", "StorageClass", "PersistentVolumeClaim")
-PHASES = ("all", "seed", "cutover")
-FINAL = "final"
-
-Notify = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Side:
-    """One cluster: its API, mover's namespace there and the Repository used there."""
-
-    kube: Kube
-    namespace: str
-    repository: str
-
-
-@dataclass
-class Plan:
-    name: str
-    apps: list[str]
-    namespace_mapping: dict[str, str] = field(default_factory=dict)
-    storage_class_mapping: dict[str, str] = field(default_factory=dict)
-    seed_rounds: int = 1
-    phase: str = "all"
-    parallel: int = 20
-    external_wait: str | None = None
-    desired: Path | None = None
-    poll: float = 1.0
-    timeout: float = 86400.0
-
-
-@dataclass(frozen=True)
-class Step:
-    kind: str  # "backup" or "restore"
-    round: str  # "s1", "s2", ... or "final"
-    mode: str = "full"  # a restore's
-    kinds: tuple[str, ...] = ()  # a restore's includedKinds
-
-
-@dataclass
-class AppRun:
-    app: str
-    target: str  # the namespace on the target cluster
-    steps: list[Step]
-    at: int = 0
-    state: str = "waiting"  # waiting, running, completed, failed
-    error: str = ""
-    failed_step: str = ""
-    started: float = 0.0
-    ended: float = 0.0
-    backups: dict[str, Obj] = field(default_factory=dict)  # round -> the ended Backup
-    restores: dict[str, Obj] = field(default_factory=dict)  # round -> the ended Restore
-    replicated: int = 0  # bytes sent to a replica
-    replicating: Future[int] | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.state in ("completed", "failed")
-
-    def name(self, plan: Plan, round_: str) -> str:
-        return apps.object_name(plan.name, self.app, round_)
-
-
-def steps_for(rounds: list[int], cutover: bool) -> list[Step]:
-    """Seed rounds (the first creates the claims, later ones restore data only), then the cut
-    over."""
-    steps: list[Step] = []
-    for number in rounds:
-        label = f"s{number}"
-        steps.append(Step("backup", label))
-        if number == 1:
-            steps.append(Step("restore", label, "full", SEED_KINDS))
-        else:
-            steps.append(Step("restore", label, "data-only"))
-    if cutover:
-        steps += [Step("backup", FINAL), Step("restore", FINAL, "full")]
-    return steps
+# What the command line, the tests and the benchmarks use (the parts now have modules of
+# their own: migrate_plan, migrate_report).
+__all__ = ["Migration", "Plan", "Side", "summary"]
 
 
 def _phase(obj: Obj | None) -> str:
@@ -438,20 +379,13 @@ class Migration:
 
     # -- replication -----------------------------------------------------------------------
 
-    @staticmethod
-    def snapshot_ids(backup: Obj) -> list[str]:
-        status = backup.get("status") or {}
-        ids = [status.get("objectsSnapshot"), status.get("manifestSnapshot")]
-        ids += [v.get("snapshot") for v in status.get("volumes") or []]
-        return [str(i) for i in ids if i]
-
     def _replicated(self, run: AppRun, backup: Obj, replicator: ThreadPoolExecutor) -> bool:
         """Whether the target repository holds the backup's snapshots; with a replica, copy
         them there (in a thread) first."""
         if not self.replica:
             return True
         if run.replicating is None:
-            run.replicating = replicator.submit(self._replicate, self.snapshot_ids(backup))
+            run.replicating = replicator.submit(self._replicate, snapshot_ids(backup))
             return False
         if not run.replicating.done():
             return False
@@ -479,173 +413,16 @@ class Migration:
     # -- the report ------------------------------------------------------------------------
 
     def report(self) -> list[Obj]:
-        uploaded = self._stored_bytes()
-        volume_items = self._volume_restores()
-        drift = self._drift() if self.plan.desired is not None else {}
-        reports = []
-        for run in self.runs:
-            # From the reports' entries: a Restore's status.counts may predate the workloads it
-            # created last (once the volumes' data was in).
-            counts = {"created": 0, "updated": 0, "skipped": 0, "failed": 0}
-            for restore in run.restores.values():
-                report = (restore.get("status") or {}).get("report") or {}
-                for entry in report.get("objects") or []:
-                    if entry.get("result") in counts:
-                        counts[str(entry["result"])] += 1
-            final = run.restores.get(FINAL) or {}
-            final_report = (final.get("status") or {}).get("report") or {}
-            volumes = final_report.get("volumes") or []
-            if not final:  # seeds only: what the last seed restored
-                seeds = [r for k, r in sorted(run.restores.items()) if k != FINAL]
-                volumes = (
-                    ((seeds[-1].get("status") or {}).get("report") or {}).get("volumes") or []
-                    if seeds
-                    else []
-                )
-            items = [
-                item
-                for restore in run.restores.values()
-                for item in volume_items.get(restore["metadata"]["name"], [])
-            ]
-            fetched = sum(
-                int(s.get("bytesFetched", s.get("bytesWritten", 0)) or 0)
-                for s in (i.get("status") or {} for i in items)
-            )
-            written = sum(int((i.get("status") or {}).get("bytesWritten") or 0) for i in items)
-            unchanged = sum(int((i.get("status") or {}).get("bytesUnchanged") or 0) for i in items)
-            stored = None
-            if uploaded is not None:
-                stored = sum(
-                    uploaded.get(i, 0) for b in run.backups.values() for i in self.snapshot_ids(b)
-                )
-            reports.append(
-                {
-                    "app": run.app,
-                    "target": run.target,
-                    "state": run.state,
-                    "failedStep": run.failed_step,
-                    "error": run.error,
-                    "seconds": round((run.ended or time.monotonic()) - run.started, 3)
-                    if run.started
-                    else 0.0,
-                    "backups": [run.name(self.plan, k) for k in run.backups],
-                    "restores": [run.name(self.plan, k) for k in run.restores],
-                    "objects": counts,
-                    "volumes": {
-                        "restored": sum(1 for v in volumes if v.get("result") == "restored"),
-                        "total": len(volumes),
-                        "bytes": sum(int(v.get("size") or 0) for v in volumes),
-                    },
-                    "bytes": {
-                        "stored": stored,
-                        "replicated": run.replicated,
-                        "fetched": fetched,
-                        "written": written,
-                        "unchanged": unchanged,
-                        "moved": (stored or 0) + run.replicated + fetched,
-                    },
-                    "external": list(final_report.get("external") or []),
-                    "drift": drift.get(run.app),
-                }
-            )
-        return reports
-
-    def _stored_bytes(self) -> dict[str, int] | None:
-        """Snapshot id -> bytes its backup stored (new data, compressed and encrypted), read
-        once from the source repository; None when it cannot be read."""
-        try:
-            repo = self._source_repos.open(self.source.namespace, self.source.repository)
-        except MoverError as exc:
-            self.notify(f"bytes stored not known: {exc}")
-            return None
-        try:
-            return {s.id: int((s.stats or {}).get("stored_bytes") or 0) for s in repo.snapshots()}
-        finally:
-            repo.close()
-
-    def _volume_restores(self) -> dict[str, list[Obj]]:
-        """The target's VolumeRestores of this migration's Restores, by Restore name."""
-        found: dict[str, list[Obj]] = {}
-        names = {run.name(self.plan, k) for run in self.runs for k in run.restores}
-        if not names:
-            return found
-        for item in self.target.kube.list(api.VOLUME_RESTORE, self.target.namespace):
-            owner = (item["metadata"].get("labels") or {}).get(api.RESTORE_LABEL)
-            if owner in names:
-                found.setdefault(str(owner), []).append(item)
-        return found
-
-    def _drift(self) -> dict[str, Obj]:
-        """App -> the drift of its last captured state against git (see drift_of)."""
-        assert self.plan.desired is not None
-        result: dict[str, Obj] = {}
-        done = [r for r in self.runs if r.backups]
-        if not done:
-            return result
-        repo = self._source_repos.open(self.source.namespace, self.source.repository)
-        try:
-            for run in done:
-                last = run.backups.get(FINAL) or run.backups[sorted(run.backups)[-1]]
-                try:
-                    result[run.app] = drift_of(repo, last, self.plan.desired, run.app)
-                except (MoverError, OSError) as exc:
-                    result[run.app] = {"error": str(exc)}
-        finally:
-            repo.close()
-        return result
-
-
-def drift_of(repo: Repository, backup: Obj, desired: Path, app: str) -> Obj:
-    """What the Backup captured of `app` against git: `desired/APP` when that is a directory,
-    else `desired`, its objects of that namespace (and the Namespace itself, and cluster-scoped
-    objects the Backup captured) only."""
-    from mover_k8s.diff import desired_source, diff, group_of, key_of, load_desired
-
-    status = backup.get("status") or {}
-    manifest = repo.find_snapshot(str(status["manifestSnapshot"]))
-    doc = store.verify_manifest(repo, manifest, status.get("rootHash"))
-    live = list(store.load_document(repo, doc["objects"]["snapshot"]).get("objects") or [])
-    directory = desired / app if (desired / app).is_dir() else desired
-    wanted_all = load_desired(desired_source(directory), app)
-    captured = {key_of(o) for o in live}
-    namespaced = {
-        (group_of(o), str(o.get("kind")))
-        for o in live
-        if (o.get("metadata") or {}).get("namespace")
-    }
-
-    def mine(obj: Obj) -> bool:
-        meta = obj.get("metadata") or {}
-        if meta.get("namespace"):
-            return bool(meta["namespace"] == app)
-        if (group_of(obj), str(obj.get("kind"))) in namespaced:
-            return True  # no namespace written: it is the app's (as `kubectl apply -n APP`)
-        if obj.get("kind") == "Namespace":
-            return bool(meta.get("name") == app)
-        return key_of(obj) in captured  # a cluster-scoped object this app uses
-
-    wanted = [o for o in wanted_all if mine(o)]
-    report = diff(live, wanted, app)
-    return {
-        "desired": str(directory),
-        "onlyInCluster": len(report.only_in_cluster),
-        "onlyInGit": len(report.only_in_git),
-        "changed": len(report.changed),
-        "unchanged": report.same,
-        "drift": report.drift,
-        "details": report.as_dict(),
-    }
-
-
-def summary(reports: list[Obj]) -> Obj:
-    """Totals over the apps."""
-    total: dict[str, Any] = {
-        "apps": len(reports),
-        "completed": sum(1 for r in reports if r["state"] == "completed"),
-        "failed": sum(1 for r in reports if r["state"] == "failed"),
-        "objectsCreated": sum(r["objects"]["created"] for r in reports),
-        "volumesRestored": sum(r["volumes"]["restored"] for r in reports),
-        "bytesMoved": sum(r["bytes"]["moved"] for r in reports),
-        "external": sum(len(r["external"]) for r in reports),
-    }
-    return total
+        """The per-app reports (mover_k8s.migrate_report)."""
+        uploaded = stored_bytes(self._source_repos, self.source, self.notify)
+        volume_items = volume_restores(self.target, self.plan, self.runs)
+        desired = self.plan.desired
+        drift = (
+            drifts(self._source_repos, self.source, desired, self.runs)
+            if desired is not None
+            else {}
+        )
+        return [
+            app_report(run, self.plan, uploaded, volume_items, drift.get(run.app))
+            for run in self.runs
+        ]

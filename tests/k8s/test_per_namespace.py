@@ -11,8 +11,9 @@ import pytest
 from croniter import croniter
 
 from mover_k8s import api, apps
-from mover_k8s.controller.backups import item_name
-from mover_k8s.controller.schedules import ScheduleReconciler, policy_of
+from mover_k8s.controller.common import item_name
+from mover_k8s.controller.retention import policy_of
+from mover_k8s.controller.schedules import ScheduleReconciler
 
 from . import conftest
 from .conftest import (

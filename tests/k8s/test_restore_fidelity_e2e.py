@@ -21,7 +21,7 @@ from mover.pipeline.replicate import init_target, replicate
 from mover.storage.stack import open_backend
 from mover_k8s import api, store
 from mover_k8s.cli import load_crds
-from mover_k8s.controller.restores import RestoreReconciler
+from mover_k8s.controller.restore.plan import Planner
 from mover_k8s.errors import KubeError
 from mover_k8s.k8s.client import Kube, ResourceType
 from mover_k8s.repos import Repositories
@@ -394,7 +394,7 @@ def test_backup_records_the_cluster_it_was_taken_on(env: Env) -> None:
     kube_system = env.kube.get(api.NAMESPACE, None, "kube-system")
     assert doc["clusterId"] == kube_system["metadata"]["uid"]
     # What a restore makes of it: the same cluster only when the recorded id is this one's.
-    reconciler = RestoreReconciler(env.kube, Repositories(env.kube), SYSTEM)
+    reconciler = Planner(env.kube, Repositories(env.kube))
     same = reconciler._options({}, doc, "full")
     assert same.same_cluster and same.cluster_ips == {WEB_IP: "shop/web"}
     for recorded in ("", "another-cluster-uid"):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from mover_k8s import api
-from mover_k8s.controller.restores import NOT_ALLOWED, needs_cluster_scope, refused_entry
+from mover_k8s.controller.restore.apply import NOT_ALLOWED, needs_cluster_scope, refused_entry
 from mover_k8s.errors import KubeError
 from tests.deploy.helm import render as render_values
 from tests.deploy.kube_rbac import Account, Authorizer, Request

@@ -10,16 +10,15 @@ stored or created: a Backup that fails validation leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from mover import api as mover_api
 from mover.errors import MoverError
 from mover_k8s import agents, api, hooks, store
 from mover_k8s.capture import Scope, capture
 from mover_k8s.conditions import condition, set_condition, set_condition_of
+from mover_k8s.controller.common import item_name, owner_ref, parse_ttl
 from mover_k8s.errors import KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj
 from mover_k8s.repos import Repositories
@@ -27,37 +26,6 @@ from mover_k8s.timestamps import now
 from mover_k8s.volumes import Volume, plan
 
 log = logging.getLogger("mover.k8s.backup")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
-
-
-def parse_ttl(text: str) -> timedelta:
-    if not text:
-        return timedelta(0)
-    parts = _DURATION.findall(text)
-    if not parts or "".join(a + b for a, b in parts) != text:
-        raise SpecError("InvalidTTL", f"spec.ttl {text!r} is not a duration like 720h or 90m")
-    unit = {"h": 3600, "m": 60, "s": 1}
-    return timedelta(seconds=sum(float(n) * unit[u] for n, u in parts))
-
-
-def owner_ref(obj: Obj) -> Obj:
-    return {
-        "apiVersion": obj.get("apiVersion", api.API_VERSION),
-        "kind": obj.get("kind"),
-        "name": obj["metadata"]["name"],
-        "uid": obj["metadata"].get("uid", ""),
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def item_name(owner: str, namespace: str, pvc: str) -> str:
-    """Deterministic, so a retried step finds the item it made before. An owner name longer
-    than the 40 characters kept is in the digest too: two Backups of one volume whose names
-    differ only after them (per-namespace runs: `SCHEDULE-NAMESPACE-TIME`) get two items."""
-    key = f"{namespace}/{pvc}" if len(owner) <= 40 else f"{owner}/{namespace}/{pvc}"
-    digest = hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
-    return f"{owner[:40]}-{pvc[:12]}-{digest}".lower()
 
 
 def age_seconds(obj: Obj) -> float:

@@ -24,7 +24,7 @@ from mover_k8s import api
 from mover_k8s.conditions import set_condition_of
 from mover_k8s.controller.backups import BackupReconciler
 from mover_k8s.controller.repositories import RepositoryReconciler
-from mover_k8s.controller.restores import RestoreReconciler
+from mover_k8s.controller.restore import RestoreReconciler
 from mover_k8s.controller.schedules import ScheduleReconciler
 from mover_k8s.errors import KubeError
 from mover_k8s.k8s.cache import Cache

@@ -14,7 +14,7 @@ keep what the retention policy keeps, and prune the repository now and then.
   daily, weekly, monthly, yearly) over the schedule's Completed Backups by completion time.
   Those it does not keep expire (their `status.expiration` is set to now): the Backup
   reconciler forgets their snapshots and deletes them, as for a TTL. Failed or cancelled
-  Backups older than the oldest kept one expire too.
+  Backups older than the oldest kept one expire too (mover_k8s.controller.retention).
 - **Prune.** Once retention has expired Backups and they are gone (their snapshots
   forgotten), mover's prune (two-phase GC, exclusive lock; safe beside running backups, see
   mover.maintenance) runs on the repository, in a thread, at most once every
@@ -42,33 +42,23 @@ from datetime import UTC, datetime, timedelta
 from croniter import croniter
 
 from mover import api as mover_api
-from mover.api import Policy, Snapshot, apply_policy
+from mover.api import Policy
 from mover.errors import MoverError
 from mover_k8s import api, apps
 from mover_k8s.conditions import condition, set_condition
-from mover_k8s.controller.backups import owner_ref, parse_ttl
+from mover_k8s.controller.common import owner_ref, parse_stamp, parse_ttl
+from mover_k8s.controller.retention import expired, expiring, policy_of
 from mover_k8s.errors import KubeError, SpecError
 from mover_k8s.k8s.client import Kube, Obj
 from mover_k8s.repos import Repositories
 
 log = logging.getLogger("mover.k8s.schedule")
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
-RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
-DEFAULT_KEEP_LAST = 7
 DEFAULT_PRUNE_INTERVAL = "24h"
 # Missed runs counted at most this far (a schedule every second, down for a week).
 MAX_COUNTED = 10000
 # A condition besides Ready: type, status, reason, message.
 Extra = tuple[str, bool | None, str, str]
-
-
-def _parse(stamp: object) -> datetime | None:
-    if not isinstance(stamp, str) or not stamp:
-        return None
-    try:
-        return datetime.strptime(stamp, STAMP).replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 def _stamp(when: datetime) -> str:
@@ -84,39 +74,29 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def policy_of(spec: Obj) -> Policy:
-    """spec.retention's rules (spec.keepLast is the `last` rule when retention has none; 7 when
-    neither is given). Raises SpecError for a count that is not an integer >= 0, or a policy
-    that would keep nothing."""
-    retention = spec.get("retention")
-    if retention is None:
-        retention = {}
-    if not isinstance(retention, dict):
-        raise SpecError("InvalidRetention", "spec.retention must be a map of rule: count")
-    unknown = sorted(set(retention) - set(RULES))
-    if unknown:
-        raise SpecError(
-            "InvalidRetention",
-            f"spec.retention has unknown rules {unknown}; known: {', '.join(RULES)}",
-        )
-    counts: dict[str, object] = dict(retention)
-    if "last" not in counts:
-        keep_last = spec.get("keepLast")
-        if keep_last is not None:
-            counts["last"] = keep_last
-        elif not retention:
-            counts["last"] = DEFAULT_KEEP_LAST
-    for rule, value in counts.items():
-        if type(value) is not int or value < 0:
-            where = f"spec.retention.{rule}" if rule in retention else "spec.keepLast"
-            raise SpecError("InvalidRetention", f"{where} must be an integer >= 0, not {value!r}")
-    policy = Policy(**{rule: int(str(value)) for rule, value in counts.items()})
-    if policy.empty():
-        raise SpecError(
-            "InvalidRetention",
-            "the retention policy keeps nothing (every count is 0); keep at least one Backup",
-        )
-    return policy
+@dataclass(frozen=True)
+class _Checked:
+    """A Schedule's spec, checked."""
+
+    expression: str  # the cron expression
+    template: Obj  # the Backup spec of each run
+    per_namespace: bool
+    selector: Obj | None  # spec.namespaceSelector
+    deadline: int | None  # spec.startingDeadlineSeconds
+    policy: Policy  # retention
+    interval: timedelta | None  # between prunes; None: prune is off
+
+    @property
+    def repository(self) -> str:
+        return str(self.template["repository"])
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """The Ready condition a pass that runs leaves: its reason and message."""
+
+    reason: str
+    message: str
 
 
 @dataclass
@@ -175,64 +155,16 @@ class ScheduleReconciler:
     # -- the pass ------------------------------------------------------------------------
 
     def reconcile(self, schedule: Obj) -> None:
-        meta, spec = schedule["metadata"], schedule.get("spec") or {}
-        status = schedule.get("status") or {}
-        expression = str(spec.get("schedule") or "")
-        if not croniter.is_valid(expression):
-            self._refuse(
-                schedule,
-                "InvalidSchedule",
-                f"spec.schedule {expression!r} is not a cron expression (e.g. '0 2 * * *')",
-            )
-            return
-        template = spec.get("template")
-        if not isinstance(template, dict) or not template.get("repository"):
-            self._refuse(
-                schedule,
-                "InvalidTemplate",
-                "spec.template must be a Backup spec naming a repository",
-            )
-            return
-        per_namespace = spec.get("perNamespace") is True
         try:
-            selector = apps.check_selector(spec.get("namespaceSelector"), "spec.namespaceSelector")
+            checked = self._check(schedule)
         except SpecError as exc:
             self._refuse(schedule, exc.reason, str(exc))
             return
-        if per_namespace and selector is None and not template.get("includedNamespaces"):
-            self._refuse(
-                schedule,
-                "InvalidNamespaceSelector",
-                "spec.perNamespace needs spec.namespaceSelector (or the template's "
-                "includedNamespaces) to say which namespaces to back up",
-            )
-            return
-        if not per_namespace and (selector is not None or spec.get("excludedNamespaces")):
-            self._refuse(
-                schedule,
-                "InvalidNamespaceSelector",
-                "spec.namespaceSelector and spec.excludedNamespaces need spec.perNamespace: true",
-            )
-            return
-        deadline = spec.get("startingDeadlineSeconds")
-        if deadline is not None and (type(deadline) is not int or deadline < 0):
-            self._refuse(
-                schedule,
-                "InvalidDeadline",
-                f"spec.startingDeadlineSeconds must be an integer >= 0, not {deadline!r}",
-            )
-            return
-        try:
-            policy = policy_of(spec)
-            interval = self._prune_interval(spec)
-            self.repos.get(meta["namespace"], str(template["repository"]))
-        except SpecError as exc:
-            self._refuse(schedule, exc.reason, str(exc))
-            return
+        spec, status = schedule.get("spec") or {}, schedule.get("status") or {}
         now = self.clock()
         update: Obj = {}
-        expired = self._retain(schedule, policy)
-        extra = self._pruning(schedule, str(template["repository"]), interval, expired, now, update)
+        expired = self._retain(schedule, checked.policy)
+        extra = self._pruning(schedule, checked.repository, checked.interval, expired, now, update)
         if spec.get("paused") or spec.get("suspend"):
             update.update(nextScheduleTime=None, pausedAt=status.get("pausedAt") or _stamp(now))
             self._status(
@@ -244,62 +176,130 @@ class ScheduleReconciler:
                 extra,
             )
             return
-        base = [_parse(status.get(k)) for k in ("lastScheduleTime", "lastMissedTime")]
+        due = self._due(schedule, checked.expression, now, update)
+        ready = _Ready("Scheduled", self._last_run(status, checked.per_namespace))
+        if due <= now:
+            run_at = self._run_at(checked.expression, due, now)
+            ready = self._run(schedule, checked, due, run_at, now, update)
+            due = _next(checked.expression, max(run_at, now))
+        update["nextScheduleTime"] = _stamp(due)
+        self._status(schedule, update, True, ready.reason, ready.message, extra)
+
+    def _check(self, schedule: Obj) -> _Checked:
+        """The spec, checked (SpecError: the Schedule is refused), and its Repository there."""
+        meta, spec = schedule["metadata"], schedule.get("spec") or {}
+        expression = str(spec.get("schedule") or "")
+        if not croniter.is_valid(expression):
+            raise SpecError(
+                "InvalidSchedule",
+                f"spec.schedule {expression!r} is not a cron expression (e.g. '0 2 * * *')",
+            )
+        template = spec.get("template")
+        if not isinstance(template, dict) or not template.get("repository"):
+            raise SpecError(
+                "InvalidTemplate", "spec.template must be a Backup spec naming a repository"
+            )
+        per_namespace = spec.get("perNamespace") is True
+        selector = apps.check_selector(spec.get("namespaceSelector"), "spec.namespaceSelector")
+        if per_namespace and selector is None and not template.get("includedNamespaces"):
+            raise SpecError(
+                "InvalidNamespaceSelector",
+                "spec.perNamespace needs spec.namespaceSelector (or the template's "
+                "includedNamespaces) to say which namespaces to back up",
+            )
+        if not per_namespace and (selector is not None or spec.get("excludedNamespaces")):
+            raise SpecError(
+                "InvalidNamespaceSelector",
+                "spec.namespaceSelector and spec.excludedNamespaces need spec.perNamespace: true",
+            )
+        deadline = spec.get("startingDeadlineSeconds")
+        if deadline is not None and (type(deadline) is not int or deadline < 0):
+            raise SpecError(
+                "InvalidDeadline",
+                f"spec.startingDeadlineSeconds must be an integer >= 0, not {deadline!r}",
+            )
+        policy = policy_of(spec)
+        interval = self._prune_interval(spec)
+        self.repos.get(meta["namespace"], str(template["repository"]))
+        return _Checked(expression, template, per_namespace, selector, deadline, policy, interval)
+
+    @staticmethod
+    def _due(schedule: Obj, expression: str, now: datetime, update: Obj) -> datetime:
+        """The next due time after the last run, the last missed one, or the resumption (now,
+        when this pass sees the Schedule un-paused: recorded in `update`)."""
+        meta, status = schedule["metadata"], schedule.get("status") or {}
+        base = [parse_stamp(status.get(k)) for k in ("lastScheduleTime", "lastMissedTime")]
         if status.get("pausedAt"):  # un-paused in this pass: count from now
             update.update(pausedAt=None, resumedAt=_stamp(now))
             base.append(now)
-        base.append(_parse(status.get("resumedAt")))
+        base.append(parse_stamp(status.get("resumedAt")))
         known = [b for b in base if b is not None]
-        start = max(known) if known else _parse(meta.get("creationTimestamp")) or now
-        due = _next(expression, start)
-        reason = "Scheduled"
-        message = f"last backup: {status.get('lastBackup') or 'none yet'}"
+        start = max(known) if known else parse_stamp(meta.get("creationTimestamp")) or now
+        return _next(expression, start)
+
+    @staticmethod
+    def _last_run(status: Obj, per_namespace: bool) -> str:
+        """The Ready message of a pass that makes no Backup."""
         if per_namespace:
             count = status.get("lastBackupCount")
-            message = (
+            return (
                 "last run: none yet"
                 if count is None
                 else f"last run: {count} backup(s), one per namespace"
             )
-        if due <= now:
-            latest = croniter(expression, now).get_prev(datetime)
-            if _next(expression, latest) <= now:  # get_prev is strictly before `now`
-                latest = _next(expression, latest)
-            run_at = max(due, latest)
-            missed = self._count(expression, due, run_at)  # due times before run_at not run
-            late = (now - run_at).total_seconds()
-            if deadline is not None and late > deadline:
-                update.update(lastMissedTime=_stamp(run_at), missedRuns=missed + 1)
-                reason = "MissedRun"
-                message = (
-                    f"missed the run due at {_stamp(run_at)} by {late:.0f}s, more than "
-                    f"startingDeadlineSeconds ({deadline}); skipped {missed + 1} run(s)"
-                )
-            elif per_namespace:
-                made = self._make_app_backups(schedule, template, selector, run_at)
-                update.update(
-                    lastScheduleTime=_stamp(run_at),
-                    lastBackupCount=len(made),
-                    lastNamespaces=sorted(made),
-                )
-                message = (
-                    f"last run: {len(made)} backup(s), one per namespace"
-                    if made
-                    else "last run: no namespace matched; no backup made"
-                )
-            else:
-                name = self._make_backup(schedule, template, run_at)
-                update.update(lastScheduleTime=_stamp(run_at), lastBackup=name)
-                message = f"last backup: {name}"
-                if missed:
-                    update["lastMissedTime"] = _stamp(
-                        croniter(expression, run_at).get_prev(datetime)
-                    )
-                    update["missedRuns"] = missed
-                    message += f" (caught up once; skipped {missed} earlier run(s))"
-            due = _next(expression, max(run_at, now))
-        update["nextScheduleTime"] = _stamp(due)
-        self._status(schedule, update, True, reason, message, extra)
+        return f"last backup: {status.get('lastBackup') or 'none yet'}"
+
+    @staticmethod
+    def _run_at(expression: str, due: datetime, now: datetime) -> datetime:
+        """The run a pass at `now` makes for: the latest due time not after it (at least
+        `due`)."""
+        latest: datetime = croniter(expression, now).get_prev(datetime)
+        if _next(expression, latest) <= now:  # get_prev is strictly before `now`
+            latest = _next(expression, latest)
+        return max(due, latest)
+
+    def _run(
+        self,
+        schedule: Obj,
+        checked: _Checked,
+        due: datetime,
+        run_at: datetime,
+        now: datetime,
+        update: Obj,
+    ) -> _Ready:
+        """The run due at `run_at`: made (one Backup, or one per namespace), or skipped when
+        more than startingDeadlineSeconds late; what it changes goes into `update`."""
+        expression, deadline = checked.expression, checked.deadline
+        missed = self._count(expression, due, run_at)  # due times before run_at not run
+        late = (now - run_at).total_seconds()
+        if deadline is not None and late > deadline:
+            update.update(lastMissedTime=_stamp(run_at), missedRuns=missed + 1)
+            return _Ready(
+                "MissedRun",
+                f"missed the run due at {_stamp(run_at)} by {late:.0f}s, more than "
+                f"startingDeadlineSeconds ({deadline}); skipped {missed + 1} run(s)",
+            )
+        if checked.per_namespace:
+            made = self._make_app_backups(schedule, checked.template, checked.selector, run_at)
+            update.update(
+                lastScheduleTime=_stamp(run_at),
+                lastBackupCount=len(made),
+                lastNamespaces=sorted(made),
+            )
+            return _Ready(
+                "Scheduled",
+                f"last run: {len(made)} backup(s), one per namespace"
+                if made
+                else "last run: no namespace matched; no backup made",
+            )
+        name = self._make_backup(schedule, checked.template, run_at)
+        update.update(lastScheduleTime=_stamp(run_at), lastBackup=name)
+        message = f"last backup: {name}"
+        if missed:
+            update["lastMissedTime"] = _stamp(croniter(expression, run_at).get_prev(datetime))
+            update["missedRuns"] = missed
+            message += f" (caught up once; skipped {missed} earlier run(s))"
+        return _Ready("Scheduled", message)
 
     @staticmethod
     def _count(expression: str, first: datetime, before: datetime) -> int:
@@ -394,45 +394,12 @@ class ScheduleReconciler:
         for backup in self._made(schedule):
             app = (backup["metadata"].get("labels") or {}).get(apps.APP_LABEL) or ""
             groups.setdefault(app, []).append(backup)
-        expire = [
-            n for _, made in sorted(groups.items()) for n in self._expired(meta, made, policy)
-        ]
+        expire = [n for _, made in sorted(groups.items()) for n in expired(meta, made, policy)]
         stamp = _stamp(datetime.now(UTC))  # the Backup reconciler's clock: expire now
         for name in sorted(expire):
             self.kube.patch_status(api.BACKUP, meta["namespace"], name, {"expiration": stamp})
             log.info("schedule %s: backup %s expires (retention)", meta["name"], name)
         return len(expire)
-
-    @staticmethod
-    def _expired(meta: Obj, made: list[Obj], policy: Policy) -> list[str]:
-        """Of one app's Backups, those the policy expires now."""
-        done = [
-            b
-            for b in made
-            if (b.get("status") or {}).get("phase") in api.DONE_PHASES and not _expiring(b)
-        ]
-        completed = {
-            b["metadata"]["name"]: b for b in done if b["status"]["phase"] == api.COMPLETED
-        }
-        snapshots = [
-            Snapshot(
-                time=_when(b).isoformat(), hostname="", source=meta["name"], size=0, tree="", id=n
-            )
-            for n, b in completed.items()
-        ]
-        expire: list[str] = []
-        kept: list[datetime] = []
-        for group in apply_policy(snapshots, policy):
-            expire += [d.snapshot.id for d in group.remove]
-            kept += [_when(completed[d.snapshot.id]) for d in group.keep]
-        if kept:
-            oldest = min(kept)
-            expire += [
-                b["metadata"]["name"]
-                for b in done
-                if b["status"]["phase"] != api.COMPLETED and _when(b) < oldest
-            ]
-        return expire
 
     # -- prune ---------------------------------------------------------------------------
 
@@ -461,7 +428,7 @@ class ScheduleReconciler:
             state.update(outcome)
             state["pending"] = bool(outcome.get("error") or outcome.get("packsWaiting"))
         running = current is not None and current.schedule == key and outcome is None
-        last = _parse(state.get("lastStartTime"))
+        last = parse_stamp(state.get("lastStartTime"))
         if (
             interval is not None
             and state.get("pending")
@@ -492,7 +459,7 @@ class ScheduleReconciler:
 
     def _expiring_left(self, schedule: Obj) -> bool:
         """Expired Backups not deleted yet: their snapshots may not be forgotten yet."""
-        return any(_expiring(b) for b in self._made(schedule))
+        return any(expiring(b) for b in self._made(schedule))
 
     def _start_prune(self, key: tuple[str, str], namespace: str, repository: str) -> bool:
         with self._prune_lock:
@@ -550,19 +517,3 @@ class ScheduleReconciler:
             job = self._prune
         if job is not None:
             job.thread.join(timeout)
-
-
-def _when(backup: Obj) -> datetime:
-    """When a Backup ended (completionTimestamp), else when it was made."""
-    status = backup.get("status") or {}
-    meta = backup["metadata"]
-    return (
-        _parse(status.get("completionTimestamp"))
-        or _parse(meta.get("creationTimestamp"))
-        or datetime.min.replace(tzinfo=UTC)
-    )
-
-
-def _expiring(backup: Obj) -> bool:
-    when = _parse((backup.get("status") or {}).get("expiration"))
-    return when is not None and when <= datetime.now(UTC)

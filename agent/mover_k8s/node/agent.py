@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from mover import api as mover_api
 from mover.api import BackupOptions, BackupStats, RestoreOptions, RestoreStats
@@ -101,39 +101,52 @@ class Progress:
         )
 
 
+@dataclass(frozen=True)
+class AgentSettings:
+    """How a node agent runs (`mover agent node`'s options)."""
+
+    watch_namespace: str | None = None  # None: work items in every namespace
+    workers: int = 1  # volume jobs this node runs at once
+    interval: float = 2.0  # seconds between passes
+    progress_interval: float = 2.0  # seconds between progress writes into an item's status
+    threads: int | None = None  # the data path's threads per job (None: mover's default)
+    watch: bool = False  # watches wake the loop, and passes read the copy they keep
+
+
+class AgentOptions(TypedDict, total=False):
+    """AgentSettings' fields, as NodeAgent's keywords (checked by mypy: PEP 692)."""
+
+    watch_namespace: str | None
+    workers: int
+    interval: float
+    progress_interval: float
+    threads: int | None
+    watch: bool
+
+
 class NodeAgent:
     def __init__(
         self,
         kube: Kube,
         node: str,
         namespace: str,
-        watch_namespace: str | None = None,
         exposers: dict[str, Exposer] | None = None,
-        workers: int = 1,
-        interval: float = 2.0,
-        progress_interval: float = 2.0,
-        threads: int | None = None,
-        watch: bool = False,
         metrics: NodeMetrics | None = None,
+        **options: Unpack[AgentOptions],
     ) -> None:
+        self.settings = AgentSettings(**options)
         # With watches, the passes read this node's work items from a copy the watches keep.
-        self.cache = Cache() if watch else None
+        self.cache = Cache() if self.settings.watch else None
         kube = kube.cached(self.cache) if self.cache is not None else kube
         self.kube = kube
         self.node = node
         self.metrics = metrics or NodeMetrics()
         self.namespace = namespace  # where this agent's Lease lives
-        self.watch_namespace = watch_namespace  # None: work items in every namespace
         self.exposers: dict[str, Exposer] = exposers or {"path": PathExposer(kube)}
-        self.workers = workers
-        self.interval = interval
-        self.progress_interval = progress_interval
-        self.threads = threads
         self.identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.repos = Repositories(kube)
         self.jobs: dict[tuple[str, str, str], Job] = {}
         self.shutting_down = threading.Event()
-        self.watch = watch
 
     # -- the loop --
 
@@ -142,13 +155,13 @@ class NodeAgent:
         wakeup = Wakeup(
             self.kube,
             (api.VOLUME_BACKUP, api.VOLUME_RESTORE),
-            self.watch_namespace,
+            self.settings.watch_namespace,
             f"{api.NODE_LABEL}={self.node}",
             cache=self.cache,
         )
         with contextlib.ExitStack() as stack:
-            wait = wakeup.wait if self.watch else stop.wait
-            if self.watch:
+            wait = wakeup.wait if self.settings.watch else stop.wait
+            if self.settings.watch:
                 stack.enter_context(wakeup.running(stop))
             try:
                 while not stop.is_set():
@@ -156,7 +169,7 @@ class NodeAgent:
                         self.run_once()
                     except KubeError as exc:  # the API is away a moment: try next pass
                         log.warning("agent pass failed: %s", exc)
-                    wait(self.interval)
+                    wait(self.settings.interval)
             finally:
                 self.shutdown()
 
@@ -180,7 +193,7 @@ class NodeAgent:
         selector = f"{api.NODE_LABEL}={self.node}"
         depths: dict[tuple[str, str], int] = {}
         for rt in (api.VOLUME_BACKUP, api.VOLUME_RESTORE):
-            for item in self.kube.list(rt, self.watch_namespace, label_selector=selector):
+            for item in self.kube.list(rt, self.settings.watch_namespace, label_selector=selector):
                 phase = (item.get("status") or {}).get("phase") or api.NEW
                 if phase not in api.DONE_PHASES:
                     depths[rt.kind, phase] = depths.get((rt.kind, phase), 0) + 1
@@ -217,7 +230,7 @@ class NodeAgent:
                 False,
             )
             return
-        if len(self.jobs) >= self.workers:
+        if len(self.jobs) >= self.settings.workers:
             return
         job = Job(rt, meta["namespace"], meta["name"])
         job.thread = threading.Thread(
@@ -362,7 +375,9 @@ class NodeAgent:
         try:
             with open(path, "rb") as source:
                 total = mover_api.source_size(source) or 0  # 0: a stream, size unknown
-                progress = Progress(total, self.progress_interval, self._progress_writer(job))
+                progress = Progress(
+                    total, self.settings.progress_interval, self._progress_writer(job)
+                )
                 progress.report(0, force=True)
                 check = self._checker(job, progress)
                 name = store.source_name(
@@ -381,7 +396,7 @@ class NodeAgent:
                     check(done)
 
                 options = BackupOptions(
-                    threads=self.threads,
+                    threads=self.settings.threads,
                     progress=on_progress,
                     notify=lambda note: log.info("%s: %s", job.name, note),
                 )
@@ -410,7 +425,9 @@ class NodeAgent:
         meter.storage = mover_api.storage_metrics(repo)
         try:
             snapshot = _recorded_snapshot(repo, spec)
-            progress = Progress(snapshot.size, self.progress_interval, self._progress_writer(job))
+            progress = Progress(
+                snapshot.size, self.settings.progress_interval, self._progress_writer(job)
+            )
             progress.report(0, force=True)
             check = self._checker(job, progress)
 
@@ -418,7 +435,9 @@ class NodeAgent:
                 meter.restore_progress(stats.bytes_written + stats.hole_bytes)
                 check(stats.bytes_written + stats.hole_bytes)
 
-            options = RestoreOptions(force=True, threads=self.threads, progress=on_progress)
+            options = RestoreOptions(
+                force=True, threads=self.settings.threads, progress=on_progress
+            )
             stats = mover_api.restore(repo, snapshot, path, options=options)
             meter.restore_progress(stats.bytes_written + stats.hole_bytes, final=True)
             progress.report(snapshot.size, force=True)
@@ -433,7 +452,9 @@ class NodeAgent:
         meter.storage = mover_api.storage_metrics(repo)
         try:
             snapshot = _recorded_snapshot(repo, spec)
-            progress = Progress(snapshot.size, self.progress_interval, self._progress_writer(job))
+            progress = Progress(
+                snapshot.size, self.settings.progress_interval, self._progress_writer(job)
+            )
             progress.report(0, force=True)
             check = self._checker(job, progress)
 
@@ -441,7 +462,9 @@ class NodeAgent:
                 meter.restore_progress(stats.bytes_written)
                 check(stats.bytes_done)
 
-            stats = restore_delta(repo, snapshot, path, threads=self.threads, progress=on_progress)
+            stats = restore_delta(
+                repo, snapshot, path, threads=self.settings.threads, progress=on_progress
+            )
             meter.restore_progress(stats.bytes_written, final=True)
             progress.report(snapshot.size, force=True)
         finally:
