@@ -62,6 +62,8 @@ restore:
   clusterScoped: true
 hooks:
   enabled: true
+changedBlockTracking:
+  enabled: true
 """
 
 

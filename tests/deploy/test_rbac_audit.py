@@ -44,6 +44,7 @@ VALUES: dict[str, str | None] = {
     "namespaces": "rbac: {namespaces: [shop]}",
     "cluster-scoped": "restore: {clusterScoped: true}",
     "hooks": "hooks: {enabled: true}",
+    "cbt": "changedBlockTracking: {enabled: true}",
     "every-opt-in": EVERY_OPT_IN,  # rbac.namespaces: [shop, billing]
 }
 
@@ -157,6 +158,20 @@ NOT_CLUSTER_SCOPED = tuple(v for v in EVERY if v not in CLUSTER_SCOPED)
 HOOKS = ("hooks", "every-opt-in")
 NO_HOOKS = tuple(v for v in EVERY if v not in HOOKS)
 NO_BLOCK = tuple(v for v in EVERY if v not in BLOCK)
+CBT = ("cbt", "every-opt-in")
+NO_CBT = tuple(v for v in EVERY if v not in CBT)
+# Changed block tracking (changedBlockTracking.enabled): the controller keeps and names bases,
+# the node agent asks the driver's SnapshotMetadata service with a token of its own account.
+CBT_CONTROLLER_NEEDS = [
+    R("get", "snapshotmetadataservices", "cbt.storage.k8s.io", None, "csi.example.com"),
+    R("get", "volumesnapshotcontents", SNAP, None, "snapcontent-1"),
+    R("list", "volumesnapshots", SNAP, APP),
+    R("patch", "volumesnapshots", SNAP, APP, "snap"),
+]
+CBT_NODE_NEEDS = [
+    R("get", "snapshotmetadataservices", "cbt.storage.k8s.io", None, "csi.example.com"),
+    R("create", "serviceaccounts/token", "", S, "mover-node"),
+]
 
 
 @dataclass(frozen=True)
@@ -287,6 +302,20 @@ def _rows() -> list[Row]:
         Row(EVERY, n, R("create", "rolebindings", RBAC, S), False, "no RBAC"),
         Row(EVERY, n, R("impersonate", "serviceaccounts", "", K, "x"), False, "none"),
         Row(EVERY, n, R("get", "nodes", "", None, "node-a"), False, "nothing else"),
+        # -- changed block tracking: changedBlockTracking.enabled --
+        *[
+            Row(NO_CBT, account, request, False, "changedBlockTracking.enabled only")
+            for account, request in [
+                (c, CBT_CONTROLLER_NEEDS[0]),
+                (c, CBT_CONTROLLER_NEEDS[3]),
+                (n, CBT_NODE_NEEDS[0]),
+                (n, CBT_NODE_NEEDS[1]),
+            ]
+        ],
+        Row(CBT, n, R("create", "serviceaccounts/token", "", S, "default"), False, "its own"),
+        Row(CBT, n, R("create", "serviceaccounts/token", "", S, "mover-controller"), False, "own"),
+        Row(CBT, n, R("patch", "volumesnapshots", SNAP, APP, "s"), False, "the controller's"),
+        Row(CBT, c, R("delete", "volumesnapshotcontents", SNAP, None, "x"), False, "read only"),
     ]
     return rows
 
@@ -318,6 +347,9 @@ def test_every_request_the_code_makes_is_allowed(values: str) -> None:
     needs = [(CONTROLLER, r) for r in CONTROLLER_NEEDS] + [(NODE, r) for r in NODE_NEEDS]
     if values in BLOCK:
         needs += [(NODE, r) for r in SNAPSHOT_EXPOSER_NEEDS]
+    if values in CBT:
+        needs += [(CONTROLLER, r) for r in CBT_CONTROLLER_NEEDS]
+        needs += [(NODE, r) for r in CBT_NODE_NEEDS]
     refused = [f"{a.name}: {r}" for a, r in needs if not auth.allows(a, r)]
     assert refused == []
 
@@ -602,6 +634,7 @@ def test_docs_security_names_every_role_and_value() -> None:
         "restore.createNamespaces",
         "restore.clusterScoped",
         "hooks.enabled",
+        "changedBlockTracking.enabled",
         "namespace.create",
     ):
         assert f"`{value}`" in text, value

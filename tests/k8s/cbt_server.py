@@ -5,7 +5,8 @@ service's audience, and the answer streamed in messages of at most `max_results`
 resuming from `starting_offset` as the KEP specifies.
 
 Volumes are described, not stored: `allocated[(namespace, snapshot)]` and
-`deltas[(base_handle, namespace, target)]` are (capacity, ranges). Faults for the client's
+`deltas[(base_handle, namespace, target)]` are (capacity, ranges), or `provider` works a
+delta out when asked. Faults for the client's
 tests: `cut_after` ends the next stream with UNAVAILABLE after that many messages (once),
 `reject_next` answers the next call with UNAUTHENTICATED, `bad` replaces the next answer with
 these messages verbatim.
@@ -87,6 +88,8 @@ class MetadataServer:
     fixed_block: int = 0  # > 0: FIXED_LENGTH, every range cut into blocks of this size
     allocated: dict[tuple[str, str], tuple[int, Ranges]] = field(default_factory=dict)
     deltas: dict[tuple[str, str, str], tuple[int, Ranges]] = field(default_factory=dict)
+    # Asked for a delta `deltas` lacks: (base handle, namespace, target) -> the answer or None.
+    provider: Callable[[str, str, str], tuple[int, Ranges] | None] | None = None
     cut_after: int | None = None
     reject_next: bool = False
     bad: list[pb.GetMetadataDeltaResponse] | None = None
@@ -153,6 +156,8 @@ class MetadataServer:
             yield from bad
             return
         found = self.deltas.get(key)
+        if found is None and self.provider is not None:
+            found = self.provider(*key)
         if found is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no delta for {key}")
         yield from self._answer(pb.GetMetadataDeltaResponse, found, request, context)

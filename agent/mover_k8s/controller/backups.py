@@ -18,6 +18,7 @@ from mover.errors import MoverError
 from mover_k8s import agents, api, hooks, store
 from mover_k8s.capture import Scope, capture
 from mover_k8s.conditions import condition, set_condition, set_condition_of
+from mover_k8s.controller import cbt_bases
 from mover_k8s.controller.common import item_name, owner_ref, parse_ttl
 from mover_k8s.errors import KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj
@@ -287,11 +288,16 @@ class BackupReconciler:
         meta = backup["metadata"]
         name = item_name(meta["name"], volume.namespace, volume.pvc)
         source = dict(volume.source)
+        changed_blocks = None
         if "volumeSnapshotClass" in source:
             source = {
                 "volumeSnapshot": self._snapshot(backup, volume, source["volumeSnapshotClass"])
             }
-        item = {
+            repository = f"{meta['namespace']}/{repo_name}"
+            changed_blocks = cbt_bases.find_base(
+                self.kube, volume.namespace, volume.pvc, repository
+            )
+        item: Obj = {
             "apiVersion": api.API_VERSION,
             "kind": "VolumeBackup",
             "metadata": {
@@ -310,6 +316,8 @@ class BackupReconciler:
                 "cancel": False,
             },
         }
+        if changed_blocks is not None:  # read only what changed since this base
+            item["spec"]["changedBlocks"] = changed_blocks
         try:
             self.kube.create(api.VOLUME_BACKUP, item)
         except KubeError as exc:
@@ -427,7 +435,7 @@ class BackupReconciler:
         except MoverError as exc:
             self._fail(backup, "StorageFailed", str(exc))
             return
-        self._delete_snapshots(backup)
+        self._delete_snapshots(backup, keep_bases=True)
         failed = [e for e in entries if e.get("phase") != api.COMPLETED]
         result: Obj = {
             "manifestSnapshot": stored.id,
@@ -467,10 +475,22 @@ class BackupReconciler:
             )
         self._patch(backup, result)
 
-    def _delete_snapshots(self, backup: Obj) -> None:
+    def _delete_snapshots(self, backup: Obj, keep_bases: bool = False) -> None:
         """The CSI snapshots were only a consistent point to read from: once the data is in
-        the repository they would cost storage for nothing. Only those this Backup made."""
+        the repository they would cost storage for nothing. Only those this Backup made; with
+        `keep_bases`, a stored volume's snapshot stays when its driver offers changed block
+        tracking, as the base of the claim's next backup (cbt_bases)."""
+        repository = (
+            f"{backup['metadata']['namespace']}/{(backup.get('spec') or {}).get('repository')}"
+        )
         for entry in backup["status"].get("volumes") or []:
+            if (
+                keep_bases
+                and entry.get("volumeSnapshot")
+                and entry.get("phase") == api.COMPLETED
+                and cbt_bases.keep_as_base(self.kube, entry, repository)
+            ):
+                continue
             name = entry.get("volumeSnapshot")
             snapshot = (
                 self.kube.find(api.VOLUME_SNAPSHOT, entry["namespace"], name) if name else None

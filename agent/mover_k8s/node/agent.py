@@ -34,6 +34,8 @@ from mover_k8s.errors import Cancelled, KubeError, NotFound, SpecError
 from mover_k8s.k8s.cache import Cache
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
 from mover_k8s.metrics import JobMeter, NodeMetrics
+from mover_k8s.node import changed_blocks
+from mover_k8s.node.changed_blocks import ChangedBlocks
 from mover_k8s.node.delta import DeltaStats, restore_delta
 from mover_k8s.node.exposer import Exposed, Exposer, PathExposer, target_pv
 from mover_k8s.repos import Repositories
@@ -395,12 +397,19 @@ class NodeAgent:
                     meter.backup_progress(stats, done)
                     check(done)
 
+                blocks = ChangedBlocks()
+                if spec.get("changedBlocks") and total:
+                    blocks = changed_blocks.prepare(self.kube, self.namespace, repo, spec, total)
                 options = BackupOptions(
                     threads=self.settings.threads,
                     progress=on_progress,
                     notify=lambda note: log.info("%s: %s", job.name, note),
+                    changed=blocks.changed,
                 )
-                snapshot = mover_api.backup(repo, source, name, options=options)
+                try:
+                    snapshot = mover_api.backup(repo, source, name, options=options)
+                finally:
+                    blocks.close()
                 # The snapshot's stats settle what came after the last progress call.
                 meter.backup_progress(snapshot.stats, snapshot.size)
                 progress.report(total, force=True)
@@ -408,7 +417,10 @@ class NodeAgent:
             raise SpecError("VolumeUnreadable", f"cannot read {path}: {exc.strerror}") from None
         finally:
             repo.close()
-        return {"snapshot": snapshot.id, "tree": snapshot.tree}
+        result: Obj = {"snapshot": snapshot.id, "tree": snapshot.tree}
+        if blocks.status:
+            result["changedBlocks"] = blocks.status
+        return result
 
     def _by_difference(self, job: Job, item: Obj) -> bool:
         """Whether the item's Restore asks for a restore by difference (DELTA_ANNOTATION)."""
