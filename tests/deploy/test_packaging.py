@@ -107,6 +107,14 @@ def test_the_wheel_carries_the_crds_and_mover_reads_them_there(tmp_path: Path) -
     with zipfile.ZipFile(wheel) as archive:
         for path in CRD_DIR.glob("*.yaml"):
             assert archive.read(f"mover_k8s/crds/{path.name}") == path.read_bytes()
+        # The changed block tracking messages, with their types and their source.
+        for name in (
+            "snapshot_metadata_pb2.py",
+            "snapshot_metadata_pb2.pyi",
+            "snapshot_metadata.proto",
+        ):
+            cbt = ROOT / "agent" / "mover_k8s" / "cbt" / name
+            assert archive.read(f"mover_k8s/cbt/{name}") == cbt.read_bytes()
         archive.extractall(unpacked)
     code = "from mover_k8s import cli; print(cli.crds_dir(), len(cli.load_crds()))"
     found = subprocess.run(
