@@ -15,6 +15,7 @@ from typing import Any
 from mover_k8s import api
 from mover_k8s.errors import NotFound
 from mover_k8s.k8s.client import Kube, Obj
+from mover_k8s.views import ClaimView, VolumeView
 
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 HOSTNAME_KEYS = ("kubernetes.io/hostname",)
@@ -59,9 +60,8 @@ def local_path(pv: Obj) -> str:
 
 
 def pv_node(pv: Obj) -> str:
-    terms = (((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {}).get(
-        "nodeSelectorTerms"
-    ) or []
+    required = VolumeView.of(pv).node_affinity.get("required") or {}
+    terms = required.get("nodeSelectorTerms") or []
     for term in terms:
         for expr in term.get("matchExpressions") or []:
             if expr.get("key") in HOSTNAME_KEYS and expr.get("operator") == "In":
@@ -122,12 +122,10 @@ def plan(kube: Kube, objects: list[Obj], agent_nodes: set[str]) -> list[Volume]:
     pods = [o for o in objects if o.get("kind") == "Pod"]
     volumes = []
     for pvc in (o for o in objects if o.get("kind") == "PersistentVolumeClaim"):
-        meta, spec = pvc["metadata"], pvc.get("spec") or {}
-        volume = Volume(
-            meta["namespace"], meta["name"], storage_class=spec.get("storageClassName") or ""
-        )
+        claim = ClaimView.of(pvc)
+        volume = Volume(claim.meta.namespace, claim.meta.name, storage_class=claim.storage_class)
         volumes.append(volume)
-        pv_name = spec.get("volumeName") or ""
+        pv_name = claim.volume_name
         pv = kube.find(api.PV, None, pv_name) if pv_name else None
         if pv is None:
             volume.problem = (
@@ -136,18 +134,18 @@ def plan(kube: Kube, objects: list[Obj], agent_nodes: set[str]) -> list[Volume]:
             )
             continue
         volume.pv = pv_name
-        pv_spec = pv.get("spec") or {}
-        volume.size = quantity((pv_spec.get("capacity") or {}).get("storage"))
+        pv_view = VolumeView.of(pv)
+        volume.size = quantity(pv_view.capacity or None)
         volume.node = (
             pv_node(pv)
-            or (meta.get("annotations") or {}).get(SELECTED_NODE, "")
+            or claim.meta.annotations.get(SELECTED_NODE, "")
             or _node_of_pods(pods, volume.namespace, volume.pvc)
         )
-        driver = (pv_spec.get("csi") or {}).get("driver") or ""
+        driver = pv_view.csi_driver
         if not driver and volume.storage_class:
             sc = kube.find(api.STORAGE_CLASS, None, volume.storage_class)
             driver = str((sc or {}).get("provisioner") or "")
-        snapshot_class = snapshot_class_for(kube, driver) if pv_spec.get("csi") else ""
+        snapshot_class = snapshot_class_for(kube, driver) if pv_view.csi else ""
         path = local_path(pv)
         if snapshot_class:
             volume.source = {"volumeSnapshotClass": snapshot_class}

@@ -15,10 +15,11 @@ from __future__ import annotations
 import base64
 import binascii
 
-from mover_k8s import api
+from mover_k8s import api, views
 from mover_k8s.cbt.client import Endpoint
 from mover_k8s.errors import CbtError, NotFound
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
+from mover_k8s.views import ContentView, SnapshotView
 
 SNAPSHOT_METADATA_SERVICE = ResourceType(
     "cbt.storage.k8s.io", "v1beta1", "snapshotmetadataservices", "SnapshotMetadataService", False
@@ -33,7 +34,7 @@ def snapshot_content(kube: Kube, namespace: str, snapshot: str) -> Obj:
     found = kube.find(api.VOLUME_SNAPSHOT, namespace, snapshot)
     if found is None:
         raise CbtError(f"VolumeSnapshot {namespace}/{snapshot} not found")
-    bound = (found.get("status") or {}).get("boundVolumeSnapshotContentName")
+    bound = SnapshotView.of(found).bound_content
     if not bound:
         raise CbtError(f"VolumeSnapshot {namespace}/{snapshot} is not bound to a content yet")
     content = kube.find(api.VOLUME_SNAPSHOT_CONTENT, None, bound)
@@ -45,9 +46,8 @@ def snapshot_content(kube: Kube, namespace: str, snapshot: str) -> Obj:
 def snapshot_handle(kube: Kube, namespace: str, snapshot: str) -> str:
     """The CSI handle of VolumeSnapshot `namespace/snapshot`, which GetMetadataDelta takes as
     the base."""
-    content = snapshot_content(kube, namespace, snapshot)
-    handle = (content.get("status") or {}).get("snapshotHandle")
-    if not isinstance(handle, str) or not handle:
+    handle = ContentView.of(snapshot_content(kube, namespace, snapshot)).handle
+    if not handle:
         raise CbtError(f"VolumeSnapshot {namespace}/{snapshot} has no snapshot handle yet")
     return handle
 
@@ -56,9 +56,8 @@ def find_endpoint(kube: Kube, namespace: str, snapshot: str) -> Endpoint | None:
     """The SnapshotMetadata service of the CSI driver that made VolumeSnapshot
     `namespace/snapshot`; None when the driver publishes none (or the cluster does not serve
     the kind): changed block tracking is then not offered, which is not an error."""
-    content = snapshot_content(kube, namespace, snapshot)
-    driver = (content.get("spec") or {}).get("driver")
-    if not isinstance(driver, str) or not driver:
+    driver = ContentView.of(snapshot_content(kube, namespace, snapshot)).driver
+    if not driver:
         raise CbtError(f"the content of VolumeSnapshot {namespace}/{snapshot} names no driver")
     try:
         service = kube.find(SNAPSHOT_METADATA_SERVICE, None, driver)
@@ -66,7 +65,7 @@ def find_endpoint(kube: Kube, namespace: str, snapshot: str) -> Endpoint | None:
         return None
     if service is None:
         return None
-    spec = service.get("spec") or {}
+    spec = views.spec(service)
     address, audience, ca = spec.get("address"), spec.get("audience"), spec.get("caCert")
     if not (isinstance(address, str) and address and isinstance(audience, str) and audience):
         raise CbtError(f"SnapshotMetadataService {driver} lacks spec.address or spec.audience")
@@ -90,7 +89,7 @@ def request_token(
     }
     path = SERVICE_ACCOUNT.path(namespace, service_account, "token")
     answer = kube.request("POST", path, body=body)
-    token = (answer.get("status") or {}).get("token")
+    token = views.status(answer).get("token")
     if not isinstance(token, str) or not token:
         raise CbtError(f"the TokenRequest for {namespace}/{service_account} returned no token")
     return token

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from mover import api as mover_api
 from mover.errors import MoverError
-from mover_k8s import agents, api, hooks, store
+from mover_k8s import agents, api, hooks, store, views
 from mover_k8s.capture import Scope, capture
 from mover_k8s.conditions import condition, set_condition, set_condition_of
 from mover_k8s.controller import cbt_bases
@@ -24,6 +24,7 @@ from mover_k8s.errors import KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj
 from mover_k8s.repos import Repositories
 from mover_k8s.timestamps import now
+from mover_k8s.views import BackupView, Meta, WorkItem
 from mover_k8s.volumes import Volume, plan
 
 log = logging.getLogger("mover.k8s.backup")
@@ -49,12 +50,12 @@ class BackupReconciler:
         self.agent_grace = agent_grace
 
     def reconcile(self, backup: Obj) -> None:
-        status = backup.get("status") or {}
-        phase = status.get("phase") or api.NEW
+        view = BackupView.of(backup)
+        phase = view.phase or api.NEW
         if phase in api.DONE_PHASES:
             self._expire(backup)
             return
-        if (backup.get("spec") or {}).get("cancel"):
+        if view.cancel:
             self._cancel(backup)
         elif phase == api.NEW:
             self._start(backup)
@@ -69,13 +70,13 @@ class BackupReconciler:
         running = False
         for entry in entries:
             item = self.kube.find(api.VOLUME_BACKUP, meta["namespace"], entry["volumeBackup"])
-            phase = ((item or {}).get("status") or {}).get("phase") or api.NEW
+            phase = views.status(item).get("phase") or api.NEW
             if item is None or phase in api.DONE_PHASES:
                 entry["phase"] = phase if item is not None else api.CANCELLED
-                entry["snapshot"] = ((item or {}).get("status") or {}).get("snapshot", "")
+                entry["snapshot"] = views.status(item).get("snapshot", "")
                 continue
             running = True
-            if not (item.get("spec") or {}).get("cancel"):
+            if not WorkItem.of(item).cancel:
                 self.kube.patch(
                     api.VOLUME_BACKUP,
                     meta["namespace"],
@@ -88,9 +89,7 @@ class BackupReconciler:
         stored_ids = [i for i in stored if i]
         if stored_ids:
             try:
-                repo = self.repos.open(
-                    meta["namespace"], str((backup.get("spec") or {}).get("repository"))
-                )
+                repo = self.repos.open(meta["namespace"], BackupView.of(backup).repository)
                 try:
                     present = {s.id for s in repo.snapshots()}
                     mover_api.forget(repo, [i for i in stored_ids if i in present])
@@ -480,23 +479,21 @@ class BackupReconciler:
         the repository they would cost storage for nothing. Only those this Backup made; with
         `keep_bases`, a stored volume's snapshot stays when its driver offers changed block
         tracking, as the base of the claim's next backup (cbt_bases)."""
-        repository = (
-            f"{backup['metadata']['namespace']}/{(backup.get('spec') or {}).get('repository')}"
-        )
-        for entry in backup["status"].get("volumes") or []:
+        view = BackupView.of(backup)
+        for entry in view.volumes:
             if (
                 keep_bases
                 and entry.get("volumeSnapshot")
                 and entry.get("phase") == api.COMPLETED
-                and cbt_bases.keep_as_base(self.kube, entry, repository)
+                and cbt_bases.keep_as_base(self.kube, entry, view.repository_key)
             ):
                 continue
             name = entry.get("volumeSnapshot")
             snapshot = (
                 self.kube.find(api.VOLUME_SNAPSHOT, entry["namespace"], name) if name else None
             )
-            labels = ((snapshot or {}).get("metadata") or {}).get("labels") or {}
-            if snapshot is not None and labels.get(api.BACKUP_LABEL) == backup["metadata"]["name"]:
+            labels = Meta.of(snapshot).labels
+            if snapshot is not None and labels.get(api.BACKUP_LABEL) == view.meta.name:
                 self.kube.delete(api.VOLUME_SNAPSHOT, entry["namespace"], str(name))
 
     def _expire(self, backup: Obj) -> None:
@@ -516,9 +513,7 @@ class BackupReconciler:
         ids = [status.get("manifestSnapshot"), status.get("objectsSnapshot")]
         ids += [v.get("snapshot") for v in status.get("volumes") or []]
         try:
-            repo = self.repos.open(
-                meta["namespace"], str((backup.get("spec") or {}).get("repository"))
-            )
+            repo = self.repos.open(meta["namespace"], BackupView.of(backup).repository)
             try:
                 present = {s.id for s in repo.snapshots()}
                 mover_api.forget(repo, [i for i in ids if i and i in present])

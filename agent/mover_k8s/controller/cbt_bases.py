@@ -22,6 +22,7 @@ from mover_k8s import api
 from mover_k8s.cbt.discovery import find_endpoint, snapshot_handle
 from mover_k8s.errors import CbtError, KubeError
 from mover_k8s.k8s.client import Kube, Obj
+from mover_k8s.views import Meta
 
 log = logging.getLogger("mover.k8s.controller")
 
@@ -106,4 +107,4 @@ def keep_as_base(kube: Kube, entry: Obj, repository: str) -> bool:
 
 
 def _annotations(obj: Obj) -> dict[str, str]:
-    return (obj.get("metadata") or {}).get("annotations") or {}
+    return Meta.of(obj).annotations

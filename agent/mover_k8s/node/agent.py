@@ -40,6 +40,7 @@ from mover_k8s.node.delta import DeltaStats, restore_delta
 from mover_k8s.node.exposer import Exposed, Exposer, PathExposer, target_pv
 from mover_k8s.repos import Repositories
 from mover_k8s.timestamps import now
+from mover_k8s.views import Meta, WorkItem
 from mover_k8s.volumes import local_path
 from mover_k8s.wakeup import Wakeup
 
@@ -196,7 +197,7 @@ class NodeAgent:
         depths: dict[tuple[str, str], int] = {}
         for rt in (api.VOLUME_BACKUP, api.VOLUME_RESTORE):
             for item in self.kube.list(rt, self.settings.watch_namespace, label_selector=selector):
-                phase = (item.get("status") or {}).get("phase") or api.NEW
+                phase = WorkItem.of(item).phase or api.NEW
                 if phase not in api.DONE_PHASES:
                     depths[rt.kind, phase] = depths.get((rt.kind, phase), 0) + 1
                 try:
@@ -262,7 +263,7 @@ class NodeAgent:
 
     def _run_job(self, job: Job, item: Obj) -> None:
         rt = job.rt
-        attempts = int((item.get("status") or {}).get("attempts") or 0) + 1
+        attempts = WorkItem.of(item).attempts + 1
         exposed: Exposed | None = None
         meter = self.metrics.job(
             "backup" if rt is api.VOLUME_BACKUP else "restore", job.namespace, job.name
@@ -331,9 +332,8 @@ class NodeAgent:
             log.warning("cannot record the end of %s: %s", item["metadata"]["name"], exc)
 
     def _exposer_for(self, item: Obj, source: bool) -> Exposer:
-        spec = item.get("spec") or {}
         if source:
-            kind = "snapshot" if (spec.get("source") or {}).get("volumeSnapshot") else "path"
+            kind = "snapshot" if WorkItem.of(item).source_snapshot else "path"
         else:
             # A PV with a path on this node is written through it; anything else is attached.
             kind = "path" if local_path(target_pv(self.kube, item)) else "snapshot"
@@ -365,7 +365,7 @@ class NodeAgent:
             except KubeError as exc:  # progress is best effort; the job goes on
                 log.warning("progress of %s: %s", job.name, exc)
                 return
-            if (current.get("spec") or {}).get("cancel"):
+            if WorkItem.of(current).cancel:
                 job.cancel.set()
 
         return write
@@ -424,9 +424,9 @@ class NodeAgent:
 
     def _by_difference(self, job: Job, item: Obj) -> bool:
         """Whether the item's Restore asks for a restore by difference (DELTA_ANNOTATION)."""
-        name = str((item.get("spec") or {}).get("restore") or "")
+        name = WorkItem.of(item).restore
         restore = self.kube.find(api.RESTORE, job.namespace, name) if name else None
-        annotations = ((restore or {}).get("metadata") or {}).get("annotations") or {}
+        annotations = Meta.of(restore).annotations
         return str(annotations.get(DELTA_ANNOTATION, "")).lower() == "true"
 
     def _restore(self, job: Job, item: Obj, path: str, meter: JobMeter) -> Obj:

@@ -35,6 +35,14 @@ from typing import Protocol
 from mover_k8s import api
 from mover_k8s.errors import Conflict, SpecError
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
+from mover_k8s.views import (
+    ClaimView,
+    ContentView,
+    SnapshotView,
+    VolumeView,
+    WorkItem,
+    status,
+)
 from mover_k8s.volumes import local_path
 
 
@@ -59,12 +67,12 @@ class Exposer(Protocol):
 
 
 def target_pv(kube: Kube, item: Obj) -> Obj:
-    pvc_ref = (item.get("spec") or {}).get("pvc") or {}
-    namespace, name = pvc_ref.get("namespace", ""), pvc_ref.get("name", "")
+    work = WorkItem.of(item)
+    namespace, name = work.pvc_namespace, work.pvc_name
     pvc = kube.find(api.PVC, namespace, name)
     if pvc is None:
         raise SpecError("PVCNotFound", f"target PVC {namespace}/{name} does not exist")
-    volume_name = (pvc.get("spec") or {}).get("volumeName")
+    volume_name = ClaimView.of(pvc).volume_name
     pv = kube.find(api.PV, None, volume_name) if volume_name else None
     if pv is None:
         raise SpecError("VolumeNotBound", f"target PVC {namespace}/{name} is not bound yet")
@@ -83,10 +91,10 @@ class PathExposer:
         return full
 
     def expose_source(self, item: Obj) -> Exposed:
-        spec = item.get("spec") or {}
-        path = (spec.get("source") or {}).get("path")
+        work = WorkItem.of(item)
+        path = work.source_path
         if not path:
-            pv = self.kube.find(api.PV, None, spec.get("pv") or "")
+            pv = self.kube.find(api.PV, None, work.pv)
             path = local_path(pv) if pv else ""
         if not path:
             raise SpecError(
@@ -203,10 +211,9 @@ class SnapshotExposer:
         deadline = time.monotonic() + self.timeout
         while True:
             pod = self.kube.find(api.POD, namespace, name)
-            pvc = self.kube.find(api.PVC, namespace, name)
-            phase = ((pod or {}).get("status") or {}).get("phase")
-            volume = ((pvc or {}).get("spec") or {}).get("volumeName")
-            bound = ((pvc or {}).get("status") or {}).get("phase") == "Bound"
+            claim = ClaimView.of(self.kube.find(api.PVC, namespace, name))
+            phase = status(pod).get("phase")
+            volume, bound = claim.volume_name, claim.bound
             if pod is not None and phase == "Running" and volume and bound:
                 uid = pod["metadata"]["uid"]
                 # Where the kubelet publishes a CSI block volume for a pod.
@@ -227,8 +234,8 @@ class SnapshotExposer:
         if snapshot is None:
             raise SpecError("SnapshotNotFound", f"VolumeSnapshot {namespace}/{name} does not exist")
         deadline = time.monotonic() + self.timeout
-        while not (snapshot.get("status") or {}).get("readyToUse"):
-            error = ((snapshot.get("status") or {}).get("error") or {}).get("message")
+        while not SnapshotView.of(snapshot).ready:
+            error = SnapshotView.of(snapshot).error
             if error:
                 raise SpecError("SnapshotFailed", f"VolumeSnapshot {namespace}/{name}: {error}")
             if time.monotonic() > deadline:
@@ -244,12 +251,12 @@ class SnapshotExposer:
         VolumeSnapshotContent of the same handle, pre-bound to it."""
         meta = snapshot["metadata"]
         where = f"VolumeSnapshot {meta['namespace']}/{meta['name']}"
-        bound = (snapshot.get("status") or {}).get("boundVolumeSnapshotContentName")
-        content = self.kube.find(api.VOLUME_SNAPSHOT_CONTENT, None, bound) if bound else None
-        if content is None:
+        bound = SnapshotView.of(snapshot).bound_content
+        found = self.kube.find(api.VOLUME_SNAPSHOT_CONTENT, None, bound) if bound else None
+        if found is None:
             raise SpecError("SnapshotNotBound", f"{where} has no VolumeSnapshotContent")
-        handle = (content.get("status") or {}).get("snapshotHandle")
-        driver = (content.get("spec") or {}).get("driver")
+        content = ContentView.of(found)
+        handle, driver = content.handle, content.driver
         if not handle or not driver:
             raise SpecError(
                 "SnapshotNotBound",
@@ -267,8 +274,8 @@ class SnapshotExposer:
             },
         }
         for key in ("sourceVolumeMode", "volumeSnapshotClassName"):
-            if (content.get("spec") or {}).get(key):
-                spec[key] = content["spec"][key]
+            if content.spec.get(key):
+                spec[key] = content.spec[key]
         self._create_or_keep(
             api.VOLUME_SNAPSHOT_CONTENT,
             {
@@ -297,12 +304,12 @@ class SnapshotExposer:
         )
 
     def expose_source(self, item: Obj) -> Exposed:
-        spec = item.get("spec") or {}
-        namespace = (spec.get("pvc") or {}).get("namespace", "")
-        snapshot = self._ready(namespace, (spec.get("source") or {}).get("volumeSnapshot", ""))
-        size = (snapshot.get("status") or {}).get("restoreSize") or "1Gi"
-        source_pvc = self.kube.find(api.PVC, namespace, (spec.get("pvc") or {}).get("name", ""))
-        storage_class = ((source_pvc or {}).get("spec") or {}).get("storageClassName")
+        work = WorkItem.of(item)
+        namespace = work.pvc_namespace
+        snapshot = self._ready(namespace, work.source_snapshot)
+        size = SnapshotView.of(snapshot).restore_size or "1Gi"
+        source_pvc = self.kube.find(api.PVC, namespace, work.pvc_name)
+        storage_class = ClaimView.of(source_pvc).storage_class or None
         name = f"mover-vb-{_short(item['metadata'].get('uid') or item['metadata']['name'])}"
         release = _Release(self.kube, self.namespace, name, claim=name, snapshot=name)
         try:
@@ -351,14 +358,15 @@ class SnapshotExposer:
         """A second, static PV for the same CSI volume in Block mode, bound to a claim of our
         own, attached by the holder pod. Its reclaim policy is Retain, so deleting it afterwards
         never deletes the disk."""
-        csi = (pv.get("spec") or {}).get("csi")
+        volume = VolumeView.of(pv)
+        csi = volume.csi
         if not csi or not csi.get("driver") or not csi.get("volumeHandle"):
             raise SpecError(
                 "CannotAttach",
                 f"PV {pv['metadata']['name']} is not a CSI volume; mover cannot attach it as a "
                 "block device to write the volume image",
             )
-        capacity = ((pv.get("spec") or {}).get("capacity") or {}).get("storage", "1Gi")
+        capacity = volume.capacity or "1Gi"
         block_csi = {k: v for k, v in csi.items() if k != "fsType"}
         self._create_or_keep(
             api.PV,
