@@ -8,17 +8,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mover.api import emit_json, emit_table
+from mover.api import emit_json
 from mover.errors import MoverError, UsageError
 from mover_k8s import api
-from mover_k8s.cli.options import (
-    connect,
-    listing,
-    parse_labels,
-    per_namespace_options,
-    with_kube,
-)
-from mover_k8s.cli.render import state_of, summary, volumes_of, volumes_text
+from mover_k8s.cli.options import connect, listing, parse_labels, per_namespace_options, with_kube
+from mover_k8s.cli.render import show_backup_set, state_of, summary
 from mover_k8s.cli.submit import create_or_explain, submit
 from mover_k8s.k8s.types import Obj
 
@@ -77,14 +71,7 @@ def backup_cmd(
     included = listing(namespaces)
     labels = parse_labels(selector)
     ns_labels = parse_labels(namespace_selector)
-    if (ns_labels or excluded_namespaces) and not per_namespace:
-        raise UsageError("--namespace-selector and --exclude-namespace go with --per-namespace")
-    if per_namespace and not included and not ns_labels:
-        raise UsageError(
-            "say which namespaces: --namespace-selector KEY=VALUE and/or --include-namespace NS"
-        )
-    if not included and not labels and not per_namespace:
-        raise UsageError("say what to back up: --include-namespace NS and/or --selector KEY=VALUE")
+    _check_scope(included, labels, per_namespace, ns_labels, excluded_namespaces)
     kube = connect(kubeconfig, kube_context)
     spec: Obj = {
         "repository": repository,
@@ -104,6 +91,25 @@ def backup_cmd(
     submit(kube, api.BACKUP, namespace, name, spec, wait, timeout, as_json)
 
 
+def _check_scope(
+    included: list[str],
+    labels: Obj | None,
+    per_namespace: bool,
+    namespace_labels: Obj | None,
+    excluded_namespaces: tuple[str, ...],
+) -> None:
+    """What `app backup` and `app schedule` capture is said: namespaces and/or labels, or with
+    --per-namespace, the namespaces to choose from (a selector and exclusions only go there)."""
+    if (namespace_labels or excluded_namespaces) and not per_namespace:
+        raise UsageError("--namespace-selector and --exclude-namespace go with --per-namespace")
+    if per_namespace and not included and not namespace_labels:
+        raise UsageError(
+            "say which namespaces: --namespace-selector KEY=VALUE and/or --include-namespace NS"
+        )
+    if not included and not labels and not per_namespace:
+        raise UsageError("say what to back up: --include-namespace NS and/or --selector KEY=VALUE")
+
+
 def _backup_per_namespace(
     kube: Kube,
     namespace: str,
@@ -118,6 +124,29 @@ def _backup_per_namespace(
     labelled mover.dev/backup-set=NAME and mover.dev/app=NAMESPACE; every name is checked
     before any is created. With wait, follows them all (one list per poll) and exits 1 when
     one did not complete, naming each."""
+    names = _create_backup_set(kube, namespace, name, spec, which)
+    objs = _follow_backup_set(kube, namespace, name, names, wait, timeout)
+    if as_json:
+        emit_json({"name": name, "backups": [summary(b) for b in objs]})
+    else:
+        show_backup_set(name, objs)
+    failed = [b for b in objs if (b.get("status") or {}).get("phase") != api.COMPLETED]
+    if wait and failed:
+        raise MoverError(
+            f"{len(failed)} of {len(objs)} backups did not complete: "
+            + "; ".join(f"{b['metadata']['name']}: {state_of(b)}" for b in failed)
+        )
+
+
+def _create_backup_set(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    spec: Obj,
+    which: tuple[Obj | None, list[str], list[str]],
+) -> dict[str, str]:
+    """The Backups of `app backup NAME --per-namespace`, created once every name is known to be
+    free; their names by the namespace each captures."""
     from mover_k8s import apps
 
     selector, included, excluded = which
@@ -146,6 +175,16 @@ def _backup_per_namespace(
             "spec": apps.app_backup_spec(spec, ns),
         }
         create_or_explain(kube, api.BACKUP, body)
+    return names
+
+
+def _follow_backup_set(
+    kube: Kube, namespace: str, name: str, names: dict[str, str], wait: bool, timeout: float
+) -> list[Obj]:
+    """The Backups of the set NAME as they are now, or with wait, once they all ended (one list
+    per poll; how many ended shown on a terminal)."""
+    from mover_k8s import apps
+
     query = f"{apps.SET_LABEL}={name}"
     deadline = time.monotonic() + timeout
     while True:
@@ -153,7 +192,7 @@ def _backup_per_namespace(
         objs = [found[n] for n in names.values() if n in found]
         ended = [b for b in objs if (b.get("status") or {}).get("phase") in api.DONE_PHASES]
         if not wait or len(ended) == len(names):
-            break
+            return objs
         if time.monotonic() > deadline:
             raise MoverError(
                 f"{len(names) - len(ended)} of {len(names)} backups are still running after "
@@ -162,29 +201,6 @@ def _backup_per_namespace(
         if sys.stderr.isatty():
             click.echo(f"Backups {name}: {len(ended)} of {len(names)} ended", err=True)
         time.sleep(0.5)
-    if as_json:
-        emit_json({"name": name, "backups": [summary(b) for b in objs]})
-    else:
-        emit_table(
-            f"Backups {name} (one per namespace)",
-            ["namespace", "backup", "objects", "volumes", "state"],
-            [
-                [
-                    str((b["metadata"].get("labels") or {}).get(apps.APP_LABEL, "")),
-                    b["metadata"]["name"],
-                    str((b.get("status") or {}).get("objectCount", "")),
-                    volumes_text(volumes_of(b)),
-                    state_of(b),
-                ]
-                for b in objs
-            ],
-        )
-    failed = [b for b in objs if (b.get("status") or {}).get("phase") != api.COMPLETED]
-    if wait and failed:
-        raise MoverError(
-            f"{len(failed)} of {len(objs)} backups did not complete: "
-            + "; ".join(f"{b['metadata']['name']}: {state_of(b)}" for b in failed)
-        )
 
 
 @click.command("schedule")
@@ -243,14 +259,7 @@ def schedule_cmd(
     included = listing(namespaces)
     labels = parse_labels(selector)
     ns_labels = parse_labels(namespace_selector)
-    if (ns_labels or excluded_namespaces) and not per_namespace:
-        raise UsageError("--namespace-selector and --exclude-namespace go with --per-namespace")
-    if per_namespace and not included and not ns_labels:
-        raise UsageError(
-            "say which namespaces: --namespace-selector KEY=VALUE and/or --include-namespace NS"
-        )
-    if not included and not labels and not per_namespace:
-        raise UsageError("say what to back up: --include-namespace NS and/or --selector KEY=VALUE")
+    _check_scope(included, labels, per_namespace, ns_labels, excluded_namespaces)
     template: Obj = {
         "repository": repository,
         "includedNamespaces": included,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,6 +12,10 @@ from mover.api import emit_json
 from mover.errors import MoverError, UsageError
 from mover_k8s.cli.options import connect, listing, parse_labels, parse_mapping, with_kube
 from mover_k8s.cli.render import show_migration
+from mover_k8s.k8s.types import Obj
+
+if TYPE_CHECKING:
+    from mover_k8s.k8s.client import Kube
 
 
 @click.command("migrate")
@@ -95,7 +100,7 @@ def migrate_cmd(
     there by incremental backups while it runs, then cut over (a last backup, a full restore
     by difference). Both clusters run mover and share the repository (or a replica). Exit 1
     when an app failed (the others still move)."""
-    from mover_k8s import apps, migrate
+    from mover_k8s import migrate
 
     included = listing(namespaces)
     ns_labels = parse_labels(namespace_selector)
@@ -111,12 +116,7 @@ def migrate_cmd(
         raise UsageError("--phase seed with --seed-rounds 0 has nothing to do")
     source = connect(kubeconfig, kube_context)
     target = connect(to_kubeconfig or kubeconfig, to_context)
-    missing = apps.missing_namespaces(source, included)
-    if missing:
-        raise UsageError(f"--include-namespace: no namespace {', '.join(missing)} on the source")
-    chosen = apps.select_namespaces(
-        source, ns_labels, included, listing(excluded_namespaces), namespace
-    )
+    chosen = _apps_on_source(source, ns_labels, included, listing(excluded_namespaces), namespace)
     plan = migrate.Plan(
         name,
         chosen,
@@ -139,6 +139,30 @@ def migrate_cmd(
     )
     migration.check()
     reports = migration.run()
+    _report(name, reports, as_json)
+
+
+def _apps_on_source(
+    source: Kube,
+    selector: Obj | None,
+    included: list[str],
+    excluded: list[str],
+    namespace: str,
+) -> list[str]:
+    """The apps (namespaces) to move, as apps.select_namespaces() chooses them on the source;
+    one named with --include-namespace must be there."""
+    from mover_k8s import apps
+
+    missing = apps.missing_namespaces(source, included)
+    if missing:
+        raise UsageError(f"--include-namespace: no namespace {', '.join(missing)} on the source")
+    return apps.select_namespaces(source, selector, included, excluded, namespace)
+
+
+def _report(name: str, reports: list[Obj], as_json: bool) -> None:
+    """Each app's report and the totals; exit 1 naming the apps that did not move."""
+    from mover_k8s import migrate
+
     totals = migrate.summary(reports)
     if as_json:
         emit_json({"migration": name, "summary": totals, "apps": reports})

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mover.api import emit_json, format_age, format_size
+from mover.api import emit_json, emit_table, format_age, format_size
 from mover_k8s import api
-from mover_k8s.cli.progress import volume_entries
+from mover_k8s.cli.progress import item_progress, progress_text, volume_entries
 from mover_k8s.conditions import condition
 from mover_k8s.k8s.types import Obj
 from mover_k8s.timestamps import parse as parse_time
@@ -314,3 +314,131 @@ def show_migration(name: str, reports: list[Obj], totals: Obj) -> None:
     for r in reports:
         if r["state"] != "completed":
             click.echo(f"\n{r['app']}: failed at {r['failedStep']}: {r['error']}")
+
+
+def show_backup_set(name: str, backups: list[Obj]) -> None:
+    """The Backups of `app backup NAME --per-namespace`: one row per namespace."""
+    from mover_k8s import apps
+
+    emit_table(
+        f"Backups {name} (one per namespace)",
+        ["namespace", "backup", "objects", "volumes", "state"],
+        [
+            [
+                str((b["metadata"].get("labels") or {}).get(apps.APP_LABEL, "")),
+                b["metadata"]["name"],
+                str((b.get("status") or {}).get("objectCount", "")),
+                volumes_text(volumes_of(b)),
+                state_of(b),
+            ]
+            for b in backups
+        ],
+    )
+
+
+def show_backup(
+    obj: Obj, items: dict[str, Obj], progress: Obj, captured: Obj, show_objects: bool
+) -> None:
+    """`app describe` of a Backup: its state, volumes and their progress (`items`: its
+    VolumeBackups by name; `progress`: theirs together), root hash, and what it captured
+    (`captured`: captured.capture_report())."""
+    status = _show_heading(obj, items, progress)
+    for key in ("objectCount", "objectsSnapshot", "manifestSnapshot", "rootHash", "expiration"):
+        if status.get(key):
+            click.echo(f"  {key}: {status[key]}")
+    for v in status.get("volumes") or []:
+        line = (
+            f"  volume {v.get('namespace')}/{v.get('pvc')} on {v.get('node')}: "
+            f"{v.get('phase')} {v.get('snapshot', '')[:8]} {v.get('message') or ''}".rstrip()
+        )
+        _echo_with_progress(line, items.get(str(v.get("volumeBackup") or "")))
+    show_capture(captured, show_objects)
+
+
+def show_restore(obj: Obj, items: dict[str, Obj], progress: Obj) -> None:
+    """`app describe --restore`: its state and its report, each volume with its progress
+    (`items`: its VolumeRestores by name; `progress`: theirs together)."""
+    report = _show_heading(obj, items, progress).get("report") or {}
+    for entry in [*(report.get("objects") or []), *(report.get("volumes") or [])]:
+        where = f"{entry.get('namespace')}/" if entry.get("namespace") else ""
+        reason = f" ({entry['reason']})" if entry.get("reason") else ""
+        what = f"{entry.get('kind')} {where}{entry.get('name')}"
+        line = f"  {entry.get('result')}: {what}{reason}"
+        _echo_with_progress(line, items.get(str(entry.get("volumeRestore") or "")))
+    show_fidelity(report)
+    show_external(report)
+
+
+def _show_heading(obj: Obj, items: dict[str, Obj], progress: Obj) -> Obj:
+    """describe's first lines: the phase and why, when made, the volumes (with their progress
+    while it runs); the object's status, for what follows."""
+    s = summary(obj)
+    click.echo(f"{s['kind']} {s['namespace']}/{s['name']}: {s['phase']}")
+    if s["message"]:
+        click.echo(f"  {s['reason']}: {s['message']}")
+    if obj["metadata"].get("creationTimestamp"):
+        click.echo(f"  created: {obj['metadata']['creationTimestamp']} ({age_of(obj)} ago)")
+    volumes = volumes_text(volumes_of(obj))
+    if volumes:
+        line = f"  volumes: {volumes}"
+        if items and s["phase"] not in api.DONE_PHASES:
+            line += "," + progress_text(progress)
+        click.echo(line)
+    status: Obj = s["status"]
+    return status
+
+
+def _echo_with_progress(line: str, item: Obj | None) -> None:
+    """A volume's line, with its work item's progress when there is one."""
+    if item is not None:
+        line += "," + progress_text(item_progress(item))
+    click.echo(line.rstrip(","))
+
+
+def show_list(schedules: list[Obj], backups: list[Obj], restores: list[Obj]) -> None:
+    """`app list`: a table each of the Schedules, Backups and Restores (list_entry()s)."""
+    emit_table(
+        "Schedules",
+        ["name", "cron", "keep", "age", "last backup"],
+        [
+            [
+                x["name"],
+                str(x["spec"].get("schedule", "")),
+                str(x["spec"].get("keepLast", "")),
+                x["age"],
+                str(x["status"].get("lastBackup", "")),
+            ]
+            for x in schedules
+        ],
+    )
+    # The state, with its reason, is the widest column: last, where it is left-aligned.
+    emit_table(
+        "Backups",
+        ["name", "objects", "volumes", "age", "root", "state"],
+        [
+            [
+                b["name"],
+                str(b["status"].get("objectCount", "")),
+                volumes_text(b["volumes"]),
+                b["age"],
+                str(b["status"].get("rootHash", ""))[:16],
+                b["state"],
+            ]
+            for b in backups
+        ],
+    )
+    emit_table(
+        "Restores",
+        ["name", "backup", "mode", "volumes", "age", "state"],
+        [
+            [
+                r["name"],
+                r["spec"].get("backup", ""),
+                r["spec"].get("mode", "full"),
+                volumes_text(r["volumes"]),
+                r["age"],
+                r["state"],
+            ]
+            for r in restores
+        ],
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from mover.errors import UsageError
@@ -94,9 +96,6 @@ def restore_cmd(
     namespace: str,
 ) -> None:
     """Create a Restore NAME of a backup: full, data-only or resources-only."""
-    from mover_k8s import transforms
-    from mover_k8s.errors import SpecError
-
     spec: Obj = {
         "backup": backup,
         "mode": mode,
@@ -121,11 +120,20 @@ def restore_cmd(
     if rewrite_namespace_references:
         spec["rewriteNamespaceReferences"] = True
     if transform_file:
-        try:
-            rules = transforms.read_file(transform_file)
-            transforms.parse_rules(rules, "transforms")
-        except SpecError as exc:
-            raise UsageError(f"--transform {transform_file}: {exc}") from None
-        spec["transforms"] = rules
+        spec["transforms"] = _transform_rules(transform_file)
     kube = connect(kubeconfig, kube_context)
     submit(kube, api.RESTORE, namespace, name, spec, wait, timeout, as_json)
+
+
+def _transform_rules(path: str) -> list[Any]:
+    """The rules of a --transform file as written, checked here so that a bad file changes
+    nothing (the controller checks them again)."""
+    from mover_k8s import transforms
+    from mover_k8s.errors import SpecError
+
+    try:
+        rules = transforms.read_file(path)
+        transforms.parse_rules(rules, "transforms")
+    except SpecError as exc:
+        raise UsageError(f"--transform {path}: {exc}") from None
+    return rules

@@ -5,28 +5,13 @@ from __future__ import annotations
 
 import click
 
-from mover.api import emit_json, emit_table
+from mover.api import emit_json
 from mover.errors import UsageError
 from mover_k8s import api
 from mover_k8s.cli.captured import capture_report
 from mover_k8s.cli.options import connect, with_kube
-from mover_k8s.cli.progress import (
-    item_progress,
-    progress_text,
-    total_progress,
-    volume_sizes,
-    work_items,
-)
-from mover_k8s.cli.render import (
-    age_of,
-    list_entry,
-    show_capture,
-    show_external,
-    show_fidelity,
-    summary,
-    volumes_of,
-    volumes_text,
-)
+from mover_k8s.cli.progress import total_progress, volume_sizes, work_items
+from mover_k8s.cli.render import list_entry, show_backup, show_list, show_restore
 
 
 @click.command("list")
@@ -44,51 +29,7 @@ def list_cmd(
     if as_json:
         emit_json({"backups": backups, "restores": restores, "schedules": schedules})
         return
-    emit_table(
-        "Schedules",
-        ["name", "cron", "keep", "age", "last backup"],
-        [
-            [
-                x["name"],
-                str(x["spec"].get("schedule", "")),
-                str(x["spec"].get("keepLast", "")),
-                x["age"],
-                str(x["status"].get("lastBackup", "")),
-            ]
-            for x in schedules
-        ],
-    )
-    # The state, with its reason, is the widest column: last, where it is left-aligned.
-    emit_table(
-        "Backups",
-        ["name", "objects", "volumes", "age", "root", "state"],
-        [
-            [
-                b["name"],
-                str(b["status"].get("objectCount", "")),
-                volumes_text(b["volumes"]),
-                b["age"],
-                str(b["status"].get("rootHash", ""))[:16],
-                b["state"],
-            ]
-            for b in backups
-        ],
-    )
-    emit_table(
-        "Restores",
-        ["name", "backup", "mode", "volumes", "age", "state"],
-        [
-            [
-                r["name"],
-                r["spec"].get("backup", ""),
-                r["spec"].get("mode", "full"),
-                volumes_text(r["volumes"]),
-                r["age"],
-                r["state"],
-            ]
-            for r in restores
-        ],
-    )
+    show_list(schedules, backups, restores)
 
 
 @click.command("describe")
@@ -127,46 +68,10 @@ def describe_cmd(
     if as_json:
         emit_json({**list_entry(obj), "progress": progress, **captured})
         return
-    s = summary(obj)
-    status = s["status"]
-    click.echo(f"{s['kind']} {s['namespace']}/{s['name']}: {s['phase']}")
-    if s["message"]:
-        click.echo(f"  {s['reason']}: {s['message']}")
-    if obj["metadata"].get("creationTimestamp"):
-        click.echo(f"  created: {obj['metadata']['creationTimestamp']} ({age_of(obj)} ago)")
-    volumes = volumes_text(volumes_of(obj))
-    if volumes:
-        line = f"  volumes: {volumes}"
-        if items and s["phase"] not in api.DONE_PHASES:
-            line += "," + progress_text(progress)
-        click.echo(line)
     if rt is api.BACKUP:
-        for key in ("objectCount", "objectsSnapshot", "manifestSnapshot", "rootHash", "expiration"):
-            if status.get(key):
-                click.echo(f"  {key}: {status[key]}")
-        for v in status.get("volumes") or []:
-            line = (
-                f"  volume {v.get('namespace')}/{v.get('pvc')} on {v.get('node')}: "
-                f"{v.get('phase')} {v.get('snapshot', '')[:8]} {v.get('message') or ''}".rstrip()
-            )
-            item = items.get(str(v.get("volumeBackup") or ""))
-            if item is not None:
-                line += "," + progress_text(item_progress(item))
-            click.echo(line.rstrip(","))
-        show_capture(captured, show_objects)
+        show_backup(obj, items, progress, captured, show_objects)
     else:
-        report = status.get("report") or {}
-        for entry in [*(report.get("objects") or []), *(report.get("volumes") or [])]:
-            where = f"{entry.get('namespace')}/" if entry.get("namespace") else ""
-            reason = f" ({entry['reason']})" if entry.get("reason") else ""
-            what = f"{entry.get('kind')} {where}{entry.get('name')}"
-            line = f"  {entry.get('result')}: {what}{reason}"
-            item = items.get(str(entry.get("volumeRestore") or ""))
-            if item is not None:
-                line += "," + progress_text(item_progress(item))
-            click.echo(line.rstrip(","))
-        show_fidelity(report)
-        show_external(report)
+        show_restore(obj, items, progress)
 
 
 @click.command("cancel")
