@@ -39,6 +39,7 @@ kube_options = [
 
 
 def with_kube(f: Any) -> Any:
+    """--kubeconfig, --context and -n/--namespace (mover's), as every command takes them."""
     for option in reversed(kube_options):
         f = option(f)
     return f
@@ -70,6 +71,7 @@ def per_namespace_options(what: str) -> Callable[[Any], Any]:
 
 
 def connect(kubeconfig: str | None, kube_context: str | None) -> Kube:
+    """The cluster of the kubeconfig's context (the current one by default)."""
     from mover_k8s.k8s.client import Kube
 
     if kubeconfig and ":" in kubeconfig:
@@ -78,6 +80,8 @@ def connect(kubeconfig: str | None, kube_context: str | None) -> Kube:
 
 
 def parse_mapping(values: tuple[str, ...], option: str) -> dict[str, str]:
+    """OLD=NEW pairs (repeated, or comma-separated) of `option`, as a dict; one OLD mapped to two
+    NEWs is a usage error."""
     result: dict[str, str] = {}
     for value in values:
         for pair in value.split(","):
@@ -91,6 +95,7 @@ def parse_mapping(values: tuple[str, ...], option: str) -> dict[str, str]:
 
 
 def parse_labels(value: str | None) -> Obj | None:
+    """KEY=VALUE[,KEY=VALUE...] as a label selector ({"matchLabels": ...}); None without one."""
     if not value:
         return None
     labels: dict[str, str] = {}
@@ -103,4 +108,5 @@ def parse_labels(value: str | None) -> Obj | None:
 
 
 def listing(values: tuple[str, ...]) -> list[str]:
+    """A repeated option's values, each of which may be comma-separated, as one list."""
     return [v for value in values for v in value.split(",") if v]

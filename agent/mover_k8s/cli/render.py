@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 
 def summary(obj: Obj) -> Obj:
+    """What --json prints of one of our objects: its name, spec, phase, Ready's reason and
+    message, and its status."""
     meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
     ready = condition(obj, "Ready") or {}
     return {
@@ -108,6 +110,8 @@ def plain_table(columns: list[str], rows: list[list[str]]) -> None:
 
 
 def show_object(obj: Obj, as_json: bool) -> None:
+    """A Backup, Restore or Schedule just made (or ended, with --wait): its summary() as JSON,
+    or its phase and why, and what a Restore changed."""
     if as_json:
         emit_json(summary(obj))
         return
@@ -166,156 +170,6 @@ def show_fidelity(report: Obj) -> None:
             click.echo(f"  ... {count - len(transformed)} more")
 
 
-def show_external(report: Obj) -> None:
-    """A Restore's external names: recorded in the backup, and the restored objects' now."""
-    entries = report.get("external") or []
-    if not entries:
-        return
-    click.echo(
-        "\nExternal names (outside the cluster; what follows them must follow the move): "
-        f"{report.get('externalPhase', '')}: {report.get('externalMessage', '')}"
-    )
-    rows = [
-        [
-            str(e.get("kind", "")),
-            f"{e['namespace']}/{e.get('name', '')}" if e.get("namespace") else str(e.get("name")),
-            str(e.get("what", "")),
-            str(e.get("recorded") or "-"),
-            str(e.get("current") or "-"),
-            str(e.get("state", "")),
-        ]
-        for e in entries
-    ]
-    plain_table(["KIND", "OBJECT", "WHAT", "RECORDED", "CURRENT", "STATE"], rows)
-
-
-def show_capture(report: Obj, show_objects: bool) -> None:
-    """describe's sections on what a Backup captured (capture_report)."""
-    if report.get("captureError"):
-        click.echo(f"\nCaptured objects: cannot read them: {report['captureError']}")
-        return
-    captured = report.get("captured")
-    if not captured:
-        return
-    kinds = captured["kinds"]
-    plain = [k["kind"] for k in kinds]
-
-    def label(entry: Obj) -> str:  # Kind, or Kind.group where two groups share a kind
-        if plain.count(entry["kind"]) == 1:
-            return str(entry["kind"])
-        return f"{entry['kind']}.{entry['group'] or 'core'}"
-
-    hint = "" if show_objects else "; --objects names them"
-    click.echo(f"\nCaptured objects ({captured['objects']}{hint}):")
-    plain_table(["KIND", "COUNT"], [[label(k), str(k["count"])] for k in kinds])
-    if show_objects and kinds:
-        click.echo()
-        plain_table(["KIND", "OBJECT"], [[label(k), o] for k in kinds for o in k["objects"]])
-    external = report.get("external") or []
-    if not external:
-        click.echo("\nExternal names recorded: none")
-        return
-    click.echo("\nExternal names recorded (outside the cluster; they must follow a move):")
-    plain_table(
-        ["KIND", "OBJECT", "TYPE", "VALUE"],
-        [
-            [
-                str(e["kind"]),
-                f"{e['namespace']}/{e['name']}" if e["namespace"] else str(e["name"]),
-                str(e["type"]),
-                str(e["value"]),
-            ]
-            for e in external
-        ],
-    )
-
-
-def show_diff(report: Report) -> None:
-    def where(ns: str, name: str) -> str:
-        return f"{ns}/{name}" if ns else name
-
-    rows = [["only-in-cluster", r.kind, where(r.namespace, r.name), "", "", ""] for r in (
-        report.only_in_cluster
-    )]  # fmt: skip
-    rows += [["only-in-git", r.kind, where(r.namespace, r.name), "", "", ""] for r in (
-        report.only_in_git
-    )]  # fmt: skip
-    for c in report.changed:
-        for f in c.fields:
-            shown = [json.dumps(v) if v is not None else "(absent)" for v in (f.desired, f.live)]
-            rows.append(["changed", c.kind, where(c.namespace, c.name), f.path, *shown])
-    if rows:
-        plain_table(["DRIFT", "KIND", "OBJECT", "FIELD", "GIT", "LIVE"], rows)
-        click.echo()
-    click.echo(
-        f"{len(report.only_in_cluster)} only in the cluster, {len(report.only_in_git)} only in "
-        f"git, {len(report.changed)} changed, {report.same} the same, {len(report.ignored)} "
-        "ignored (made by the cluster)"
-    )
-    if report.external:
-        click.echo("\nExternal names recorded live (outside the cluster; they must follow a move):")
-        plain_table(
-            ["KIND", "OBJECT", "TYPE", "VALUE"],
-            [[e.kind, where(e.namespace, e.name), e.type, e.value] for e in report.external],
-        )
-
-
-def show_migration(name: str, reports: list[Obj], totals: Obj) -> None:
-    rows = []
-    for r in reports:
-        drift = r.get("drift")
-        drift_text = "-"
-        if drift and "error" in drift:
-            drift_text = "error"
-        elif drift:
-            drift_text = (
-                f"{drift['onlyInCluster']}/{drift['onlyInGit']}/{drift['changed']}"
-                if drift["drift"]
-                else "none"
-            )
-        rows.append(
-            [
-                r["app"] if r["target"] == r["app"] else f"{r['app']}->{r['target']}",
-                r["state"],
-                str(r["objects"]["created"]),
-                f"{r['volumes']['restored']}/{r['volumes']['total']}",
-                format_size(r["bytes"]["moved"]),
-                str(len(r["external"])),
-                drift_text,
-            ]
-        )
-    click.echo(f"Migration {name}:")
-    plain_table(["APP", "STATE", "CREATED", "VOLUMES", "MOVED", "EXTERNAL", "DRIFT"], rows)
-    click.echo(
-        f"{totals['completed']} of {totals['apps']} apps moved, {totals['failed']} failed; "
-        f"{totals['objectsCreated']} objects created, {totals['volumesRestored']} volumes "
-        f"restored, {format_size(totals['bytesMoved'])} moved"
-    )
-    external = [(r, e) for r in reports for e in r["external"]]
-    if external:
-        click.echo("\nExternal names to re-point (recorded on the source; current on the target):")
-        plain_table(
-            ["APP", "KIND", "OBJECT", "WHAT", "RECORDED", "CURRENT", "STATE"],
-            [
-                [
-                    r["app"],
-                    str(e.get("kind", "")),
-                    f"{e.get('namespace')}/{e.get('name')}"
-                    if e.get("namespace")
-                    else str(e.get("name")),
-                    str(e.get("what", "")),
-                    str(e.get("recorded") or "-"),
-                    str(e.get("current") or "-"),
-                    str(e.get("state", "")),
-                ]
-                for r, e in external
-            ],
-        )
-    for r in reports:
-        if r["state"] != "completed":
-            click.echo(f"\n{r['app']}: failed at {r['failedStep']}: {r['error']}")
-
-
 def show_backup_set(name: str, backups: list[Obj]) -> None:
     """The Backups of `app backup NAME --per-namespace`: one row per namespace."""
     from mover_k8s import apps
@@ -332,6 +186,55 @@ def show_backup_set(name: str, backups: list[Obj]) -> None:
                 state_of(b),
             ]
             for b in backups
+        ],
+    )
+
+
+def show_list(schedules: list[Obj], backups: list[Obj], restores: list[Obj]) -> None:
+    """`app list`: a table each of the Schedules, Backups and Restores (list_entry()s)."""
+    emit_table(
+        "Schedules",
+        ["name", "cron", "keep", "age", "last backup"],
+        [
+            [
+                x["name"],
+                str(x["spec"].get("schedule", "")),
+                str(x["spec"].get("keepLast", "")),
+                x["age"],
+                str(x["status"].get("lastBackup", "")),
+            ]
+            for x in schedules
+        ],
+    )
+    # The state, with its reason, is the widest column: last, where it is left-aligned.
+    emit_table(
+        "Backups",
+        ["name", "objects", "volumes", "age", "root", "state"],
+        [
+            [
+                b["name"],
+                str(b["status"].get("objectCount", "")),
+                volumes_text(b["volumes"]),
+                b["age"],
+                str(b["status"].get("rootHash", ""))[:16],
+                b["state"],
+            ]
+            for b in backups
+        ],
+    )
+    emit_table(
+        "Restores",
+        ["name", "backup", "mode", "volumes", "age", "state"],
+        [
+            [
+                r["name"],
+                r["spec"].get("backup", ""),
+                r["spec"].get("mode", "full"),
+                volumes_text(r["volumes"]),
+                r["age"],
+                r["state"],
+            ]
+            for r in restores
         ],
     )
 
@@ -395,50 +298,156 @@ def _echo_with_progress(line: str, item: Obj | None) -> None:
     click.echo(line.rstrip(","))
 
 
-def show_list(schedules: list[Obj], backups: list[Obj], restores: list[Obj]) -> None:
-    """`app list`: a table each of the Schedules, Backups and Restores (list_entry()s)."""
-    emit_table(
-        "Schedules",
-        ["name", "cron", "keep", "age", "last backup"],
+def show_capture(report: Obj, show_objects: bool) -> None:
+    """describe's sections on what a Backup captured (captured.capture_report())."""
+    if report.get("captureError"):
+        click.echo(f"\nCaptured objects: cannot read them: {report['captureError']}")
+        return
+    captured = report.get("captured")
+    if not captured:
+        return
+    kinds = captured["kinds"]
+    plain = [k["kind"] for k in kinds]
+
+    def label(entry: Obj) -> str:  # Kind, or Kind.group where two groups share a kind
+        if plain.count(entry["kind"]) == 1:
+            return str(entry["kind"])
+        return f"{entry['kind']}.{entry['group'] or 'core'}"
+
+    hint = "" if show_objects else "; --objects names them"
+    click.echo(f"\nCaptured objects ({captured['objects']}{hint}):")
+    plain_table(["KIND", "COUNT"], [[label(k), str(k["count"])] for k in kinds])
+    if show_objects and kinds:
+        click.echo()
+        plain_table(["KIND", "OBJECT"], [[label(k), o] for k in kinds for o in k["objects"]])
+    external = report.get("external") or []
+    if not external:
+        click.echo("\nExternal names recorded: none")
+        return
+    click.echo("\nExternal names recorded (outside the cluster; they must follow a move):")
+    plain_table(
+        ["KIND", "OBJECT", "TYPE", "VALUE"],
         [
             [
-                x["name"],
-                str(x["spec"].get("schedule", "")),
-                str(x["spec"].get("keepLast", "")),
-                x["age"],
-                str(x["status"].get("lastBackup", "")),
+                str(e["kind"]),
+                f"{e['namespace']}/{e['name']}" if e["namespace"] else str(e["name"]),
+                str(e["type"]),
+                str(e["value"]),
             ]
-            for x in schedules
+            for e in external
         ],
     )
-    # The state, with its reason, is the widest column: last, where it is left-aligned.
-    emit_table(
-        "Backups",
-        ["name", "objects", "volumes", "age", "root", "state"],
-        [
-            [
-                b["name"],
-                str(b["status"].get("objectCount", "")),
-                volumes_text(b["volumes"]),
-                b["age"],
-                str(b["status"].get("rootHash", ""))[:16],
-                b["state"],
-            ]
-            for b in backups
-        ],
+
+
+def show_external(report: Obj) -> None:
+    """A Restore's external names: recorded in the backup, and the restored objects' now."""
+    entries = report.get("external") or []
+    if not entries:
+        return
+    click.echo(
+        "\nExternal names (outside the cluster; what follows them must follow the move): "
+        f"{report.get('externalPhase', '')}: {report.get('externalMessage', '')}"
     )
-    emit_table(
-        "Restores",
-        ["name", "backup", "mode", "volumes", "age", "state"],
+    rows = [
         [
+            str(e.get("kind", "")),
+            f"{e['namespace']}/{e.get('name', '')}" if e.get("namespace") else str(e.get("name")),
+            str(e.get("what", "")),
+            str(e.get("recorded") or "-"),
+            str(e.get("current") or "-"),
+            str(e.get("state", "")),
+        ]
+        for e in entries
+    ]
+    plain_table(["KIND", "OBJECT", "WHAT", "RECORDED", "CURRENT", "STATE"], rows)
+
+
+def show_diff(report: Report) -> None:
+    """`app diff` for people: a row per drift (a changed object: a row per field), the counts,
+    and the external names recorded live."""
+
+    def where(ns: str, name: str) -> str:
+        return f"{ns}/{name}" if ns else name
+
+    rows = [["only-in-cluster", r.kind, where(r.namespace, r.name), "", "", ""] for r in (
+        report.only_in_cluster
+    )]  # fmt: skip
+    rows += [["only-in-git", r.kind, where(r.namespace, r.name), "", "", ""] for r in (
+        report.only_in_git
+    )]  # fmt: skip
+    for c in report.changed:
+        for f in c.fields:
+            shown = [json.dumps(v) if v is not None else "(absent)" for v in (f.desired, f.live)]
+            rows.append(["changed", c.kind, where(c.namespace, c.name), f.path, *shown])
+    if rows:
+        plain_table(["DRIFT", "KIND", "OBJECT", "FIELD", "GIT", "LIVE"], rows)
+        click.echo()
+    click.echo(
+        f"{len(report.only_in_cluster)} only in the cluster, {len(report.only_in_git)} only in "
+        f"git, {len(report.changed)} changed, {report.same} the same, {len(report.ignored)} "
+        "ignored (made by the cluster)"
+    )
+    if report.external:
+        click.echo("\nExternal names recorded live (outside the cluster; they must follow a move):")
+        plain_table(
+            ["KIND", "OBJECT", "TYPE", "VALUE"],
+            [[e.kind, where(e.namespace, e.name), e.type, e.value] for e in report.external],
+        )
+
+
+def show_migration(name: str, reports: list[Obj], totals: Obj) -> None:
+    """`app migrate` for people: a row per app, the totals, the external names to re-point and
+    why each failed app failed."""
+    rows = []
+    for r in reports:
+        drift = r.get("drift")
+        drift_text = "-"
+        if drift and "error" in drift:
+            drift_text = "error"
+        elif drift:
+            drift_text = (
+                f"{drift['onlyInCluster']}/{drift['onlyInGit']}/{drift['changed']}"
+                if drift["drift"]
+                else "none"
+            )
+        rows.append(
             [
-                r["name"],
-                r["spec"].get("backup", ""),
-                r["spec"].get("mode", "full"),
-                volumes_text(r["volumes"]),
-                r["age"],
+                r["app"] if r["target"] == r["app"] else f"{r['app']}->{r['target']}",
                 r["state"],
+                str(r["objects"]["created"]),
+                f"{r['volumes']['restored']}/{r['volumes']['total']}",
+                format_size(r["bytes"]["moved"]),
+                str(len(r["external"])),
+                drift_text,
             ]
-            for r in restores
-        ],
+        )
+    click.echo(f"Migration {name}:")
+    plain_table(["APP", "STATE", "CREATED", "VOLUMES", "MOVED", "EXTERNAL", "DRIFT"], rows)
+    click.echo(
+        f"{totals['completed']} of {totals['apps']} apps moved, {totals['failed']} failed; "
+        f"{totals['objectsCreated']} objects created, {totals['volumesRestored']} volumes "
+        f"restored, {format_size(totals['bytesMoved'])} moved"
     )
+    external = [(r, e) for r in reports for e in r["external"]]
+    if external:
+        click.echo("\nExternal names to re-point (recorded on the source; current on the target):")
+        plain_table(
+            ["APP", "KIND", "OBJECT", "WHAT", "RECORDED", "CURRENT", "STATE"],
+            [
+                [
+                    r["app"],
+                    str(e.get("kind", "")),
+                    f"{e.get('namespace')}/{e.get('name')}"
+                    if e.get("namespace")
+                    else str(e.get("name")),
+                    str(e.get("what", "")),
+                    str(e.get("recorded") or "-"),
+                    str(e.get("current") or "-"),
+                    str(e.get("state", "")),
+                ]
+                for r, e in external
+            ],
+        )
+    for r in reports:
+        if r["state"] != "completed":
+            click.echo(f"\n{r['app']}: failed at {r['failedStep']}: {r['error']}")

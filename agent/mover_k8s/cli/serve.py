@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mover.errors import UsageError
 
@@ -13,7 +14,12 @@ if TYPE_CHECKING:  # imported when a component runs: `mover` starts fast without
     from prometheus_client import CollectorRegistry
 
 
-def run_until_signal(run: Any, registry: CollectorRegistry, metrics_port: int) -> None:
+def run_until_signal(
+    run: Callable[[threading.Event], None], registry: CollectorRegistry, metrics_port: int
+) -> None:
+    """Run `run(stop)` with logging set up; `stop` is set on SIGTERM or SIGINT. The registry's
+    metrics are served on `metrics_port` meanwhile (0: not served); a port that cannot be bound
+    is a usage error before `run` starts."""
     from mover_k8s.metrics import Server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

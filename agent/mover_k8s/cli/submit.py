@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 
 def create_or_explain(kube: Kube, rt: ResourceType, body: Obj) -> Obj:
+    """Create `body`; a name taken, or no such kind or namespace there, is one clear line."""
     try:
         return kube.create(rt, body)
     except Conflict:
