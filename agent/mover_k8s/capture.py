@@ -211,24 +211,38 @@ def _get_typed(kube: Kube, rt: ResourceType, name: str) -> Obj | None:
 
 def dependencies(kube: Kube, objects: list[Obj], types: list[ResourceType]) -> list[Obj]:
     """The cluster-scoped objects that `objects` need to run elsewhere."""
-    deps: list[Obj] = []
-    # CRDs of the custom resources found.
+    return [
+        *_custom_resource_definitions(kube, objects),
+        *_volumes_and_classes(kube, objects),
+        *_cluster_rbac(kube, objects, types),
+    ]
+
+
+def _custom_resource_definitions(kube: Kube, objects: list[Obj]) -> list[Obj]:
+    """The CRDs of the custom resources among `objects`."""
     builtin_groups = {"", "apps", "batch", "policy", "autoscaling", "networking.k8s.io"}
     groups_kinds = {
         (o.get("apiVersion", "").rpartition("/")[0], o.get("kind", ""))
         for o in objects
         if o.get("apiVersion", "").rpartition("/")[0] not in builtin_groups
     }
-    if groups_kinds:
-        try:
-            crds = kube.list(api.CRD)
-        except NotFound:
-            crds = []
-        for crd in crds:
-            spec = crd.get("spec") or {}
-            if (spec.get("group"), (spec.get("names") or {}).get("kind")) in groups_kinds:
-                deps.append(crd)
-    # PVs of the PVCs, StorageClasses of both.
+    if not groups_kinds:
+        return []
+    try:
+        crds = kube.list(api.CRD)
+    except NotFound:
+        return []
+    found = []
+    for crd in crds:
+        spec = crd.get("spec") or {}
+        if (spec.get("group"), (spec.get("names") or {}).get("kind")) in groups_kinds:
+            found.append(crd)
+    return found
+
+
+def _volumes_and_classes(kube: Kube, objects: list[Obj]) -> list[Obj]:
+    """The PVs of the PVCs among `objects`, then the StorageClasses of both."""
+    deps: list[Obj] = []
     classes: set[str] = set()
     for pvc in (o for o in objects if o.get("kind") == "PersistentVolumeClaim"):
         spec = pvc.get("spec") or {}
@@ -240,39 +254,50 @@ def dependencies(kube: Kube, objects: list[Obj], types: list[ResourceType]) -> l
                 deps.append(pv)
                 if (pv.get("spec") or {}).get("storageClassName"):
                     classes.add(pv["spec"]["storageClassName"])
-    for name in sorted(classes):
-        sc = _get_typed(kube, api.STORAGE_CLASS, name)
-        if sc is not None:
-            deps.append(sc)
-    # RBAC: ClusterRoles named by RoleBindings; ClusterRoleBindings granting to the app.
-    cluster_roles: set[str] = set()
-    for rb in (o for o in objects if o.get("kind") == "RoleBinding"):
-        ref = rb.get("roleRef") or {}
+    return deps + _existing(kube, api.STORAGE_CLASS, classes)
+
+
+def _cluster_rbac(kube: Kube, objects: list[Obj], types: list[ResourceType]) -> list[Obj]:
+    """The ClusterRoleBindings granting to the app's ServiceAccounts, then the ClusterRoles
+    those and the app's RoleBindings name."""
+    cluster_roles = {
+        (rb.get("roleRef") or {}).get("name", "")
+        for rb in objects
+        if rb.get("kind") == "RoleBinding"
+        and (rb.get("roleRef") or {}).get("kind") == "ClusterRole"
+    }
+    bindings = _bindings_to_accounts(kube, objects, types)
+    for crb in bindings:
+        ref = crb.get("roleRef") or {}
         if ref.get("kind") == "ClusterRole":
             cluster_roles.add(ref.get("name", ""))
+    return bindings + _existing(kube, api.CLUSTER_ROLE, cluster_roles)
+
+
+def _bindings_to_accounts(kube: Kube, objects: list[Obj], types: list[ResourceType]) -> list[Obj]:
+    """The ClusterRoleBindings with a subject among the ServiceAccounts in `objects`."""
     accounts = {
         (o["metadata"].get("namespace"), o["metadata"]["name"])
         for o in objects
         if o.get("kind") == "ServiceAccount"
     }
     served = {(rt.group, rt.kind) for rt in types}
-    if accounts and (api.CLUSTER_ROLE_BINDING.group, "ClusterRoleBinding") in served:
-        for crb in kube.list(api.CLUSTER_ROLE_BINDING):
-            subjects = crb.get("subjects") or []
-            if any(
-                s.get("kind") == "ServiceAccount"
-                and (s.get("namespace"), s.get("name")) in accounts
-                for s in subjects
-            ):
-                deps.append(crb)
-                ref = crb.get("roleRef") or {}
-                if ref.get("kind") == "ClusterRole":
-                    cluster_roles.add(ref.get("name", ""))
-    for name in sorted(cluster_roles):
-        role = _get_typed(kube, api.CLUSTER_ROLE, name)
-        if role is not None:
-            deps.append(role)
-    return deps
+    if not accounts or (api.CLUSTER_ROLE_BINDING.group, "ClusterRoleBinding") not in served:
+        return []
+    return [
+        crb
+        for crb in kube.list(api.CLUSTER_ROLE_BINDING)
+        if any(
+            s.get("kind") == "ServiceAccount" and (s.get("namespace"), s.get("name")) in accounts
+            for s in crb.get("subjects") or []
+        )
+    ]
+
+
+def _existing(kube: Kube, rt: ResourceType, names: set[str]) -> list[Obj]:
+    """The cluster-scoped objects of `rt` by these names that exist, by name."""
+    found = (_get_typed(kube, rt, name) for name in sorted(names))
+    return [obj for obj in found if obj is not None]
 
 
 def owner_of(obj: Obj) -> dict[str, Any] | None:

@@ -139,7 +139,20 @@ def _rule(entry: Any, index: int, where: str) -> Rule:
     name = entry.get("name", "")
     if not isinstance(name, str) or ("name" in entry and not name.strip()):
         raise _invalid(f"{at}.name", "a non-empty string")
-    rule: dict[str, Any] = {}
+    rule = _target(entry, at)
+    if "namespaces" in entry:
+        rule["namespaces"] = _strings(entry["namespaces"], f"{at}.namespaces")
+    if "nameRegex" in entry:
+        rule["name_regex"] = _name_regex(entry["nameRegex"], f"{at}.nameRegex")
+    if "labelSelector" in entry:
+        rule["selector"] = _selector(entry["labelSelector"], f"{at}.labelSelector")
+    return Rule(index, name, _patch(entry, at), **rule)
+
+
+def _target(entry: dict[str, Any], at: str) -> dict[str, Any]:
+    """The objects a rule names by type: {"resource": (plural, group or None)} or {"kind",
+    "group"} (each when given)."""
+    target: dict[str, Any] = {}
     if "resource" in entry:
         if "kind" in entry or "group" in entry:
             raise _invalid(at, "resource or kind (with group), not both")
@@ -150,32 +163,32 @@ def _rule(entry: Any, index: int, where: str) -> Rule:
                 f"{resource!r} is not PLURAL.GROUP (e.g. deployments.apps) or PLURAL (configmaps)",
             )
         plural, _, group = resource.partition(".")
-        rule["resource"] = (plural, group or None)
+        target["resource"] = (plural, group or None)
     elif "group" in entry and "kind" not in entry:
         raise _invalid(at, "group needs kind (or write resource: PLURAL.GROUP)")
     if "kind" in entry:
         kind = entry["kind"]
         if not isinstance(kind, str) or not _KIND.fullmatch(kind):
             raise _invalid(f"{at}.kind", f"{kind!r} is not a kind (e.g. Deployment)")
-        rule["kind"] = kind
+        target["kind"] = kind
         if "group" in entry:
             if not isinstance(entry["group"], str):
                 raise _invalid(f"{at}.group", 'an API group (e.g. apps; "" for the core group)')
-            rule["group"] = entry["group"]
-    if "namespaces" in entry:
-        rule["namespaces"] = _strings(entry["namespaces"], f"{at}.namespaces")
-    if "nameRegex" in entry:
-        text = entry["nameRegex"]
-        if not isinstance(text, str):
-            raise _invalid(f"{at}.nameRegex", "a regular expression (a string)")
-        try:
-            rule["name_regex"] = re.compile(text)
-        except re.error as exc:
-            raise _invalid(
-                f"{at}.nameRegex", f"{text!r} is not a regular expression: {exc}"
-            ) from None
-    if "labelSelector" in entry:
-        rule["selector"] = _selector(entry["labelSelector"], f"{at}.labelSelector")
+            target["group"] = entry["group"]
+    return target
+
+
+def _name_regex(text: Any, at: str) -> re.Pattern[str]:
+    if not isinstance(text, str):
+        raise _invalid(at, "a regular expression (a string)")
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise _invalid(at, f"{text!r} is not a regular expression: {exc}") from None
+
+
+def _patch(entry: dict[str, Any], at: str) -> tuple[jsonpatch.Operation, ...]:
+    """The rule's JSON Patch, checked: at least one operation."""
     if "patch" not in entry:
         raise _invalid(at, "a rule needs patch (a list of JSON Patch operations)")
     try:
@@ -184,7 +197,7 @@ def _rule(entry: Any, index: int, where: str) -> Rule:
         raise SpecError(INVALID, str(exc)) from None
     if not patch:
         raise _invalid(f"{at}.patch", "no operation")
-    return Rule(index, name, tuple(patch), **rule)
+    return tuple(patch)
 
 
 def parse_rules(value: Any, where: str = "spec.transforms") -> list[Rule]:

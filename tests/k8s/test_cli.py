@@ -235,7 +235,7 @@ def test_app_without_a_cluster_says_why_in_one_line(tmp_path: Path) -> None:
 
 
 def test_progress_text_for_people() -> None:
-    from mover_k8s.cli import progress_text
+    from mover_k8s.cli.progress import progress_text
 
     gib, mib = 1 << 30, 1 << 20
     assert progress_text({}) == ""
@@ -431,7 +431,7 @@ def test_the_apps_namespace_given_as_movers_is_one_clear_line(env: Env, tmp_path
 
 
 def test_status_line_sums_the_volumes_progress(env: Env) -> None:
-    from mover_k8s.cli import status_line
+    from mover_k8s.cli.progress import status_line
 
     backup = env.kube.create(
         api.BACKUP,

@@ -16,7 +16,8 @@ import pytest
 
 from mover.cli.sizes import format_age, format_duration, format_rate, format_size, parse_size
 from mover_k8s import api
-from mover_k8s.cli import age_of, item_progress, state_of
+from mover_k8s.cli.progress import item_progress
+from mover_k8s.cli.render import age_of, state_of
 from mover_k8s.k8s.client import Obj
 from mover_k8s.k8s.types import ResourceType
 

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from mover.errors import MoverError
-from mover_k8s import api, cli
-from mover_k8s.cli import crds_dir, load_crds
+from mover_k8s import api
+from mover_k8s.cli import crds
+from mover_k8s.cli.crds import crds_dir, load_crds
 
 from .conftest import SYSTEM, Env
 
@@ -77,7 +78,7 @@ def test_an_installed_wheel_reads_its_packaged_crds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "crds").mkdir()
-    monkeypatch.setattr(cli, "resources", SimpleNamespace(files=lambda package: tmp_path))
+    monkeypatch.setattr(crds, "resources", SimpleNamespace(files=lambda package: tmp_path))
     assert crds_dir() == tmp_path / "crds"
 
 
@@ -85,8 +86,8 @@ def test_missing_crds_say_where_they_were_looked_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site = SimpleNamespace(files=lambda package: tmp_path / "site")
-    monkeypatch.setattr(cli, "resources", site)
-    monkeypatch.setattr(cli, "__file__", str(tmp_path / "src" / "mover_k8s" / "cli.py"))
+    monkeypatch.setattr(crds, "resources", site)
+    monkeypatch.setattr(crds, "__file__", str(tmp_path / "src" / "mover_k8s" / "cli" / "crds.py"))
     with pytest.raises(MoverError, match="mover's CRDs are missing") as found:
         crds_dir()
     assert str(tmp_path / "site" / "crds") in str(found.value)
