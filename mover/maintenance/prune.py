@@ -187,13 +187,7 @@ def _condemn(
     index = repo.index
     pack_ids = index.pack_ids()
     npacks = len(pack_ids)
-    total = array.array("Q", bytes(8 * npacks))
-    used = array.array("Q", bytes(8 * npacks))
-    entries = 0
-    for records in index.record_batches():
-        flags = bytearray(len(records) // RECORD)
-        native.account(records, memoryview(live.values), memoryview(total), memoryview(used), flags)
-        entries += len(flags)
+    total, used, entries = _usage(index, live, npacks)
 
     # A mostly used pack is kept whole: its dead blobs stay, and stay indexed (a later backup
     # may dedup against them), until it falls below repack_below.
@@ -234,6 +228,41 @@ def _condemn(
         write_record(repo, record_name, condemned, snapshots)
         stats.packs_condemned = len(condemned)
 
+    named = _retire_index_files(repo, loaded, pack_ids, writer, stats)
+    if record_name is not None:
+        # Only now is no index naming the condemned packs left to read: backups that start
+        # from here on cannot use them; those running may, and phase 2 waits for them. Until
+        # this object exists (a crash before it), phase 2 waits for every running backup.
+        writers = [lock.name for lock in list_locks(repo) if lock.kind == "shared"]
+        repo.backend.write(
+            f"{record_name}.writers", repo.sealer.seal(json.dumps(writers).encode(), b"gc")
+        )
+    return named
+
+
+def _usage(
+    index: Index, live: LiveSet, npacks: int
+) -> tuple[array.array[int], array.array[int], int]:
+    """(blob bytes of each pack, of them the live ones, the index's entries), packs by number."""
+    total = array.array("Q", bytes(8 * npacks))
+    used = array.array("Q", bytes(8 * npacks))
+    entries = 0
+    for records in index.record_batches():
+        flags = bytearray(len(records) // RECORD)
+        native.account(records, memoryview(live.values), memoryview(total), memoryview(used), flags)
+        entries += len(flags)
+    return total, used, entries
+
+
+def _retire_index_files(
+    repo: Repository,
+    loaded: dict[str, array.array[int]],
+    pack_ids: list[bytes],
+    writer: IndexWriter,
+    stats: PruneStats,
+) -> Named:
+    """The index files read (`loaded`: name -> its packs' numbers) deleted, now that `writer`'s
+    replace them; returns the packs that index files name afterwards."""
     named = Named(repo, set(writer.packs), set(writer.names))
     for name, numbers in loaded.items():
         if name in writer.names:
@@ -244,14 +273,6 @@ def _condemn(
             named.packs.update(pack_ids[n] for n in numbers)
             named.files.add(name)
     named.refresh()
-    if record_name is not None:
-        # Only now is no index naming the condemned packs left to read: backups that start
-        # from here on cannot use them; those running may, and phase 2 waits for them. Until
-        # this object exists (a crash before it), phase 2 waits for every running backup.
-        writers = [lock.name for lock in list_locks(repo) if lock.kind == "shared"]
-        repo.backend.write(
-            f"{record_name}.writers", repo.sealer.seal(json.dumps(writers).encode(), b"gc")
-        )
     return named
 
 
