@@ -18,6 +18,7 @@ from mover.content.pack import pack_name, read_header
 from mover.errors import MoverError
 from mover.objects.locks import as_reader
 from mover.objects.repository import Repository
+from mover.objects.snapshot import Snapshot
 from mover.objects.tree import leaf_chunks, nodes
 from mover.storage.stack import base_of
 from mover.text import plural
@@ -57,6 +58,8 @@ class CheckReport:
 def run_check(
     repo: Repository, read_data: bool = False, progress: Callable[[str], None] | None = None
 ) -> CheckReport:
+    """Every problem found goes into the report (see the module's doc): damage is reported,
+    not raised. Runs under a shared lock when one can be written (as_reader)."""
     report = CheckReport()
     # Snapshots before the index: what they reference was indexed before they were written;
     # one finished after this listing is not checked (and not taken for damaged).
@@ -70,82 +73,119 @@ def run_check(
     packs: dict[bytes, int] = defaultdict(int)  # pack id -> bytes needed
     for _chunk_id, loc in index.items():
         packs[loc.pack_id] = max(packs[loc.pack_id], loc.offset + loc.length)
-    bad_chunks: set[bytes] = set()
     report.packs = len(packs)
     report.chunks = len(index)
 
-    bad_packs: set[bytes] = set()
-
-    def bad_pack(pack_id: bytes, message: str) -> None:
-        report.errors.append(message)
-        report.damaged_objects.append(pack_name(pack_id))
-        bad_packs.add(pack_id)
-
+    packs_check = _PackCheck(repo, report)
     for pack_id, needed in packs.items():
-        name = pack_name(pack_id)
-        short = pack_id.hex()[:16]
-        if not repo.backend.exists(name):
-            bad_pack(pack_id, f"pack {short} is missing")
-            continue
-        size = repo.backend.size(name)
-        if size < needed:
-            bad_pack(pack_id, f"pack {short} is truncated: {size} bytes, index needs {needed}")
-            continue
-        if read_data:
-            if progress:
-                progress(f"reading pack {short}")
-            data = repo.backend.read(name)
-            if blake3.blake3(data).digest() != pack_id:
-                bad_pack(pack_id, f"pack {short} does not match its hash")
-            try:
-                entries = read_header(repo.sealer, data, f"pack {short}")
-            except MoverError as exc:
-                if pack_id not in bad_packs:
-                    bad_pack(pack_id, str(exc))
-                bad_packs.add(pack_id)
-                continue
-            # Every blob verified here, from the pack already in memory: once per chunk, not
-            # once per snapshot that references it. A pack whose hash fails keeps its good
-            # blobs usable: only the bad ones are counted as damage.
-            for e in entries:
-                sealed = data[e.offset : e.offset + e.length]
-                try:
-                    blob.decode(repo.master, repo.sealer, e.chunk_id, sealed)
-                except MoverError as exc:
-                    report.errors.append(f"pack {short}: {exc}")
-                    bad_chunks.add(e.chunk_id)
-            bad_packs.discard(pack_id)  # its header and blobs were read: bad_chunks says which
-    bad_chunks |= {cid for cid, loc in index.items() if loc.pack_id in bad_packs}
+        packs_check.pack(pack_id, needed, read_data, progress)
+    bad_chunks = packs_check.bad_chunks
+    bad_chunks |= {cid for cid, loc in index.items() if loc.pack_id in packs_check.bad_packs}
 
     for snapshot in snapshots:
         report.snapshots += 1
-        unindexed = damaged_chunks = 0
-        first: bytes | None = None
-        tree_error = None
-        try:
-            for _node_id, node in nodes(repo.read_blob, bytes.fromhex(snapshot.tree)):
-                for chunk_id in leaf_chunks(node):
-                    if chunk_id not in index:
-                        unindexed += 1
-                        first = first or chunk_id
-                    elif chunk_id in bad_chunks:
-                        damaged_chunks += 1
-        except MoverError as exc:
-            tree_error = str(exc)
-        short = snapshot.id[:8]
-        if tree_error is not None:
-            report.errors.append(f"snapshot {short}: tree unreadable: {tree_error}")
-        if unindexed:
-            assert first is not None
-            report.errors.append(
-                f"snapshot {short}: {plural(unindexed, 'chunk')} in no index "
-                f"(first: {first.hex()[:16]})"
-            )
-        if tree_error is not None or unindexed or damaged_chunks:
-            report.damaged_snapshots.append(snapshot.id)
+        _check_snapshot(repo, snapshot, bad_chunks, report)
 
     _count_leftovers(repo, report, set(packs))
     return report
+
+
+class _PackCheck:
+    """Checks packs one by one into the report: the packs found damaged as a whole (missing,
+    truncated, header unreadable), and the chunks found damaged in packs read through."""
+
+    def __init__(self, repo: Repository, report: CheckReport) -> None:
+        self.repo = repo
+        self.report = report
+        self.bad_packs: set[bytes] = set()
+        self.bad_chunks: set[bytes] = set()
+
+    def _bad_pack(self, pack_id: bytes, message: str) -> None:
+        self.report.errors.append(message)
+        self.report.damaged_objects.append(pack_name(pack_id))
+        self.bad_packs.add(pack_id)
+
+    def pack(
+        self,
+        pack_id: bytes,
+        needed: int,
+        read_data: bool,
+        progress: Callable[[str], None] | None,
+    ) -> None:
+        """The pack exists and holds the `needed` bytes the index points into; with read_data,
+        its hash, header and every blob are verified too."""
+        repo = self.repo
+        name = pack_name(pack_id)
+        short = pack_id.hex()[:16]
+        if not repo.backend.exists(name):
+            self._bad_pack(pack_id, f"pack {short} is missing")
+            return
+        size = repo.backend.size(name)
+        if size < needed:
+            self._bad_pack(
+                pack_id, f"pack {short} is truncated: {size} bytes, index needs {needed}"
+            )
+            return
+        if read_data:
+            if progress:
+                progress(f"reading pack {short}")
+            self._read_through(pack_id, repo.backend.read(name))
+
+    def _read_through(self, pack_id: bytes, data: bytes) -> None:
+        repo = self.repo
+        short = pack_id.hex()[:16]
+        if blake3.blake3(data).digest() != pack_id:
+            self._bad_pack(pack_id, f"pack {short} does not match its hash")
+        try:
+            entries = read_header(repo.sealer, data, f"pack {short}")
+        except MoverError as exc:
+            if pack_id not in self.bad_packs:
+                self._bad_pack(pack_id, str(exc))
+            self.bad_packs.add(pack_id)
+            return
+        # Every blob verified here, from the pack already in memory: once per chunk, not
+        # once per snapshot that references it. A pack whose hash fails keeps its good
+        # blobs usable: only the bad ones are counted as damage.
+        for e in entries:
+            sealed = data[e.offset : e.offset + e.length]
+            try:
+                blob.decode(repo.master, repo.sealer, e.chunk_id, sealed)
+            except MoverError as exc:
+                self.report.errors.append(f"pack {short}: {exc}")
+                self.bad_chunks.add(e.chunk_id)
+        self.bad_packs.discard(pack_id)  # its header and blobs were read: bad_chunks says which
+
+
+def _check_snapshot(
+    repo: Repository, snapshot: Snapshot, bad_chunks: set[bytes], report: CheckReport
+) -> None:
+    """The snapshot's tree is readable and every chunk it names is indexed; a snapshot that
+    fails either, or names a chunk in `bad_chunks`, is reported damaged."""
+    index = repo.index
+    unindexed = damaged_chunks = 0
+    first: bytes | None = None
+    tree_error = None
+    try:
+        for _node_id, node in nodes(repo.read_blob, bytes.fromhex(snapshot.tree)):
+            for chunk_id in leaf_chunks(node):
+                if chunk_id not in index:
+                    unindexed += 1
+                    first = first or chunk_id
+                elif chunk_id in bad_chunks:
+                    damaged_chunks += 1
+    except MoverError as exc:
+        tree_error = str(exc)
+    short = snapshot.id[:8]
+    if tree_error is not None:
+        report.errors.append(f"snapshot {short}: tree unreadable: {tree_error}")
+    if unindexed:
+        assert first is not None
+        report.errors.append(
+            f"snapshot {short}: {plural(unindexed, 'chunk')} in no index "
+            f"(first: {first.hex()[:16]})"
+        )
+    if tree_error is not None or unindexed or damaged_chunks:
+        report.damaged_snapshots.append(snapshot.id)
 
 
 def _count_leftovers(repo: Repository, report: CheckReport, indexed: set[bytes]) -> None:

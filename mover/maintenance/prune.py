@@ -1,4 +1,4 @@
-"""forget (drop snapshots) and prune (drop what no snapshot references), safe beside backups.
+"""prune: drop what no snapshot references, safe beside backups.
 
 prune runs under the exclusive lock (mover.objects.locks), which only another prune contends for;
 backups keep running. Garbage is collected in two phases:
@@ -34,31 +34,28 @@ still running ones) are deleted once older than the unindexed grace period.
 from __future__ import annotations
 
 import array
-import bisect
-import contextlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mover._native import index_run as native
-from mover.content import blob
-from mover.content.index import RECORD, Index, Location, decode_rows, unpack_records
-from mover.content.pack import PackBuilder, PackEntry, pack_name, read_pack_header
-from mover.errors import IntegrityError, ObjectLocked, ObjectNotFound, RepositoryError
+from mover.content.index import RECORD, Index, unpack_records
+from mover.content.pack import PackEntry, pack_name, read_pack_header
+from mover.errors import ObjectLocked, ObjectNotFound, RepositoryError
+from mover.maintenance.forget import forget
+from mover.maintenance.reachable import Blobs, LiveSet, Named, read_record, write_record
+from mover.maintenance.repack import repack
 from mover.objects.checkpoint import Held, held_by_checkpoints
 from mover.objects.locks import Lock, list_locks
 from mover.objects.repository import INDEX_FILE_ENTRIES, IndexWriter, Repository, short_name
 from mover.objects.snapshot import Snapshot
-from mover.objects.tree import leaf_chunks, nodes
 from mover.text import plural
 
 # Repack a pack when less than this share of it is still referenced.
 REPACK_BELOW = 0.8
-# Packs repacked per scan of the index: bounds the live entries held at once.
-REPACK_GROUP = 1024
 # Checkpoints of interrupted backups keep their data this long (7 days).
 CHECKPOINT_MAX_AGE = 7 * 86400.0
 # How far the clocks of two writers (or a writer and the object store) may disagree.
@@ -91,153 +88,6 @@ class PruneStats:
 
     def count_index_file(self, _name: str) -> None:
         self.index_files_written += 1
-
-
-def forget(repo: Repository, snapshot_ids: list[str]) -> list[str]:
-    """Deletes the snapshots named by id or unique prefix, damaged ones included; every id is
-    resolved before anything is deleted."""
-    readable = [s.id for s in repo.snapshots()]
-    targets = [repo.resolve_snapshot_id(ref, readable) for ref in snapshot_ids]
-    removed = []
-    for snapshot_id in dict.fromkeys(targets):
-        with contextlib.suppress(ObjectNotFound):  # a concurrent forget was first
-            repo.backend.delete(f"snapshots/{snapshot_id}")
-        removed.append(snapshot_id)
-    return removed
-
-
-class LiveSet:
-    """The 8-byte prefixes of chunk ids, sorted; duplicates are squeezed out as it grows, so it
-    holds about one entry per distinct chunk however many snapshots share them."""
-
-    def __init__(self) -> None:
-        self.values = array.array("Q")
-        self._squeezed = 0
-
-    def add(self, chunk_id: bytes) -> None:
-        self.values.append(native.prefix_of(chunk_id))
-        if len(self.values) >= 2 * self._squeezed + (1 << 20):
-            self.squeeze()
-
-    def squeeze(self) -> None:
-        kept = native.sort_unique_u64(memoryview(self.values))
-        del self.values[kept:]
-        self._squeezed = kept
-
-    def add_tree(self, blobs: Blobs, root: bytes) -> None:
-        """Every node of the tree under root, and every chunk its leaves name."""
-        for node_id, node in nodes(blobs.read, root):
-            self.add(node_id)
-            for chunk_id in leaf_chunks(node):
-                self.add(chunk_id)
-
-    def add_snapshots(self, blobs: Blobs, snapshots: Iterable[Snapshot]) -> None:
-        for snapshot in snapshots:
-            self.add_tree(blobs, bytes.fromhex(snapshot.tree))
-        self.squeeze()
-
-    def __bool__(self) -> bool:
-        return bool(self.values)
-
-    def add_checkpoint(self, blobs: Blobs, held: Held) -> None:
-        for chunk_id in held.chunk_ids:
-            self.add(chunk_id)
-        for node in held.node_ids:
-            self.add_tree(blobs, node)
-
-    def __contains__(self, chunk_id: bytes) -> bool:
-        """After squeeze()."""
-        key = native.prefix_of(chunk_id)
-        at = bisect.bisect_left(self.values, key)
-        return at < len(self.values) and self.values[at] == key
-
-
-class Blobs:
-    """Reads blobs for prune's walks of snapshot trees, wherever they are now: through the
-    index prune loaded, else through the index files as they are now (a backup that finished
-    during prune, or a copy made by this prune's repack), else from condemned packs (a
-    snapshot of a writer that took no lock; phase 2 then keeps them)."""
-
-    def __init__(self, repo: Repository) -> None:
-        self.repo = repo
-        self._current: Index | None = None
-        self._condemned: Index | None = None
-
-    def read(self, chunk_id: bytes) -> bytes:
-        views: tuple[Callable[[], Index], ...] = (
-            self._loaded_index,
-            self.current_index,
-            self._condemned_index,
-        )
-        for view in views:
-            location = view().get(chunk_id)
-            if location is None:
-                continue
-            try:
-                sealed = self.repo.backend.read(
-                    pack_name(location.pack_id), location.offset, location.length
-                )
-            except ObjectNotFound:
-                continue  # deleted by this prune after a repack copied it: look further
-            return blob.decode(self.repo.master, self.repo.sealer, chunk_id, sealed)
-        raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is in no index: repository damaged")
-
-    def _loaded_index(self) -> Index:
-        return self.repo.index
-
-    def current_index(self) -> Index:
-        """The index files as they are now (loaded once, on first need)."""
-        if self._current is None:
-            index = Index()
-            self.repo._load_index_files(index, list(self.repo.backend.list("index/")))
-            self._current = index
-        return self._current
-
-    def forget_current(self) -> None:
-        self._current = None
-
-    def _condemned_index(self) -> Index:
-        if self._condemned is None:
-            index = Index()
-            for name in self.repo.backend.list("gc/"):
-                if name.endswith(".writers"):
-                    continue
-                for pack in _read_gc(self.repo, name)["packs"]:
-                    pack_id = bytes.fromhex(pack)
-                    try:
-                        entries = read_pack_header(self.repo.backend, self.repo.sealer, pack_id)
-                    except ObjectNotFound:
-                        continue
-                    for e in entries:
-                        index.add(e.chunk_id, Location(pack_id, e.offset, e.length, e.kind))
-            self._condemned = index
-        return self._condemned
-
-
-class Named:
-    """The packs that index files name, kept up to date with index files written by others
-    (backups finishing while prune runs): a pack named by any index file is never deleted."""
-
-    def __init__(self, repo: Repository, packs: set[bytes], files: set[str]) -> None:
-        self.repo = repo
-        self.packs = packs
-        self.files = files  # the index files whose packs are in self.packs
-
-    def refresh(self) -> None:
-        for name in self.repo.backend.list("index/"):
-            if name in self.files:
-                continue
-            try:
-                pack_ids, _rows, _count = decode_rows(
-                    self.repo.sealer, self.repo.backend.read(name), name
-                )
-            except ObjectNotFound:
-                continue
-            self.packs.update(pack_ids)
-            self.files.add(name)
-
-    def __contains__(self, pack_id: bytes) -> bool:
-        return pack_id in self.packs
 
 
 def prune(
@@ -337,25 +187,19 @@ def _condemn(
     index = repo.index
     pack_ids = index.pack_ids()
     npacks = len(pack_ids)
-    total = array.array("Q", bytes(8 * npacks))
-    used = array.array("Q", bytes(8 * npacks))
-    entries = 0
-    for records in index.record_batches():
-        flags = bytearray(len(records) // RECORD)
-        native.account(records, memoryview(live.values), memoryview(total), memoryview(used), flags)
-        entries += len(flags)
+    total, used, entries = _usage(index, live, npacks)
 
     # A mostly used pack is kept whole: its dead blobs stay, and stay indexed (a later backup
     # may dedup against them), until it falls below repack_below.
     keep = bytearray(npacks)
-    repack: list[int] = []
+    partly_used: list[int] = []
     condemned: list[bytes] = []
     for number in range(npacks):
         if used[number] and used[number] >= total[number] * repack_below:
             keep[number] = 1
         else:
             if used[number]:
-                repack.append(number)
+                partly_used.append(number)
             condemned.append(pack_ids[number])
     stats.chunks_dropped = _dropped(index, live, keep) if condemned else 0
 
@@ -367,9 +211,9 @@ def _condemn(
         return unchanged
 
     writer = IndexWriter(repo, stats.count_index_file)
-    if repack:
-        say(f"repacking {len(repack)} partly used packs")
-        _repack(repo, live, pack_ids, repack, writer, stats)
+    if partly_used:
+        say(f"repacking {len(partly_used)} partly used packs")
+        stats.packs_written += repack(repo, live, pack_ids, partly_used, writer)
     say("writing the index")
     for records in index.record_batches():
         for chunk_id, number, offset, length, kind in unpack_records(
@@ -381,9 +225,44 @@ def _condemn(
     record_name = None
     if condemned:
         record_name = f"gc/{secrets.token_hex(16)}"
-        _write_record(repo, record_name, condemned, snapshots)
+        write_record(repo, record_name, condemned, snapshots)
         stats.packs_condemned = len(condemned)
 
+    named = _retire_index_files(repo, loaded, pack_ids, writer, stats)
+    if record_name is not None:
+        # Only now is no index naming the condemned packs left to read: backups that start
+        # from here on cannot use them; those running may, and phase 2 waits for them. Until
+        # this object exists (a crash before it), phase 2 waits for every running backup.
+        writers = [lock.name for lock in list_locks(repo) if lock.kind == "shared"]
+        repo.backend.write(
+            f"{record_name}.writers", repo.sealer.seal(json.dumps(writers).encode(), b"gc")
+        )
+    return named
+
+
+def _usage(
+    index: Index, live: LiveSet, npacks: int
+) -> tuple[array.array[int], array.array[int], int]:
+    """(blob bytes of each pack, of them the live ones, the index's entries), packs by number."""
+    total = array.array("Q", bytes(8 * npacks))
+    used = array.array("Q", bytes(8 * npacks))
+    entries = 0
+    for records in index.record_batches():
+        flags = bytearray(len(records) // RECORD)
+        native.account(records, memoryview(live.values), memoryview(total), memoryview(used), flags)
+        entries += len(flags)
+    return total, used, entries
+
+
+def _retire_index_files(
+    repo: Repository,
+    loaded: dict[str, array.array[int]],
+    pack_ids: list[bytes],
+    writer: IndexWriter,
+    stats: PruneStats,
+) -> Named:
+    """The index files read (`loaded`: name -> its packs' numbers) deleted, now that `writer`'s
+    replace them; returns the packs that index files name afterwards."""
     named = Named(repo, set(writer.packs), set(writer.names))
     for name, numbers in loaded.items():
         if name in writer.names:
@@ -394,14 +273,6 @@ def _condemn(
             named.packs.update(pack_ids[n] for n in numbers)
             named.files.add(name)
     named.refresh()
-    if record_name is not None:
-        # Only now is no index naming the condemned packs left to read: backups that start
-        # from here on cannot use them; those running may, and phase 2 waits for them. Until
-        # this object exists (a crash before it), phase 2 waits for every running backup.
-        writers = [lock.name for lock in list_locks(repo) if lock.kind == "shared"]
-        repo.backend.write(
-            f"{record_name}.writers", repo.sealer.seal(json.dumps(writers).encode(), b"gc")
-        )
     return named
 
 
@@ -420,72 +291,6 @@ def _dropped(index: Index, live: LiveSet, keep: bytearray) -> int:
     return dropped
 
 
-def _repack(
-    repo: Repository,
-    live: LiveSet,
-    pack_ids: list[bytes],
-    repack: list[int],
-    writer: IndexWriter,
-    stats: PruneStats,
-) -> None:
-    index = repo.index
-    scratch = array.array("Q", bytes(8 * len(pack_ids)))
-    builder = PackBuilder()
-    for start in range(0, len(repack), REPACK_GROUP):
-        group = bytearray(len(pack_ids))
-        for number in repack[start : start + REPACK_GROUP]:
-            group[number] = 1
-        wanted: dict[int, list[tuple[int, int, int, bytes]]] = {}
-        for records in index.record_batches():
-            selected = native.flag_packs(records, group)
-            flags = bytearray(len(selected) // RECORD)
-            native.account(
-                selected, memoryview(live.values), memoryview(scratch), memoryview(scratch), flags
-            )
-            for is_live, (chunk_id, number, offset, length, kind) in zip(
-                flags, unpack_records(selected), strict=True
-            ):
-                if is_live:
-                    wanted.setdefault(number, []).append((offset, length, kind, chunk_id))
-        for number, blobs in wanted.items():
-            data = repo.backend.read(pack_name(pack_ids[number]))  # one request, not one a blob
-            for offset, length, kind, chunk_id in sorted(blobs):
-                builder.add(chunk_id, data[offset : offset + length], kind)
-                if len(builder) >= repo.config.pack_size:
-                    _write_pack(repo, builder, writer, stats)
-                    builder = PackBuilder()
-    _write_pack(repo, builder, writer, stats)
-    writer.flush()  # the copies are indexed before anything points away from the originals
-
-
-def _write_pack(
-    repo: Repository, builder: PackBuilder, writer: IndexWriter, stats: PruneStats
-) -> None:
-    if not builder.entries:
-        return
-    pack_id, data = builder.finish(repo.sealer)
-    repo.write_pack(pack_id, data)
-    stats.packs_written += 1
-    for e in builder.entries:
-        writer.add(pack_id, e)
-
-
-def _write_record(
-    repo: Repository, name: str, packs: list[bytes], snapshots: list[Snapshot]
-) -> None:
-    doc = {
-        "time": time.time(),
-        "packs": [p.hex() for p in packs],
-        "snapshots": [s.id for s in snapshots],
-    }
-    repo.backend.write(name, repo.sealer.seal(json.dumps(doc).encode(), b"gc"))
-
-
-def _read_gc(repo: Repository, name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(repo.sealer.open(repo.backend.read(name), b"gc", name))
-    return doc
-
-
 def _delete_condemned(
     repo: Repository,
     blobs: Blobs,
@@ -500,20 +305,46 @@ def _delete_condemned(
     records = sorted(n for n in listed if not n.endswith(".writers"))
     if not records:
         return
+    ready, protected = _ready_records(repo, named, listed, records, grace, stats)
+    if not ready:
+        return
+    # What interrupted backups will resume from counts as referenced too.
+    checkpoints = LiveSet()
+    for held in held_by_checkpoints(repo):
+        if held.age <= checkpoint_max_age:
+            checkpoints.add_checkpoint(blobs, held)
+    checkpoints.squeeze()
+    sweep = _Sweep(repo, blobs, named, protected, checkpoints, stats)
+    snapshots = repo.snapshots()
+    for name, doc, packs in ready:
+        sweep.record(name, doc, packs, snapshots, say)
+
+
+_Record = tuple[str, dict[str, Any], list[bytes]]  # (name, document, condemned pack ids)
+
+
+def _ready_records(
+    repo: Repository,
+    named: Named,
+    listed: set[str],
+    records: list[str],
+    grace: float,
+    stats: PruneStats,
+) -> tuple[list[_Record], set[bytes]]:
+    """(the records whose packs may go now, the packs that records still waiting condemn).
+    A record waits for its grace period and for the backups it names (all running ones when
+    its `.writers` object is missing: a crash before it was written)."""
     locks = {lock.name: lock for lock in list_locks(repo) if lock.kind == "shared"}
     alive = {name for name, lock in locks.items() if not lock.stale}
     # After the locks: a backup that ended before that listing has its index files visible.
     named.refresh()
-    snapshots: list[Snapshot] | None = None
-    checkpoints: LiveSet | None = None
     now = time.time()
-    reindex = IndexWriter(repo, stats.count_index_file)
-    ready: list[tuple[str, dict[str, Any], list[bytes]]] = []
+    ready: list[_Record] = []
     # A pack can be condemned again by a later record (re-indexed meanwhile by a backup that
     # used it, then dead again): while any record naming it waits, none may delete it.
     protected: set[bytes] = set()
     for name in records:
-        doc = _read_gc(repo, name)
+        doc = read_record(repo, name)
         packs = [bytes.fromhex(p) for p in doc["packs"]]
         if f"{name}.writers" in listed:
             writers = repo.sealer.open(
@@ -528,61 +359,94 @@ def _delete_condemned(
             protected.update(packs)
         else:
             ready.append((name, doc, packs))
-    if ready:
-        # What interrupted backups will resume from counts as referenced too.
-        checkpoints = LiveSet()
-        for held in held_by_checkpoints(repo):
-            if held.age <= checkpoint_max_age:
-                checkpoints.add_checkpoint(blobs, held)
-        checkpoints.squeeze()
-    for name, doc, packs in ready:
-        if snapshots is None:
-            snapshots = repo.snapshots()
+    return ready, protected
+
+
+class _Sweep:
+    """Phase 2's deletes, one ready record at a time. A condemned pack is deleted unless an
+    index names it again or a waiting record condemns it too (left alone), or a snapshot
+    written since the record or a checkpoint needs entries of it that no index has (indexed
+    again: the pack stays)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        blobs: Blobs,
+        named: Named,
+        protected: set[bytes],
+        checkpoints: LiveSet,
+        stats: PruneStats,
+    ) -> None:
+        self.repo = repo
+        self.blobs = blobs
+        self.named = named
+        self.protected = protected
+        self.checkpoints = checkpoints
+        self.stats = stats
+        self.reindex = IndexWriter(repo, stats.count_index_file)
+
+    def record(
+        self,
+        name: str,
+        doc: dict[str, Any],
+        packs: list[bytes],
+        snapshots: list[Snapshot],
+        say: Progress,
+    ) -> None:
+        """The packs of one record dealt with, then the record deleted (last: it is what a
+        crash resumes from)."""
         before = set(doc["snapshots"])
         newer = [s for s in snapshots if s.id not in before]
         referenced = LiveSet()
         if newer:
             say(f"checking {plural(len(newer), 'snapshot')} written since the packs were condemned")
-            referenced.add_snapshots(blobs, newer)
-        assert checkpoints is not None
-        left: list[bytes] = []
-        for pack_id in packs:
-            if pack_id in named or pack_id in protected:
-                continue  # an index names it again, or a waiting record will see to it
-            pname = pack_name(pack_id)
-            try:
-                # Read a header only when something written since could need the pack.
-                entries = (
-                    read_pack_header(repo.backend, repo.sealer, pack_id)
-                    if newer or checkpoints
-                    else []
-                )
-                size = repo.backend.size(pname)
-            except ObjectNotFound:
-                continue
-            # Entries a newer snapshot or a checkpoint needs and no index has (a copy made by
-            # a repack is indexed: then the original can go).
-            needed = [
-                e
-                for e in entries
-                if (e.chunk_id in referenced or e.chunk_id in checkpoints)
-                and e.chunk_id not in blobs.current_index()
-            ]
-            if needed:
-                for e in needed:
-                    reindex.add(pack_id, e)
-                named.packs.add(pack_id)
-                stats.packs_resurrected += 1
-            elif _delete(repo, pname, stats):
-                stats.packs_deleted += 1
-                stats.bytes_freed += size
-            else:
-                left.append(pack_id)
-        reindex.flush()  # indexed again before the record that condemned them goes
+            referenced.add_snapshots(self.blobs, newer)
+        left = [
+            pack_id
+            for pack_id in packs
+            if not (pack_id in self.named or pack_id in self.protected)
+            and not self._pack(pack_id, referenced, bool(newer))
+        ]
+        self.reindex.flush()  # indexed again before the record that condemned them goes
         if left:  # Object Lock refused some deletes: a new record for them, for a later prune
-            _write_record(repo, f"gc/{secrets.token_hex(16)}", left, snapshots)
+            write_record(self.repo, f"gc/{secrets.token_hex(16)}", left, snapshots)
         for gone in (f"{name}.writers", name):  # the record last: it is what a crash resumes
-            _delete(repo, gone, stats)
+            _delete(self.repo, gone, self.stats)
+
+    def _pack(self, pack_id: bytes, referenced: LiveSet, newer: bool) -> bool:
+        """One condemned pack deleted, or indexed again where needed; False when Object Lock
+        kept it."""
+        repo, stats = self.repo, self.stats
+        pname = pack_name(pack_id)
+        try:
+            # Read a header only when something written since could need the pack.
+            entries = (
+                read_pack_header(repo.backend, repo.sealer, pack_id)
+                if newer or self.checkpoints
+                else []
+            )
+            size = repo.backend.size(pname)
+        except ObjectNotFound:
+            return True
+        # Entries a newer snapshot or a checkpoint needs and no index has (a copy made by
+        # a repack is indexed: then the original can go).
+        needed = [
+            e
+            for e in entries
+            if (e.chunk_id in referenced or e.chunk_id in self.checkpoints)
+            and e.chunk_id not in self.blobs.current_index()
+        ]
+        if needed:
+            for e in needed:
+                self.reindex.add(pack_id, e)
+            self.named.packs.add(pack_id)
+            stats.packs_resurrected += 1
+        elif _delete(repo, pname, stats):
+            stats.packs_deleted += 1
+            stats.bytes_freed += size
+        else:
+            return False
+        return True
 
 
 def _delete_unindexed(
@@ -601,7 +465,7 @@ def _delete_unindexed(
     for name in repo.backend.list("gc/"):
         if name.endswith(".writers"):
             continue
-        doc = _read_gc(repo, name)
+        doc = read_record(repo, name)
         condemned.update(pack_name(bytes.fromhex(p)) for p in doc["packs"])
     named_names = {pack_name(p) for p in named.packs}
     now = time.time()
@@ -630,3 +494,17 @@ def _delete(repo: Repository, name: str, stats: PruneStats) -> bool:
     except ObjectNotFound:
         pass
     return True
+
+
+# forget moved to mover.maintenance.forget; imported here too so that `from
+# mover.maintenance.prune import forget` (mover.cli.repo_cmds, mover.api) keeps working until
+# they import it from its home.
+__all__ = [
+    "CHECKPOINT_MAX_AGE",
+    "CLOCK_SKEW",
+    "COMPACT_SLACK",
+    "REPACK_BELOW",
+    "PruneStats",
+    "forget",
+    "prune",
+]

@@ -10,7 +10,7 @@ same chunks, same tree, same root.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 from mover.errors import IntegrityError, MoverError, StorageError
@@ -212,49 +212,62 @@ def walk(load: LoadNode, root: bytes, size: int | None = None) -> Iterator[Exten
             stack.pop()
             continue
         node_id, span = entry
-        if span is None:
-            node = load(node_id)
-        else:
-            try:
-                node = load(node_id)
-            except MoverError as exc:
-                if isinstance(exc, StorageError) and exc.temporary:
-                    raise  # not damage: the node may be readable once the storage is back
-                if span:
-                    yield Unreadable(offset, span, None, f"tree node {_short(node_id)}: {exc}")
-                    offset += span
-                continue
+        node, damage = _load_node(load, node_id, span)
         kind = node[:4]
-        if kind == INTERIOR:
-            (count,) = struct.unpack_from("<I", node, 4)
-            children: list[tuple[bytes, int | None]]
-            if spans:
-                children = [
-                    (node[8 + 40 * i : 8 + 40 * i + 32], _span_at(node, 8 + 40 * i + 32))
-                    for i in range(count)
-                ]
-            else:
-                children = [(node[8 + 40 * i : 8 + 40 * i + 32], None) for i in range(count)]
-            stack.append(iter(children))
-        elif kind == LEAF:
-            (count,) = struct.unpack_from("<I", node, 4)
-            pos = 8
-            for _ in range(count):
-                entry_kind, length = struct.unpack_from("<BI", node, pos)
-                pos += 5
-                if entry_kind == CHUNK:
-                    yield Extent(offset, length, node[pos : pos + 32])
-                    pos += 32
-                else:
-                    yield Extent(offset, length, None)
-                offset += length
-        elif span is None:
-            raise IntegrityError(f"tree node {_short(node_id)} has an unknown format")
-        elif span:
-            yield Unreadable(
-                offset, span, None, f"tree node {_short(node_id)} has an unknown format"
-            )
+        if damage is None and kind == INTERIOR:
+            stack.append(iter(_child_entries(node, spans)))
+            continue
+        if damage is None and kind == LEAF:
+            offset = yield from _leaf_extents(node, offset)
+            continue
+        if damage is None:
+            damage = f"tree node {_short(node_id)} has an unknown format"
+        if span is None:
+            raise IntegrityError(damage)
+        if span:
+            yield Unreadable(offset, span, None, damage)
             offset += span
+
+
+def _load_node(load: LoadNode, node_id: bytes, span: int | None) -> tuple[bytes, str | None]:
+    """(the node, None); when the walk tolerates damage (span known), a node that load cannot
+    give is (b"", why) instead. A temporary storage failure is raised either way: not damage,
+    the node may be readable once the storage is back."""
+    if span is None:
+        return load(node_id), None
+    try:
+        return load(node_id), None
+    except MoverError as exc:
+        if isinstance(exc, StorageError) and exc.temporary:
+            raise
+        return b"", f"tree node {_short(node_id)}: {exc}"
+
+
+def _child_entries(node: bytes, spans: bool) -> list[tuple[bytes, int | None]]:
+    """(child id, its span, or None when spans are not wanted) of an interior node."""
+    (count,) = struct.unpack_from("<I", node, 4)
+    if spans:
+        return [
+            (node[8 + 40 * i : 8 + 40 * i + 32], _span_at(node, 8 + 40 * i + 32))
+            for i in range(count)
+        ]
+    return [(node[8 + 40 * i : 8 + 40 * i + 32], None) for i in range(count)]
+
+
+def _leaf_extents(node: bytes, offset: int) -> Generator[Extent, None, int]:
+    """The chunks and holes of a leaf, from `offset` on; returns the offset after them."""
+    (count,) = struct.unpack_from("<I", node, 4)
+    pos = 8
+    for _ in range(count):
+        entry_kind, length = struct.unpack_from("<BI", node, pos)
+        pos += 5
+        if entry_kind == CHUNK:
+            yield Extent(offset, length, node[pos : pos + 32])
+            pos += 32
+        else:
+            yield Extent(offset, length, None)
+        offset += length
+    return offset
 
 
 def _span_at(node: bytes, pos: int) -> int:

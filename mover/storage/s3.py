@@ -16,10 +16,11 @@ Writes are atomic and verified:
 - `If-None-Match: *` makes a write of an existing name a no-op checked by size (the contract);
   a store that rejects conditional writes is asked with HEAD before PUT instead.
 
-Errors are classified here, once: ObjectNotFound; StorageError(temporary=True) for throttling
-(503 SlowDown), 500/502/504, connection errors, timeouts and damaged transfers; ObjectLocked
-for a delete refused by Object Lock; everything else permanent. Botocore's own retries are off:
-retrying is the job of mover.storage.retrying, so that it is done once, with jitter, counted.
+Errors are classified once, in mover.storage.s3replies: ObjectNotFound; StorageError(temporary=
+True) for throttling (503 SlowDown), 500/502/504, connection errors, timeouts and damaged
+transfers; ObjectLocked (here) for a delete refused by Object Lock; everything else permanent.
+Botocore's own retries are off: retrying is the job of mover.storage.retrying, so that it is
+done once, with jitter, counted.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
-import hashlib
 import os
 import threading
 import time
@@ -35,51 +35,26 @@ from collections.abc import Awaitable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
+from botocore.exceptions import ClientError
 
 from mover.errors import ObjectLocked, ObjectNotFound, StorageError, UsageError
 from mover.storage.base import Capabilities
 from mover.storage.s3config import MIN_PART_SIZE, PARTS_IN_FLIGHT, ObjectLock, S3Config
+from mover.storage.s3replies import (
+    classify,
+    conditional_refused,
+    error_code,
+    etag_is_md5,
+    etag_of,
+    expected_etag,
+    http_status,
+    md5,
+    missing_bucket,
+)
 
 T = TypeVar("T")
-
-# Error codes worth a retry; plus any 500, 502, 503, 504 and 429.
-_TEMPORARY_CODES = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "InternalError",
-    "ServiceUnavailable",
-    "BadDigest",  # the body was damaged on the way: re-sending fixes it
-    "XAmzContentSHA256Mismatch",
-    "IncompleteBody",
-    "OperationAborted",
-}
-_DENIED_CODES = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "InvalidToken",
-    "ExpiredToken",
-    "403",
-}
-
-
-def _md5(data: bytes | memoryview) -> bytes:
-    return hashlib.md5(data, usedforsecurity=False).digest()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -200,63 +175,12 @@ class S3Backend:
 
     # -- errors -------------------------------------------------------------------------------
 
-    def _where(self) -> str:
-        return f" at {self.endpoint}" if self.endpoint else ""
-
     def _error(self, exc: BaseException, action: str) -> StorageError:
-        """One classification of every failure: what the user reads and what retries see."""
-        if isinstance(exc, StorageError):
-            return exc
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            message = str(error.get("Message", "") or exc)
-            if code in ("NoSuchKey", "404", "NotFound"):
-                return ObjectNotFound(f"cannot {action}: it is missing from {self.location}")
-            if code == "NoSuchBucket":
-                return StorageError(
-                    f"bucket {self.bucket} does not exist{self._where()}; create it first "
-                    "(mover never creates buckets)"
-                )
-            if code in _TEMPORARY_CODES or status in (429, 500, 502, 503, 504):
-                return StorageError(
-                    f"cannot {action}: {code or status} ({message})", temporary=True
-                )
-            if code in _DENIED_CODES or status == 403:
-                return StorageError(
-                    f"access denied to s3://{self.bucket}{self._where()} ({code}); check the "
-                    "credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE) "
-                    "and the bucket's policy"
-                )
-            if code in ("PermanentRedirect", "301", "AuthorizationHeaderMalformed"):
-                return StorageError(
-                    f"bucket {self.bucket} is in another region{self._where()}; pass its "
-                    "region with --s3-region"
-                )
-            return StorageError(f"cannot {action}: {code or status} ({message})")
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-            return StorageError(
-                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
-                "AWS_PROFILE, or run where an instance/pod role provides them"
-            )
-        if isinstance(exc, ConnectionError):  # includes EndpointConnectionError, timeouts
-            return StorageError(
-                f"cannot reach the S3 endpoint {self.endpoint or '(AWS default)'}: {exc}",
-                temporary=True,
-            )
-        if isinstance(
-            exc,
-            HTTPClientError
-            | IncompleteReadError
-            | aiohttp.ClientError
-            | asyncio.TimeoutError
-            | OSError,
-        ):
-            return StorageError(f"cannot {action}: connection failed ({exc})", temporary=True)
-        if isinstance(exc, BotoCoreError):
-            return StorageError(f"cannot {action}: {exc}")
-        raise exc
+        """One classification of every failure (mover.storage.s3replies): what the user reads
+        and what retries see."""
+        return classify(
+            exc, action, bucket=self.bucket, location=self.location, endpoint=self.endpoint
+        )
 
     async def _guard(self, action: str, awaitable: Awaitable[T]) -> T:
         try:
@@ -285,13 +209,8 @@ class S3Backend:
         try:
             await self._client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if status == 404 or code in ("404", "NoSuchBucket", "NotFound"):
-                raise StorageError(
-                    f"bucket {self.bucket} does not exist{self._where()}; create it first "
-                    "(mover never creates buckets)"
-                ) from None
+            if http_status(exc) == 404 or error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                raise missing_bucket(self.bucket, self.endpoint) from None
             raise self._error(exc, f"open bucket {self.bucket}") from None
         except Exception as exc:
             raise self._error(exc, f"open bucket {self.bucket}") from None
@@ -332,25 +251,16 @@ class S3Backend:
         else:
             self._call(self._write_single(name, data if isinstance(data, bytes) else bytes(data)))
 
-    def _expected_etag(self, body: bytes | memoryview, etag: str) -> str | None:
-        """The ETag `body` would have as stored: its MD5, or for a multipart object written
-        with our part size the MD5 of the parts' MD5s; None when that cannot be known."""
-        if "-" not in etag:
-            return _md5(body).hex()
-        size = self.config.part_size
-        parts = [_md5(body[i : i + size]) for i in range(0, len(body), size)]
-        if etag.rsplit("-", 1)[1] != str(len(parts)):
-            return None  # written with another part size
-        return f"{_md5(b''.join(parts)).hex()}-{len(parts)}"
-
     async def _existing(self, name: str, body: bytes | memoryview) -> None:
         """The name exists: a no-op when it holds these bytes (content-addressed names), an
         error when it does not, as far as size and ETag can tell."""
         head = await self._head(name)
         if int(head["ContentLength"]) != len(body):
             raise StorageError(f"object {name} exists with a different size; refusing to replace")
-        etag = str(head.get("ETag", "")).strip('"')
-        expected = self._expected_etag(body, etag) if etag and self._etag_is_md5(head) else None
+        etag = etag_of(head)
+        expected = (
+            expected_etag(body, etag, self.config.part_size) if etag and etag_is_md5(head) else None
+        )
         if expected is not None and etag != expected:
             raise StorageError(
                 f"object {name} exists with other content (its ETag does not match); "
@@ -370,24 +280,13 @@ class S3Backend:
         if name in self._damaged:
             await self._remove_damaged(name, self._key(name))
 
-    def _conditional_refused(self, exc: ClientError) -> bool:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        return code == "NotImplemented" or status == 501
-
-    def _etag_is_md5(self, resp: dict[str, Any]) -> bool:
-        # With SSE-KMS or SSE-C the ETag is not the MD5 of the content.
-        if resp.get("SSECustomerAlgorithm"):
-            return False
-        return str(resp.get("ServerSideEncryption", "")) in ("", "AES256")
-
     async def _write_single(self, name: str, body: bytes) -> None:
-        key, md5 = self._key(name), _md5(body)
+        key, digest = self._key(name), md5(body)
         args: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": key,
             "Body": body,
-            "ContentMD5": base64.b64encode(md5).decode(),
+            "ContentMD5": base64.b64encode(digest).decode(),
             **self._lock_args(),
         }
         await self._clear_damaged(name)
@@ -398,17 +297,16 @@ class S3Backend:
                 **args, **({"IfNoneMatch": "*"} if self._conditional else {})
             )
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "412"):
+            if error_code(exc) in ("PreconditionFailed", "412"):
                 return await self._existing(name, body)
-            if self._conditional and self._conditional_refused(exc):
+            if self._conditional and conditional_refused(exc):
                 self._conditional = False
                 return await self._write_single(name, body)
             raise self._error(exc, f"write {name}") from None
         except Exception as exc:
             raise self._error(exc, f"write {name}") from None
-        etag = str(resp.get("ETag", "")).strip('"')
-        if self._etag_is_md5(resp) and etag and etag != md5.hex():
+        etag = etag_of(resp)
+        if etag_is_md5(resp) and etag and etag != digest.hex():
             # Stored, but not what we sent (a store that ignores Content-MD5): remove it.
             await self._remove_damaged(name, key)
             raise StorageError(
@@ -445,7 +343,7 @@ class S3Backend:
                 )
                 return
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                if error_code(exc) == "NoSuchUpload":
                     return  # an earlier try went through
                 await asyncio.sleep(0.05 * (attempt + 1))
             except Exception:
@@ -454,15 +352,48 @@ class S3Backend:
     async def _upload_parts_and_complete(
         self, name: str, key: str, upload_id: str, body: memoryview
     ) -> None:
+        digests = await self._upload_parts(name, key, upload_id, body)
+        parts = [
+            {"PartNumber": number, "ETag": f'"{digest.hex()}"'}
+            for number, digest in enumerate(digests, 1)
+        ]
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "UploadId": upload_id,
+            "MultipartUpload": {"Parts": parts},
+        }
+        try:
+            resp = await self._client.complete_multipart_upload(
+                **args, **({"IfNoneMatch": "*"} if self._conditional else {})
+            )
+        except ClientError as exc:
+            if error_code(exc) in ("PreconditionFailed", "412"):
+                await self._abort(key, upload_id)
+                return await self._existing(name, body)
+            raise self._error(exc, f"write {name}") from None
+        except Exception as exc:
+            raise self._error(exc, f"write {name}") from None
+        etag = etag_of(resp)
+        expected = f"{md5(b''.join(digests)).hex()}-{len(digests)}"
+        if etag_is_md5(resp) and etag and etag != expected:
+            await self._remove_damaged(name, key)
+            raise StorageError(f"upload of {name} arrived damaged; removed it", temporary=True)
+
+    async def _upload_parts(
+        self, name: str, key: str, upload_id: str, body: memoryview
+    ) -> list[bytes]:
+        """Uploads the parts, PARTS_IN_FLIGHT at once, each with Content-MD5 and its ETag
+        checked; returns their MD5s in part order. On the first failure the other parts are
+        cancelled and it is raised (the caller aborts the upload)."""
         size = self.config.part_size
-        view = body
         ranges = [(n + 1, start) for n, start in enumerate(range(0, len(body), size))]
         slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
         digests: dict[int, bytes] = {}
 
         async def part(number: int, start: int) -> None:
-            chunk = bytes(view[start : start + size])
-            md5 = _md5(chunk)
+            chunk = bytes(body[start : start + size])
+            digest = md5(chunk)
             async with slots:
                 resp = await self._guard(
                     f"write {name} (part {number})",
@@ -472,16 +403,16 @@ class S3Backend:
                         UploadId=upload_id,
                         PartNumber=number,
                         Body=chunk,
-                        ContentMD5=base64.b64encode(md5).decode(),
+                        ContentMD5=base64.b64encode(digest).decode(),
                     ),
                 )
-            etag = str(resp.get("ETag", "")).strip('"')
-            if self._etag_is_md5(resp) and etag and etag != md5.hex():
+            etag = etag_of(resp)
+            if etag_is_md5(resp) and etag and etag != digest.hex():
                 raise StorageError(
                     f"upload of {name} part {number} arrived damaged; the upload was aborted",
                     temporary=True,
                 )
-            digests[number] = md5
+            digests[number] = digest
 
         tasks = [asyncio.ensure_future(part(n, s)) for n, s in ranges]
         try:
@@ -495,30 +426,7 @@ class S3Backend:
                 exc = task.exception()
                 assert exc is not None
                 raise exc
-        parts = [{"PartNumber": n, "ETag": f'"{digests[n].hex()}"'} for n, _ in ranges]
-        args: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": key,
-            "UploadId": upload_id,
-            "MultipartUpload": {"Parts": parts},
-        }
-        try:
-            resp = await self._client.complete_multipart_upload(
-                **args, **({"IfNoneMatch": "*"} if self._conditional else {})
-            )
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "412"):
-                await self._abort(key, upload_id)
-                return await self._existing(name, body)
-            raise self._error(exc, f"write {name}") from None
-        except Exception as exc:
-            raise self._error(exc, f"write {name}") from None
-        etag = str(resp.get("ETag", "")).strip('"')
-        expected = f"{_md5(b''.join(digests[n] for n, _ in ranges)).hex()}-{len(ranges)}"
-        if self._etag_is_md5(resp) and etag and etag != expected:
-            await self._remove_damaged(name, key)
-            raise StorageError(f"upload of {name} arrived damaged; removed it", temporary=True)
+        return [digests[n] for n, _ in ranges]
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -548,7 +456,7 @@ class S3Backend:
             async with resp["Body"] as stream:
                 data: bytes = await stream.read()
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) == "InvalidRange":
+            if error_code(exc) == "InvalidRange":
                 raise short from None
             raise self._error(exc, f"read {name}") from None
         except Exception as exc:
@@ -637,8 +545,7 @@ class S3Backend:
                     Bucket=self.bucket, Key=key, VersionId=version["VersionId"]
                 )
             except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", ""))
-                if code == "AccessDenied":
+                if error_code(exc) == "AccessDenied":
                     raise ObjectLocked(
                         f"{name} is under Object Lock retention; it can be deleted once its "
                         "retention ends"

@@ -24,7 +24,8 @@ import pytest
 from mover.chunking import ChunkerParams
 from mover.crypto import KdfParams
 from mover.maintenance.check import run_check
-from mover.maintenance.prune import REPACK_BELOW, forget, prune
+from mover.maintenance.forget import forget
+from mover.maintenance.prune import REPACK_BELOW, prune
 from mover.objects.locks import Lock, list_locks
 from mover.objects.repository import RepoConfig, Repository
 from mover.objects.snapshot import Snapshot

@@ -25,7 +25,8 @@ from mover.crypto import KdfParams
 from mover.errors import RepositoryError, StorageError
 from mover.maintenance import prune as maintenance
 from mover.maintenance.check import run_check
-from mover.maintenance.prune import forget, prune
+from mover.maintenance.forget import forget
+from mover.maintenance.prune import prune
 from mover.objects.locks import Lock, list_locks, writer
 from mover.objects.repository import Repository
 from mover.objects.snapshot import Snapshot

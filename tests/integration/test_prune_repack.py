@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mover.content.index import unpack_records
-from mover.maintenance.prune import Blobs
+from mover.maintenance.reachable import Blobs
 from mover.objects.repository import Repository
 from mover.objects.tree import leaf_chunks, nodes
 from mover.storage.stack import open_backend
