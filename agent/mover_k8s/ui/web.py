@@ -15,7 +15,8 @@ Security, in both modes:
   page can neither send nor read it), and a POST whose Origin header names another origin is
   refused. GETs change nothing.
 - **Headers**: a Content-Security-Policy of 'self' only (no inline script or style), no
-  framing, no referrer (the local URL carries the secret once).
+  framing, referrers only within the dashboard (the secret is in the first URL only, which
+  redirects at once).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make browsers send Origin: null
     "Cache-Control": "no-store",
 }
 
@@ -506,6 +507,9 @@ def build(dashboard: Dashboard) -> Starlette:
     async def healthz(request: Request) -> Response:
         return Response("ok", media_type="text/plain")
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)  # none: browsers ask anyway
+
     routes = [
         apps_page,
         apps_json,
@@ -527,6 +531,7 @@ def build(dashboard: Dashboard) -> Starlette:
         signin,
         signout,
         Route("/healthz", healthz),
+        Route("/favicon.ico", favicon),
         Mount("/static", StaticFiles(directory=d.static), name="static"),
     ]
     return Starlette(routes=routes)
