@@ -5,6 +5,7 @@ Reviews; in the cluster: TokenReview and SubjectAccessReviews, writes with the u
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from mover_k8s.ui.access import ClusterAccess, LocalAccess
 from .conftest import (
     SYSTEM,
     Env,
+    app_manifests,
     backup_body,
     deploy_app,
     read_bytes,
@@ -64,7 +66,7 @@ def wait_done(client: Client, kind: str, name: str) -> dict[str, object]:
     return result
 
 
-def test_local_pages_backup_and_restore(env: Env) -> None:
+def test_local_pages_backup_and_restore(env: Env, tmp_path: Path) -> None:
     with env.running():
         data = app_with_backup(env)
         with serve(LocalAccess(env.kube)) as served:
@@ -175,6 +177,24 @@ def test_local_pages_backup_and_restore(env: Env) -> None:
             assert 'id="preview-objects"' in same.text
             bad = client.post("/restore/preview", {**fields, "transforms": "- kind: [unclosed"})
             assert 'id="preview-error"' in bad.text
+
+            # Drift against git: the app's manifests with one change and one object less.
+            git = tmp_path / "git"
+            git.mkdir()
+            for _rt, body in app_manifests("shop"):
+                if body["kind"] == "ConfigMap" and body["metadata"]["name"] == "app-config":
+                    body["data"]["greeting"] = "hi"
+                if body["kind"] != "Widget":
+                    name_ = body["metadata"]["name"]
+                    (git / f"{body['kind']}-{name_}.yaml").write_text(json.dumps(body))
+            drift = client.get(f"/backups/{name}/drift", params={"desired": str(git)})
+            assert drift.status_code == 200
+            assert 'id="drift-error"' not in drift.text, drift.text
+            assert "only in the cluster" in drift.text and "Widget" in drift.text
+            assert "data.greeting" in drift.text
+            assert '<code>"hi"</code>' in drift.text
+            relative = client.get(f"/backups/{name}/drift", params={"desired": "git"})
+            assert "give the directory&#39;s absolute path" in relative.text
 
             repos = client.json("/api/repositories")
             (repo,) = repos["repositories"]

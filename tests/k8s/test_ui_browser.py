@@ -13,6 +13,7 @@ they fail instead (.ci/run installs both).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from mover_k8s import api
 from mover_k8s.ui.access import ClusterAccess, LocalAccess
 
-from .conftest import SYSTEM, Env, backup_body, read_bytes, volume_path
+from .conftest import SYSTEM, Env, app_manifests, backup_body, read_bytes, volume_path
 from .test_ui import app_with_backup
 from .ui_support import serve
 
@@ -111,7 +112,9 @@ def wait_text(driver: WebDriver, css: str, text: str) -> None:
         ) from None
 
 
-def test_pages_backup_and_restore_in_a_browser(env: Env, browser: WebDriver, shots: Path) -> None:
+def test_pages_backup_and_restore_in_a_browser(
+    env: Env, browser: WebDriver, shots: Path, tmp_path: Path
+) -> None:
     with env.running():
         data = app_with_backup(env)
         with serve(LocalAccess(env.kube)) as served:
@@ -161,6 +164,17 @@ def test_pages_backup_and_restore_in_a_browser(env: Env, browser: WebDriver, sho
             assert console_errors(browser) == []
             browser.save_screenshot(str(shots / "restore.png"))
             assert read_bytes(volume_path(env.kube, "shop3", "data-b")) == data["data-b"]
+
+            git = tmp_path / "git"
+            git.mkdir()
+            for _rt, body in app_manifests("shop"):
+                if body["kind"] == "Deployment":
+                    body["spec"]["template"]["spec"]["containers"][0]["image"] = "shop:1.1"
+                if body["kind"] != "Widget":
+                    named = f"{body['kind']}-{body['metadata']['name']}.yaml"
+                    (git / named).write_text(json.dumps(body))
+            visit(browser, f"{url}/backups/{name}/drift?desired={git}", shots, "drift")
+            assert "shop:1.1" in browser.find_element(By.ID, "drift").text
 
             visit(browser, f"{url}/repositories", shots, "repositories")
             assert "node-a" in browser.find_element(By.ID, "agents").text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+from pathlib import Path
 
 import click
 
@@ -48,6 +49,13 @@ LOOPBACK = "127.0.0.1"
     help="With --in-cluster: cookies only over HTTPS (turn off only behind a proxy that "
     "terminates TLS on the same host).",
 )
+@click.option(
+    "--desired-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Drift against git reads directories under this one only (in the cluster: a git "
+    "checkout mounted into the pod; without it, drift is off there). Locally: any "
+    "directory of yours by default.",
+)
 def ui(
     kubeconfig: str | None,
     kube_context: str | None,
@@ -56,6 +64,7 @@ def ui(
     in_cluster: bool,
     listen: str,
     secure_cookies: bool,
+    desired_root: Path | None,
 ) -> None:
     """A web dashboard: applications and their protection, restore points, running backups and
     restores, a restore wizard, repositories and node agents. Locally it acts with your
@@ -81,7 +90,13 @@ def ui(
         access = LocalAccess(kube)
         host = LOOPBACK  # never another address: the dashboard acts with your credentials
     secret = secrets.token_urlsafe(24)
-    dashboard = Dashboard(access, namespace, secret, secure_cookies=in_cluster and secure_cookies)
+    dashboard = Dashboard(
+        access,
+        namespace,
+        secret,
+        secure_cookies=in_cluster and secure_cookies,
+        desired_root=desired_root,
+    )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

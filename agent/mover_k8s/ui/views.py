@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from croniter import croniter
 
@@ -619,3 +620,22 @@ def agents(session: Session, mover_namespace: str) -> list[Obj]:
             }
         )
     return sorted(result, key=lambda a: str(a["node"]))
+
+
+# -- drift ----------------------------------------------------------------------------------
+
+
+def drift(session: Session, backup: Obj, directory: Path) -> Obj:
+    """`mover app diff`: what the Backup captured live against the manifests, kustomization or
+    chart in `directory` (on the dashboard's machine): the report's dict (diff.Report.as_dict)
+    with `desiredForm`. UsageError for a directory that is not one, a manifest that does not
+    parse, a missing kubectl or helm."""
+    from mover_k8s.diff import desired_source, diff, load_desired
+
+    source = desired_source(directory)
+    capture = read_capture(session, backup)
+    scope = (capture.get("scope") or {}).get("namespaces") or []
+    default_namespace = scope[0] if len(scope) == 1 else ""
+    wanted = load_desired(source, default_namespace)
+    report = diff(capture.get("objects") or [], wanted, default_namespace)
+    return {"desired": str(directory), "desiredForm": source.form, **report.as_dict()}

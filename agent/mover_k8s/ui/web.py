@@ -27,6 +27,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -79,12 +80,16 @@ class Dashboard:
         mover_namespace: str,
         secret: str | None = None,
         secure_cookies: bool = False,
+        desired_root: Path | None = None,
     ) -> None:
         self.access = access
         self.namespace = mover_namespace
         self.local = not isinstance(access, ClusterAccess)
         self.secret = secret if secret is not None else secrets.token_urlsafe(24)
         self.secure_cookies = secure_cookies
+        # Drift against git reads a directory on this machine: locally any of yours; in the
+        # cluster only under this root (a git checkout mounted into the pod), else none.
+        self.desired_root = desired_root.resolve() if desired_root else None
         folder = resources.files("mover_k8s.ui")
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(folder / "templates")),
@@ -351,6 +356,45 @@ def build(dashboard: Dashboard) -> Starlette:
 
         return JSONResponse(await run_in_threadpool(run))
 
+    def desired_directory(text: str) -> Path:
+        if d.desired_root is None and not d.local:
+            raise UsageError(
+                "drift against git needs a checkout in the dashboard's pod: the chart's "
+                "ui.desiredRoot (mover ui --desired-root)"
+            )
+        root = d.desired_root
+        path = Path(text)
+        if root is not None:
+            path = (root / text.lstrip("/")).resolve()
+            if not path.is_relative_to(root):
+                raise UsageError(f"{text}: not under the checkout {root}")
+        elif not path.is_absolute():
+            raise UsageError(f"{text}: give the directory's absolute path")
+        return path
+
+    @route("/backups/{name}/drift")
+    async def drift_page(request: Request) -> Response:
+        name = request.path_params["name"]
+        text = request.query_params.get("desired", "").strip()
+        session = session_of(request)
+
+        def run() -> dict[str, Any]:
+            backup = views.find_backup(session, d.namespace, name)
+            if backup is None:
+                raise HTTPException(404, f"no Backup {name} that you may see")
+            if not text:
+                return {"report": None, "error": ""}
+            try:
+                report = views.drift(session, backup, desired_directory(text))
+            except UsageError as exc:
+                return {"report": None, "error": str(exc)}
+            return {"report": report, "error": ""}
+
+        data = await run_in_threadpool(run)
+        return d.page(
+            "drift.html", request, title=f"{name}: drift", backup=name, desired=text, **data
+        )
+
     # -- running ---------------------------------------------------------------------------
 
     @route("/running")
@@ -519,6 +563,7 @@ def build(dashboard: Dashboard) -> Starlette:
         backup_page,
         backup_json,
         verify,
+        drift_page,
         progress_json,
         running_page,
         running_json,
