@@ -28,6 +28,7 @@ from tests.deploy.test_chart import EVERY_OPT_IN
 NAMESPACE = "mover-system"  # the release namespace of every render here
 CONTROLLER = Account(NAMESPACE, "mover-controller")
 NODE = Account(NAMESPACE, "mover-node")
+UI = Account(NAMESPACE, "mover-ui")
 APP = "shop"  # an app's namespace (the one rbac.namespaces lists, where it is set)
 
 Obj = dict[str, Any]
@@ -45,6 +46,8 @@ VALUES: dict[str, str | None] = {
     "cluster-scoped": "restore: {clusterScoped: true}",
     "hooks": "hooks: {enabled: true}",
     "every-opt-in": EVERY_OPT_IN,  # rbac.namespaces: [shop, billing]
+    "ui": "ui: {enabled: true}",
+    "ui-aggregated": "ui: {enabled: true, aggregateToBuiltInRoles: true}",
 }
 
 
@@ -133,6 +136,23 @@ NODE_NEEDS = [
     R("get", "persistentvolumeclaims", "", APP, "data"),
     R("get", "persistentvolumes", "", None, "pv-1"),
 ]
+# `mover ui` (agent/mover_k8s/ui: access, views) with its ServiceAccount; what it does for a
+# user goes with the user's token, not this one.
+UI_NEEDS = [
+    R("create", "tokenreviews", "authentication.k8s.io"),
+    R("create", "subjectaccessreviews", "authorization.k8s.io"),
+    R("list", "namespaces"),
+    R("get", "namespaces", "", None, APP),
+    R("list", "backups", MOVER, S),
+    R("get", "backups", MOVER, S, "nightly"),
+    R("list", "restores", MOVER, S),
+    R("get", "restores", MOVER, S, "back"),
+    R("list", "schedules", MOVER, S),
+    R("list", "repositories", MOVER, S),
+    R("list", "volumebackups", MOVER, S),
+    R("list", "volumerestores", MOVER, S),
+    R("list", "leases", "coordination.k8s.io", S),
+]
 SNAPSHOT_EXPOSER_NEEDS = [
     R("get", "volumesnapshots", SNAP, APP, "snap"),
     R("get", "volumesnapshotcontents", SNAP, None, "snapcontent-1"),
@@ -157,6 +177,8 @@ NOT_CLUSTER_SCOPED = tuple(v for v in EVERY if v not in CLUSTER_SCOPED)
 HOOKS = ("hooks", "every-opt-in")
 NO_HOOKS = tuple(v for v in EVERY if v not in HOOKS)
 NO_BLOCK = tuple(v for v in EVERY if v not in BLOCK)
+UI_ON = ("ui", "ui-aggregated")
+UI_OFF = tuple(v for v in EVERY if v not in UI_ON)
 
 
 @dataclass(frozen=True)
@@ -287,6 +309,36 @@ def _rows() -> list[Row]:
         Row(EVERY, n, R("create", "rolebindings", RBAC, S), False, "no RBAC"),
         Row(EVERY, n, R("impersonate", "serviceaccounts", "", K, "x"), False, "none"),
         Row(EVERY, n, R("get", "nodes", "", None, "node-a"), False, "nothing else"),
+        # -- the dashboard (ui.enabled): reviews and reading mover's objects, nothing else --
+        *[
+            Row(UI_OFF, UI, request, False, "ui.enabled only")
+            for request in (
+                R("create", "tokenreviews", "authentication.k8s.io"),
+                R("create", "subjectaccessreviews", "authorization.k8s.io"),
+                R("list", "backups", MOVER, S),
+            )
+        ],
+        *[
+            Row(UI_ON, UI, request, False, why)
+            for request, why in (
+                (R("get", "secrets", "", S, "mover-repository-password"), "the user's token"),
+                (R("list", "secrets", "", S), "no Secret"),
+                (R("get", "secrets", "", APP, "db"), "no Secret"),
+                (R("create", "backups", MOVER, S), "writes go with the user's token"),
+                (R("create", "restores", MOVER, S), "writes go with the user's token"),
+                (R("patch", "backups", MOVER, S, "x"), "read-only"),
+                (R("delete", "backups", MOVER, S, "x"), "read-only"),
+                (R("list", "backups", MOVER, APP), "the release namespace's only"),
+                (R("get", "pods", "", APP, "p"), "the apps' objects: the user's token"),
+                (R("list", "configmaps", "", APP), "the apps' objects: the user's token"),
+                (R("update", "namespaces", "", None, APP), "read-only"),
+                (R("impersonate", "users"), "never acts as the user"),
+                (R("impersonate", "groups", "", None, "system:masters"), "never"),
+                (R("create", "serviceaccounts/token", "", S, "mover-controller"), "none"),
+                (R("create", "localsubjectaccessreviews", "authorization.k8s.io", APP), "none"),
+                (R("get", "leases", "coordination.k8s.io", S, "mover-controller"), "list only"),
+            )
+        ],
     ]
     return rows
 
@@ -318,6 +370,8 @@ def test_every_request_the_code_makes_is_allowed(values: str) -> None:
     needs = [(CONTROLLER, r) for r in CONTROLLER_NEEDS] + [(NODE, r) for r in NODE_NEEDS]
     if values in BLOCK:
         needs += [(NODE, r) for r in SNAPSHOT_EXPOSER_NEEDS]
+    if values in UI_ON:
+        needs += [(UI, r) for r in UI_NEEDS]
     refused = [f"{a.name}: {r}" for a, r in needs if not auth.allows(a, r)]
     assert refused == []
 
@@ -330,7 +384,7 @@ def test_no_broad_grant_outside_its_opt_in(values: str) -> None:
     objects = rendered(values)
     assert validate_all(objects) == []
     auth = Authorizer(objects)
-    for account in (CONTROLLER, NODE):
+    for account in (CONTROLLER, NODE, *((UI,) if values in UI_ON else ())):
         rules = auth.rules_for(account)
         assert rules, account
         for _, rule in rules:
@@ -339,7 +393,15 @@ def test_no_broad_grant_outside_its_opt_in(values: str) -> None:
             if "*" in rule["resources"] or "*" in rule["apiGroups"]:
                 assert account == CONTROLLER and verbs <= {"get", "list", "watch"}, rule
             assert not verbs & {"escalate", "bind"} or values in CLUSTER_SCOPED, rule
+            if account == UI:  # reviews to create; the rest read
+                assert "*" not in rule["resources"] + rule["apiGroups"], rule
+                assert verbs <= {"get", "list"} or (
+                    verbs == {"create"}
+                    and rule["resources"] in (["tokenreviews"], ["subjectaccessreviews"])
+                ), rule
     assert not [o for o in objects if o.get("aggregationRule")]
+    if values not in UI_ON:
+        assert not auth.rules_for(UI)
 
 
 # -- the RBAC evaluator can tell: each feature allows and denies ----------------------------
@@ -481,8 +543,14 @@ def test_the_evaluator_decides_as_rbac_does() -> None:
 # -- Pod Security ----------------------------------------------------------------------------
 
 
-def _pod(values: str, kind: str) -> Obj:
-    (workload,) = [o for o in rendered(values) if o["kind"] == kind]
+COMPONENT = {"Deployment": "mover-controller", "DaemonSet": "mover-node"}
+
+
+def _pod(values: str, kind: str, name: str = "") -> Obj:
+    name = name or COMPONENT[kind]
+    (workload,) = [
+        o for o in rendered(values) if o["kind"] == kind and o["metadata"]["name"] == name
+    ]
     pod: Obj = workload["spec"]["template"]["spec"]
     return pod
 
@@ -499,6 +567,40 @@ def test_the_controller_passes_the_restricted_profile(values: str) -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["readOnlyRootFilesystem"] is True
     assert {v["name"]: set(v) - {"name"} for v in pod["volumes"]} == {"tmp": {"emptyDir"}}
+
+
+@pytest.mark.parametrize("values", UI_ON)
+def test_the_dashboard_passes_the_restricted_profile(values: str) -> None:
+    pod = _pod(values, "Deployment", "mover-ui")
+    assert pod_security.violations(pod, "restricted") == []
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["serviceAccountName"] == "mover-ui"
+    assert {v["name"]: set(v) - {"name"} for v in pod["volumes"]} == {"tmp": {"emptyDir"}}
+
+
+def test_the_people_roles_join_view_and_edit_only_when_asked() -> None:
+    """mover-app-viewer (get backups.mover.dev) and mover-app-operator (and create backups and
+    restores) exist with the dashboard; they join the built-in view, edit and admin roles only
+    with ui.aggregateToBuiltInRoles."""
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    for values, joined in (("ui", False), ("ui-aggregated", True)):
+        roles = {
+            o["metadata"]["name"]: o
+            for o in rendered(values)
+            if o["kind"] == "ClusterRole" and o["metadata"]["name"].startswith("mover-app-")
+        }
+        assert set(roles) == {"mover-app-user", "mover-app-viewer", "mover-app-operator"}
+        for name, into in (("mover-app-viewer", "view"), ("mover-app-operator", "edit")):
+            labels = roles[name]["metadata"]["labels"]
+            assert (labels.get(f"{aggregate}{into}") == "true") is joined, name
+            assert f"{aggregate}admin" in labels or not joined
+            for rule in roles[name]["rules"]:
+                assert rule["apiGroups"] == ["mover.dev"], rule
+                assert set(rule["resources"]) <= {"backups", "restores"}, rule
+                assert set(rule["verbs"]) <= {"get", "create"}, rule
+        assert "aggregate-to-view" not in str(roles["mover-app-operator"]["metadata"])
+    assert not [o for o in rendered("defaults") if o["metadata"]["name"].startswith("mover-ui")]
 
 
 # The node agent's level for each setting (docs/security.md): privileged while it opens block
@@ -588,7 +690,8 @@ def test_docs_security_names_every_role_and_value() -> None:
     text = (ROOT / "docs" / "security.md").read_text()
     names = {
         o["metadata"]["name"]
-        for o in rendered("every-opt-in")
+        for values in ("every-opt-in", "ui")
+        for o in rendered(values)
         if o["kind"] in ("ClusterRole", "Role")
     }
     assert names and not [n for n in names if f"`{n}`" not in text]
@@ -603,5 +706,7 @@ def test_docs_security_names_every_role_and_value() -> None:
         "restore.clusterScoped",
         "hooks.enabled",
         "namespace.create",
+        "ui.enabled",
+        "ui.aggregateToBuiltInRoles",
     ):
         assert f"`{value}`" in text, value

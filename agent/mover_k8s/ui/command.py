@@ -50,6 +50,12 @@ LOOPBACK = "127.0.0.1"
     "terminates TLS on the same host).",
 )
 @click.option(
+    "--audience",
+    "audiences",
+    multiple=True,
+    help="With --in-cluster: an audience the users' tokens must carry (TokenReview).",
+)
+@click.option(
     "--desired-root",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Drift against git reads directories under this one only (in the cluster: a git "
@@ -64,6 +70,7 @@ def ui(
     in_cluster: bool,
     listen: str,
     secure_cookies: bool,
+    audiences: tuple[str, ...],
     desired_root: Path | None,
 ) -> None:
     """A web dashboard: applications and their protection, restore points, running backups and
@@ -83,7 +90,7 @@ def ui(
         if kubeconfig or kube_context:
             raise UsageError("--in-cluster uses the pod's ServiceAccount, not a kubeconfig")
         kube = Kube.connect()
-        access = ClusterAccess(kube)
+        access = ClusterAccess(kube, audiences)
         host = listen
     else:
         kube = Kube.from_kubeconfig(kubeconfig, kube_context)
