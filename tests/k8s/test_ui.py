@@ -250,9 +250,14 @@ def test_who_sees_what(env: Env) -> None:
             assert 'id="backup-now"' in page.text
             refused = alice.post("/apps/other/backup", {"repository": "default"})
             assert refused.status_code == 403
+            assert env.kube.list(api.BACKUP, SYSTEM, label_selector="mover.dev/app=other") == []
+            # Repositories (their URLs) and agents: for who may list Repositories there.
+            assert alice.get("/repositories").status_code == 403
+            assert alice.get("/api/repositories").status_code == 403
             admin = served.client("admin-token")
             names = {a["name"] for a in admin.json("/api/applications")["applications"]}
             assert names == {"shop", "other"}
+            assert admin.get("/repositories").status_code == 200
 
             # Signing in with a token sets an HttpOnly cookie; a wrong token does not.
             browser = served.client()

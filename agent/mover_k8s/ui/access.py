@@ -6,8 +6,10 @@ a backup of N when they may `create` mover.dev `backups` in N, and restores into
 when they may `create` mover.dev `restores` in M. mover's Backups and Restores live in
 mover's own namespace, never in the apps', so these grants in an app's namespace are what RBAC
 can say about "this person's apps": the chart's ClusterRoles `mover-app-viewer` and
-`mover-app-operator` carry them, aggregated into the built-in `view` and `edit`/`admin`, so
-whoever may view or edit a namespace sees and protects its app (docs/security.md).
+`mover-app-operator` carry them, bound per namespace, or aggregated into the built-in `view`
+and `edit`/`admin` (`ui.aggregateToBuiltInRoles`) so that whoever may view or edit a namespace
+sees and protects its app (docs/security.md). The repositories and node agents are shown to
+those who may `list` mover.dev `repositories` in mover's namespace.
 
 - Local (`LocalAccess`): the kubeconfig user asks about themself (SelfSubjectAccessReview) and
   every call is theirs.
@@ -50,6 +52,9 @@ SELF_SUBJECT_ACCESS_REVIEW = ResourceType(
 SEE = ("get", "backups")
 BACK_UP = ("create", "backups")
 RESTORE_INTO = ("create", "restores")
+# Asked in mover's own namespace: the repositories page (their URLs name buckets) and the
+# node agents; `mover-app-user` has it.
+LIST_REPOSITORIES = ("list", "repositories")
 
 REVIEW_SECONDS = 10.0  # answers kept this long: a page asks about every namespace it shows
 

@@ -29,7 +29,7 @@ from mover_k8s.external import external_names
 from mover_k8s.k8s.client import Kube, Obj
 from mover_k8s.repos import Repositories
 from mover_k8s.timestamps import parse as parse_time
-from mover_k8s.ui.access import SEE, Session
+from mover_k8s.ui.access import LIST_REPOSITORIES, SEE, Session
 from mover_k8s.verify import verify_backup
 
 # A scheduled run counts as missed once it is this late (the Backup is made at the due time,
@@ -518,14 +518,30 @@ def restore_namespaces(restore: Obj, backups: dict[str, Obj]) -> list[str]:
     return sorted({*sources, *(str(mapping.get(n, n)) for n in sources)})
 
 
+RECENT = timedelta(hours=24)  # ended Backups and Restores the live view still lists
+RECENT_SHOWN = 50  # at most this many of them (each costs a list of its work items)
+
+
 def running(session: Session, mover_namespace: str, include_done: bool = False) -> list[Obj]:
-    """Backups and Restores not ended (with include_done, the recent ones too) that the user
-    may see, with their progress: the live view."""
+    """Backups and Restores not ended (with include_done, also the RECENT_SHOWN newest that
+    ended within RECENT) that the user may see, with their progress: the live view."""
     found = listing(session, mover_namespace)
     by_name = {b["metadata"]["name"]: b for b in found.backups}
+    at = now()
+    ended = sorted(
+        (
+            o
+            for o in [*found.backups, *found.restores]
+            if phase_of(o) in api.DONE_PHASES
+            and at - (_ended(o) or _created(o) or at - 2 * RECENT) < RECENT
+        ),
+        key=lambda o: _ended(o) or _created(o) or at,
+        reverse=True,
+    )
+    shown = {id(o) for o in ended[:RECENT_SHOWN]} if include_done else set()
     entries = []
     for obj in [*found.backups, *found.restores]:
-        if phase_of(obj) in api.DONE_PHASES and not include_done:
+        if phase_of(obj) in api.DONE_PHASES and id(obj) not in shown:
             continue
         names = (
             backup_namespaces(obj)
@@ -547,7 +563,9 @@ def running(session: Session, mover_namespace: str, include_done: bool = False) 
 
 def repositories(session: Session, mover_namespace: str, sizes: bool = True) -> list[Obj]:
     """Each Repository: Ready (as the controller last checked it), and, opened with the user's
-    rights, its snapshots, logical and stored bytes and the deduplication ratio."""
+    rights, its snapshots, logical and stored bytes and the deduplication ratio. Only for those
+    who may list Repositories in mover's namespace (their URLs name buckets)."""
+    session.require(LIST_REPOSITORIES, mover_namespace)
     result = []
     opener = Repositories(session.actor)
     for obj in session.reader.list(api.REPOSITORY, mover_namespace):
@@ -592,7 +610,8 @@ def repository_stats(opener: Repositories, namespace: str, name: str) -> Obj:
 
 def agents(session: Session, mover_namespace: str) -> list[Obj]:
     """The node agents by their Leases: node, alive (renewed within its duration), last
-    renewal, and the work items of the node that have not ended."""
+    renewal, and the work items of the node that have not ended. As for repositories()."""
+    session.require(LIST_REPOSITORIES, mover_namespace)
     at = now()
     busy: dict[str, int] = {}
     for rt in (api.VOLUME_BACKUP, api.VOLUME_RESTORE):
