@@ -24,37 +24,13 @@ from .conftest import (
     Env,
     app_manifests,
     backup_body,
-    deploy_app,
     read_bytes,
     volume_path,
     wait_until,
-    write_app_data,
 )
-from .ui_support import Client, serve
+from .ui_support import Client, app_with_backup, serve
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEDULE = {
-    "apiVersion": api.API_VERSION,
-    "kind": "Schedule",
-    "metadata": {"name": "nightly", "namespace": SYSTEM},
-    "spec": {
-        "schedule": "0 2 * * *",
-        "template": {"repository": "default", "includedNamespaces": ["shop"]},
-        "paused": True,
-    },
-}
-
-
-def app_with_backup(env: Env) -> dict[str, bytes]:
-    """The app `shop` (two volumes) and a Completed Backup `first` of it; a Schedule covering
-    it (paused, so that the controller makes no Backup of its own meanwhile)."""
-    deploy_app(env.kube, "shop")
-    data = write_app_data(env.kube, "shop")
-    env.kube.create(api.NAMESPACE, {"metadata": {"name": "other"}})
-    env.kube.create(api.SCHEDULE, SCHEDULE)
-    env.kube.create(api.BACKUP, backup_body("first", includedNamespaces=["shop"]))
-    assert env.wait_phase(api.BACKUP, "first")["status"]["phase"] == "Completed"
-    return data
 
 
 def wait_done(client: Client, kind: str, name: str) -> dict[str, object]:

@@ -32,8 +32,7 @@ from mover_k8s import api
 from mover_k8s.ui.access import ClusterAccess, LocalAccess
 
 from .conftest import SYSTEM, Env, app_manifests, backup_body, read_bytes, volume_path
-from .test_ui import app_with_backup
-from .ui_support import serve
+from .ui_support import app_with_backup, serve
 
 CHROMIUM = os.environ.get("MOVER_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("MOVER_CHROMEDRIVER", "/usr/bin/chromedriver")

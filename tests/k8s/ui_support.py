@@ -15,12 +15,35 @@ from typing import Any
 import requests
 import uvicorn
 
+from mover_k8s import api
 from mover_k8s.ui.access import Access
 from mover_k8s.ui.web import Dashboard, build
 
-from .conftest import SYSTEM, wait_until
+from .conftest import SYSTEM, Env, backup_body, deploy_app, wait_until, write_app_data
 
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+SCHEDULE = {
+    "apiVersion": api.API_VERSION,
+    "kind": "Schedule",
+    "metadata": {"name": "nightly", "namespace": SYSTEM},
+    "spec": {
+        "schedule": "0 2 * * *",
+        "template": {"repository": "default", "includedNamespaces": ["shop"]},
+        "paused": True,
+    },
+}
+
+
+def app_with_backup(env: Env) -> dict[str, bytes]:
+    """The app `shop` (two volumes) and a Completed Backup `first` of it; a Schedule covering
+    it (paused, so that the controller makes no Backup of its own meanwhile)."""
+    deploy_app(env.kube, "shop")
+    data = write_app_data(env.kube, "shop")
+    env.kube.create(api.NAMESPACE, {"metadata": {"name": "other"}})
+    env.kube.create(api.SCHEDULE, SCHEDULE)
+    env.kube.create(api.BACKUP, backup_body("first", includedNamespaces=["shop"]))
+    assert env.wait_phase(api.BACKUP, "first")["status"]["phase"] == "Completed"
+    return data
 
 
 @dataclass

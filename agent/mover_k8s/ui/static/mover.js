@@ -28,6 +28,8 @@ function pollLive(section) {
   const url = section.getAttribute("data-poll");
   function tick() {
     fetchJSON(url).then(function (live) {
+      // Ended: the page as the server renders it now (its report, its final numbers).
+      if (live.done) { window.location.reload(); return; }
       setField(section, "phase", live.phase);
       setField(section, "reason", live.reason);
       setField(section, "message", live.message);
@@ -41,7 +43,6 @@ function pollLive(section) {
         setField(rows[i], "percent", v.text.percent);
         setField(rows[i], "summary", summaryOf(v.text));
       });
-      if (live.done) { window.location.reload(); return; }
       window.setTimeout(tick, 1000);
     }).catch(function () { window.setTimeout(tick, 3000); });
   }
