@@ -32,7 +32,7 @@ from mover_k8s import api
 from mover_k8s.ui.access import ClusterAccess, LocalAccess
 
 from .conftest import SYSTEM, Env, app_manifests, backup_body, read_bytes, volume_path
-from .ui_support import app_with_backup, serve
+from .ui_support import HeldVolume, app_with_backup, serve
 
 CHROMIUM = os.environ.get("MOVER_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("MOVER_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -131,11 +131,21 @@ def test_pages_backup_and_restore_in_a_browser(
             wait_text(browser, "#verified", "verified")
             assert console_errors(browser) == []
 
-            # A backup from the page: the progress section follows it until it completes.
+            # A backup from the page: the progress section follows it while it runs (one
+            # volume's data held back) and until it completes.
+            held = HeldVolume(env, "shop", "data-b", data["data-b"])
             visit(browser, f"{url}/apps/shop", shots, "application")
             browser.find_element(By.ID, "backup-now").click()
             WebDriverWait(browser, WAIT).until(expected_conditions.url_contains("/backups/ui-"))
             name = browser.current_url.rsplit("/", 1)[1]
+            wait_text(browser, "#live [data-field=volumes]", "1 of 2 volumes done")
+            wait_text(browser, "#live [data-field=summary]", "3.0 MiB of 6.0 MiB")
+            wait_text(browser, "#live tr[data-volume='1'] [data-field=phase]", "Running")
+            total = browser.find_element(By.CSS_SELECTOR, "#live > p progress")
+            assert total.get_attribute("value") == "50"
+            assert console_errors(browser) == []
+            browser.save_screenshot(str(shots / "backup-running.png"))
+            held.release()
             wait_text(browser, "#live [data-field=phase]", "Completed")
             wait_text(browser, "#live [data-field=volumes]", "2 of 2 volumes done")
             wait_text(browser, "#live [data-field=summary]", "6.0 MiB of 6.0 MiB")

@@ -4,6 +4,7 @@ CSRF field as a browser's form would."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -19,7 +20,15 @@ from mover_k8s import api
 from mover_k8s.ui.access import Access
 from mover_k8s.ui.web import Dashboard, build
 
-from .conftest import SYSTEM, Env, backup_body, deploy_app, wait_until, write_app_data
+from .conftest import (
+    SYSTEM,
+    Env,
+    backup_body,
+    deploy_app,
+    volume_path,
+    wait_until,
+    write_app_data,
+)
 
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 SCHEDULE = {
@@ -88,6 +97,33 @@ class Client:
         if found:
             self.csrf = found.group(1)
         return response
+
+
+class HeldVolume:
+    """An app's volume whose data is held back: its file becomes a FIFO, into which `first`
+    bytes of `data` are written at once and the rest after `release()`, so a backup of it is
+    seen running (tests/k8s/test_agent.py's Feeder, on a claim's volume)."""
+
+    def __init__(self, env: Env, namespace: str, pvc: str, data: bytes, first: int = 0) -> None:
+        path = volume_path(env.kube, namespace, pvc)
+        path.unlink()
+        os.mkfifo(path)
+        self.data, self.first, self.path = data, first, path
+        self.go = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with open(self.path, "wb") as f:  # blocks until the agent opens it
+            f.write(self.data[: self.first])
+            f.flush()
+            self.go.wait(120)
+            f.write(self.data[self.first :])
+
+    def release(self) -> None:
+        self.go.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
 
 
 @contextmanager

@@ -65,9 +65,10 @@ def state_of(obj: Obj) -> Obj:
     message unless it is Ready."""
     found = condition(obj, "Ready") or condition(obj, "Failed") or {}
     ready = found.get("type") == "Ready" and found.get("status") == "True"
+    reason = "" if ready else str(found.get("reason") or "")
     return {
         "phase": phase_of(obj),
-        "reason": "" if ready else str(found.get("reason") or ""),
+        "reason": "" if reason == phase_of(obj) else reason,
         "message": "" if ready else str(found.get("message") or ""),
     }
 
