@@ -107,6 +107,13 @@ def test_the_wheel_carries_the_crds_and_mover_reads_them_there(tmp_path: Path) -
     with zipfile.ZipFile(wheel) as archive:
         for path in CRD_DIR.glob("*.yaml"):
             assert archive.read(f"mover_k8s/crds/{path.name}") == path.read_bytes()
+        # `mover ui`'s templates and static files (package data).
+        ui = ROOT / "agent" / "mover_k8s" / "ui"
+        shipped = [*ui.glob("templates/*.html"), *ui.glob("static/*")]
+        assert len(shipped) > 10
+        for path in shipped:
+            inside = f"mover_k8s/ui/{path.relative_to(ui).as_posix()}"
+            assert archive.read(inside) == path.read_bytes(), inside
         archive.extractall(unpacked)
     code = "from mover_k8s import cli; print(cli.crds_dir(), len(cli.load_crds()))"
     found = subprocess.run(
