@@ -5,8 +5,10 @@ Everything is read per request from the API server (mover's objects through the 
 see (mover_k8s.ui.access). Nothing is cached here: the controller's objects are the state.
 
 Note: `item_progress`, `total_progress` and `state_of` follow the functions of the same names in
-mover_k8s/cli.py (which is being split into a package); once that lands they belong in one
-module both import (e.g. mover_k8s/progress.py).
+mover_k8s/cli.py, and `read_backup` / `capture_of` its `_read_capture` / `_capture_report`
+(`mover app describe`); cli.py was being split into a package while this was written, so they
+were not moved. Once that lands they belong in one module both import (e.g.
+mover_k8s/progress.py and mover_k8s/capture_report.py).
 """
 
 from __future__ import annotations
