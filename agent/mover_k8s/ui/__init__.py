@@ -10,8 +10,9 @@ Two ways to run it, one code path:
   (SubjectAccessReview), and makes every write, and every read of a repository's Secrets, with
   the user's own token: there is no shared identity that acts for them.
 
-Modules: `access` (who asks and what they may do), `views` (the pages' data, from the API and
-the repositories), `web` (the Starlette application: routes, templates, CSRF), `command` (the
-`mover ui` verb). Templates and the one stylesheet and script are in `templates/` and
+Modules: `access` (who asks and what they may do), `views` (what the pages show, from the API
+and the repositories), `wizard` (a restore's form, spec and preview), `pages` (each page's data
+for one user), `web` (the Starlette application: routes, templates, CSRF, headers), `command`
+(the `mover ui` verb). Templates and the one stylesheet and script are in `templates/` and
 `static/`: server-rendered pages, no build step.
 """

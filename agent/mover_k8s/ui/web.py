@@ -41,20 +41,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mover.errors import MoverError, UsageError
-from mover_k8s import api
-from mover_k8s.apps import APP_LABEL, object_name
 from mover_k8s.errors import Conflict, KubeError
 from mover_k8s.ui import views, wizard
 from mover_k8s.ui.access import (
-    BACK_UP,
-    RESTORE_INTO,
-    SEE,
     Access,
     ClusterAccess,
     Forbidden,
     Session,
     Unauthenticated,
 )
+from mover_k8s.ui.pages import Pages
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +225,8 @@ def build(dashboard: Dashboard) -> Starlette:
 
         return wrap
 
+    pages = Pages(d.namespace, d.local, d.desired_root)
+
     def session_of(request: Request) -> Session:
         session: Session = request.state.session
         return session
@@ -245,152 +243,60 @@ def build(dashboard: Dashboard) -> Starlette:
         apps = await run_in_threadpool(views.applications, session_of(request), d.namespace)
         return JSONResponse({"applications": apps})
 
-    def app_data(session: Session, name: str) -> dict[str, Any]:
-        if not session.may(SEE, name):
-            raise HTTPException(404, f"no application {name} that you may see")
-        namespace = session.reader.find(api.NAMESPACE, None, name)
-        found = views.listing(session, d.namespace)
-        app: dict[str, Any] = (
-            views.application(namespace, found) if namespace is not None else {"name": name}
-        )
-        return {
-            "app": app,
-            "points": views.restore_points(session, d.namespace, name),
-            "mayBackUp": session.may(BACK_UP, name),
-            "repositories": [
-                r["metadata"]["name"] for r in session.reader.list(api.REPOSITORY, d.namespace)
-            ],
-        }
-
     @route("/apps/{name}")
     async def app_page(request: Request) -> Response:
         name = request.path_params["name"]
-        data = await run_in_threadpool(app_data, session_of(request), name)
+        data = await run_in_threadpool(pages.application, session_of(request), name)
         return d.page("app.html", request, title=name, **data)
 
     @route("/api/applications/{name}")
     async def app_json(request: Request) -> Response:
         name = request.path_params["name"]
-        return JSONResponse(await run_in_threadpool(app_data, session_of(request), name))
+        return JSONResponse(await run_in_threadpool(pages.application, session_of(request), name))
 
     @route("/apps/{name}/backup", ("POST",))
     async def start_backup(request: Request) -> Response:
-        name = request.path_params["name"]
-        session = session_of(request)
-        form: dict[str, str] = request.state.form
+        repository = request.state.form.get("repository") or "default"
         created = await run_in_threadpool(
-            backup_now, session, name, form.get("repository") or "default"
+            pages.back_up_now, session_of(request), request.path_params["name"], repository
         )
-        return RedirectResponse(f"/backups/{created['metadata']['name']}", status_code=303)
-
-    def backup_now(session: Session, namespace: str, repository: str) -> dict[str, Any]:
-        """A Backup of one app now, made with the user's own rights."""
-        session.require(BACK_UP, namespace)
-        stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-        body = {
-            "apiVersion": api.API_VERSION,
-            "kind": "Backup",
-            "metadata": {
-                "name": object_name("ui", namespace, stamp),
-                "namespace": d.namespace,
-                "labels": {APP_LABEL: namespace},
-                "annotations": {wizard.REQUESTED_BY: session.user.name},
-            },
-            "spec": {"repository": repository, "includedNamespaces": [namespace]},
-        }
-        return session.actor.create(api.BACKUP, body)
+        return RedirectResponse(f"/backups/{created}", status_code=303)
 
     # -- restore points ----------------------------------------------------------------------
-
-    def backup_data(session: Session, name: str, capture: bool = True) -> dict[str, Any]:
-        backup = views.find_backup(session, d.namespace, name)
-        if backup is None:
-            raise HTTPException(404, f"no Backup {name} that you may see")
-        return {
-            "point": views.restore_point(backup),
-            "live": views.progress_of(session.reader, backup),
-            "capture": views.capture_of(session, backup) if capture else {},
-        }
 
     @route("/backups/{name}")
     async def backup_page(request: Request) -> Response:
         name = request.path_params["name"]
-        data = await run_in_threadpool(backup_data, session_of(request), name)
-        return d.page("backup.html", request, title=name, verified=None, **data)
+        data = await run_in_threadpool(pages.restore_point, session_of(request), name)
+        return d.page("backup.html", request, title=name, **data)
 
     @route("/api/backups/{name}")
     async def backup_json(request: Request) -> Response:
         name = request.path_params["name"]
-        return JSONResponse(await run_in_threadpool(backup_data, session_of(request), name))
+        data = await run_in_threadpool(pages.restore_point, session_of(request), name)
+        return JSONResponse(data)
 
     @route("/backups/{name}/verify", ("POST",))
     async def verify(request: Request) -> Response:
         name = request.path_params["name"]
-        session = session_of(request)
         read_data = request.state.form.get("readData") == "on"
-
-        def run() -> dict[str, Any]:
-            data = backup_data(session, name)
-            backup = views.find_backup(session, d.namespace, name)
-            assert backup is not None
-            return {**data, "verified": views.verify(session, backup, read_data)}
-
-        data = await run_in_threadpool(run)
+        data = await run_in_threadpool(
+            pages.restore_point, session_of(request), name, True, read_data
+        )
         return d.page("backup.html", request, title=name, **data)
 
     @route("/api/progress/{kind}/{name}")
     async def progress_json(request: Request) -> Response:
         kind, name = request.path_params["kind"], request.path_params["name"]
-        session = session_of(request)
-
-        def run() -> dict[str, Any]:
-            if kind == "backups":
-                found = views.find_backup(session, d.namespace, name)
-            elif kind == "restores":
-                found = find_restore(session, name)
-            else:
-                raise HTTPException(404, "backups or restores")
-            if found is None:
-                raise HTTPException(404, f"no {kind[:-1]} {name} that you may see")
-            return views.progress_of(session.reader, found)
-
-        return JSONResponse(await run_in_threadpool(run))
-
-    def desired_directory(text: str) -> Path:
-        if d.desired_root is None and not d.local:
-            raise UsageError(
-                "drift against git needs a checkout in the dashboard's pod: the chart's "
-                "ui.desiredRoot (mover ui --desired-root)"
-            )
-        root = d.desired_root
-        path = Path(text)
-        if root is not None:
-            path = (root / text.lstrip("/")).resolve()
-            if not path.is_relative_to(root):
-                raise UsageError(f"{text}: not under the checkout {root}")
-        elif not path.is_absolute():
-            raise UsageError(f"{text}: give the directory's absolute path")
-        return path
+        return JSONResponse(
+            await run_in_threadpool(pages.progress, session_of(request), kind, name)
+        )
 
     @route("/backups/{name}/drift")
     async def drift_page(request: Request) -> Response:
         name = request.path_params["name"]
         text = request.query_params.get("desired", "").strip()
-        session = session_of(request)
-
-        def run() -> dict[str, Any]:
-            backup = views.find_backup(session, d.namespace, name)
-            if backup is None:
-                raise HTTPException(404, f"no Backup {name} that you may see")
-            if not text:
-                return {"report": None, "error": ""}
-            try:
-                report = views.drift(session, backup, desired_directory(text))
-            except UsageError as exc:
-                return {"report": None, "error": str(exc)}
-            return {"report": report, "error": ""}
-
-        data = await run_in_threadpool(run)
+        data = await run_in_threadpool(pages.drift, session_of(request), name, text)
         return d.page(
             "drift.html", request, title=f"{name}: drift", backup=name, desired=text, **data
         )
@@ -409,117 +315,40 @@ def build(dashboard: Dashboard) -> Starlette:
 
     # -- restores ----------------------------------------------------------------------------
 
-    def find_restore(session: Session, name: str) -> dict[str, Any] | None:
-        restore = session.reader.find(api.RESTORE, d.namespace, name)
-        if restore is None:
-            return None
-        backups = {b["metadata"]["name"]: b for b in session.reader.list(api.BACKUP, d.namespace)}
-        names = views.restore_namespaces(restore, backups)
-        if not names or not all(session.may(SEE, n) for n in names):
-            return None
-        return restore
-
     @route("/restores/{name}")
     async def restore_page(request: Request) -> Response:
         name = request.path_params["name"]
-        session = session_of(request)
-
-        def run() -> dict[str, Any]:
-            restore = find_restore(session, name)
-            if restore is None:
-                raise HTTPException(404, f"no Restore {name} that you may see")
-            report = (restore.get("status") or {}).get("report") or {}
-            return {
-                "restore": restore,
-                "spec": restore.get("spec") or {},
-                "report": report,
-                "live": views.progress_of(session.reader, restore),
-            }
-
-        data = await run_in_threadpool(run)
+        data = await run_in_threadpool(pages.restore, session_of(request), name)
         return d.page("restore.html", request, title=name, **data)
-
-    def wizard_context(session: Session, form: wizard.Form) -> dict[str, Any]:
-        backup = views.find_backup(session, d.namespace, form.backup)
-        if backup is None:
-            raise HTTPException(404, f"no Backup {form.backup} that you may see")
-        capture = views.capture_of(session, backup)
-        for ns in capture.get("namespaces") or []:
-            form.namespaces.setdefault(ns, ns)
-        for cls in capture.get("storageClasses") or []:
-            form.classes.setdefault(cls, cls)
-        if not form.name:
-            stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-            form.name = f"{form.backup}-restore-{stamp}"[-63:].lstrip("-.")
-        return {"form": form, "point": views.restore_point(backup), "capture": capture}
 
     @route("/restore")
     async def wizard_page(request: Request) -> Response:
         form = wizard.Form(backup=request.query_params.get("backup", ""))
-        context = await run_in_threadpool(wizard_context, session_of(request), form)
+        context = await run_in_threadpool(pages.restore_form, session_of(request), form)
         return d.page("wizard.html", request, title="Restore", preview=None, **context)
 
     @route("/restore/preview", ("POST",))
     async def wizard_preview(request: Request) -> Response:
         form = wizard.Form.parse(request.state.form)
-        session = session_of(request)
-
-        def run() -> dict[str, Any]:
-            context = wizard_context(session, form)
-            try:
-                spec = form.spec()
-            except UsageError as exc:
-                return {**context, "preview": {"error": str(exc)}}
-            backup = views.find_backup(session, d.namespace, form.backup)
-            assert backup is not None
-            return {**context, "preview": wizard.preview(session, backup, spec)}
-
-        context = await run_in_threadpool(run)
+        context = await run_in_threadpool(pages.preview, session_of(request), form)
         return d.page("wizard.html", request, title="Restore: preview", **context)
 
     @route("/restore", ("POST",))
     async def wizard_submit(request: Request) -> Response:
         form = wizard.Form.parse(request.state.form)
-        session = session_of(request)
-
-        def run() -> str:
-            context = wizard_context(session, form)
-            spec = form.spec()
-            captured = context["capture"].get("namespaces") or []
-            for target in wizard.target_namespaces(spec, captured):
-                session.require(RESTORE_INTO, target)
-            created = wizard.create_restore(session, d.namespace, form.name, spec)
-            return str(created["metadata"]["name"])
-
-        name = await run_in_threadpool(run)
+        name = await run_in_threadpool(pages.submit_restore, session_of(request), form)
         return RedirectResponse(f"/restores/{name}", status_code=303)
 
     # -- repositories and agents ---------------------------------------------------------------
 
     @route("/repositories")
     async def repositories_page(request: Request) -> Response:
-        session = session_of(request)
-
-        def run() -> dict[str, Any]:
-            return {
-                "repositories": views.repositories(session, d.namespace),
-                "agents": views.agents(session, d.namespace),
-            }
-
-        data = await run_in_threadpool(run)
+        data = await run_in_threadpool(pages.repositories, session_of(request))
         return d.page("repositories.html", request, title="Repositories and agents", **data)
 
     @route("/api/repositories")
     async def repositories_json(request: Request) -> Response:
-        session = session_of(request)
-
-        def run() -> dict[str, Any]:
-            return {
-                "repositories": views.repositories(session, d.namespace),
-                "agents": views.agents(session, d.namespace),
-            }
-
-        return JSONResponse(await run_in_threadpool(run))
+        return JSONResponse(await run_in_threadpool(pages.repositories, session_of(request)))
 
     # -- signing in (in the cluster) -------------------------------------------------------
 
