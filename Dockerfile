@@ -22,14 +22,15 @@ COPY mover mover
 COPY agent/mover_k8s agent/mover_k8s
 COPY agent/chart/crds agent/chart/crds
 # The native core is built here (Cython, no -march: the AVX-512 kernel is chosen at run time),
-# so the image runs on any x86-64 node.
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+# so the image runs on any x86-64 node. With the `ui` extra (Starlette, uvicorn, Jinja2: pure
+# Python) for the chart's optional dashboard, `mover ui --in-cluster`.
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels '.[ui]'
 
 FROM ${PYTHON_IMAGE} AS runtime
 # Install from the build stage's wheels only (a bind mount: the wheels leave no layer behind).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install --no-cache-dir --no-index --find-links /wheels mover \
-    && python -c "import mover._native.cdc, mover._native.index_run, mover_k8s.cli" \
+    python -m pip install --no-cache-dir --no-index --find-links /wheels 'mover[ui]' \
+    && python -c "import mover._native.cdc, mover._native.index_run, mover_k8s.cli, mover_k8s.ui.web" \
     && groupadd --system --gid 10001 mover \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin mover
 # The group is made first with gid 10001: `useradd --system --user-group` would give it a system

@@ -26,6 +26,7 @@ BUILT_IN = {
     ("v1", "ServiceAccount"): "V1ServiceAccount",
     ("v1", "Namespace"): "V1Namespace",
     ("v1", "ConfigMap"): "V1ConfigMap",
+    ("v1", "Service"): "V1Service",
     ("apps/v1", "Deployment"): "V1Deployment",
     ("apps/v1", "DaemonSet"): "V1DaemonSet",
     ("batch/v1", "Job"): "V1Job",

@@ -115,6 +115,13 @@ def test_the_wheel_carries_the_crds_and_mover_reads_them_there(tmp_path: Path) -
         ):
             cbt = ROOT / "agent" / "mover_k8s" / "cbt" / name
             assert archive.read(f"mover_k8s/cbt/{name}") == cbt.read_bytes()
+        # `mover ui`'s templates and static files (package data).
+        ui = ROOT / "agent" / "mover_k8s" / "ui"
+        shipped = [*ui.glob("templates/*.html"), *ui.glob("static/*")]
+        assert len(shipped) > 10
+        for path in shipped:
+            inside = f"mover_k8s/ui/{path.relative_to(ui).as_posix()}"
+            assert archive.read(inside) == path.read_bytes(), inside
         archive.extractall(unpacked)
     code = "from mover_k8s import cli; print(cli.crds_dir(), len(cli.load_crds()))"
     found = subprocess.run(

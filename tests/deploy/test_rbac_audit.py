@@ -28,6 +28,7 @@ from tests.deploy.test_chart import EVERY_OPT_IN
 NAMESPACE = "mover-system"  # the release namespace of every render here
 CONTROLLER = Account(NAMESPACE, "mover-controller")
 NODE = Account(NAMESPACE, "mover-node")
+UI = Account(NAMESPACE, "mover-ui")
 APP = "shop"  # an app's namespace (the one rbac.namespaces lists, where it is set)
 
 Obj = dict[str, Any]
@@ -46,6 +47,8 @@ VALUES: dict[str, str | None] = {
     "hooks": "hooks: {enabled: true}",
     "cbt": "changedBlockTracking: {enabled: true}",
     "every-opt-in": EVERY_OPT_IN,  # rbac.namespaces: [shop, billing]
+    "ui": "ui: {enabled: true}",
+    "ui-aggregated": "ui: {enabled: true, aggregateToBuiltInRoles: true}",
 }
 
 
@@ -134,6 +137,23 @@ NODE_NEEDS = [
     R("get", "persistentvolumeclaims", "", APP, "data"),
     R("get", "persistentvolumes", "", None, "pv-1"),
 ]
+# `mover ui` (agent/mover_k8s/ui: access, views) with its ServiceAccount; what it does for a
+# user goes with the user's token, not this one.
+UI_NEEDS = [
+    R("create", "tokenreviews", "authentication.k8s.io"),
+    R("create", "subjectaccessreviews", "authorization.k8s.io"),
+    R("list", "namespaces"),
+    R("get", "namespaces", "", None, APP),
+    R("list", "backups", MOVER, S),
+    R("get", "backups", MOVER, S, "nightly"),
+    R("list", "restores", MOVER, S),
+    R("get", "restores", MOVER, S, "back"),
+    R("list", "schedules", MOVER, S),
+    R("list", "repositories", MOVER, S),
+    R("list", "volumebackups", MOVER, S),
+    R("list", "volumerestores", MOVER, S),
+    R("list", "leases", "coordination.k8s.io", S),
+]
 SNAPSHOT_EXPOSER_NEEDS = [
     R("get", "volumesnapshots", SNAP, APP, "snap"),
     R("get", "volumesnapshotcontents", SNAP, None, "snapcontent-1"),
@@ -172,6 +192,8 @@ CBT_NODE_NEEDS = [
     R("get", "snapshotmetadataservices", "cbt.storage.k8s.io", None, "csi.example.com"),
     R("create", "serviceaccounts/token", "", S, "mover-node"),
 ]
+UI_ON = ("ui", "ui-aggregated")
+UI_OFF = tuple(v for v in EVERY if v not in UI_ON)
 
 
 @dataclass(frozen=True)
@@ -316,6 +338,36 @@ def _rows() -> list[Row]:
         Row(CBT, n, R("create", "serviceaccounts/token", "", S, "mover-controller"), False, "own"),
         Row(CBT, n, R("patch", "volumesnapshots", SNAP, APP, "s"), False, "the controller's"),
         Row(CBT, c, R("delete", "volumesnapshotcontents", SNAP, None, "x"), False, "read only"),
+        # -- the dashboard (ui.enabled): reviews and reading mover's objects, nothing else --
+        *[
+            Row(UI_OFF, UI, request, False, "ui.enabled only")
+            for request in (
+                R("create", "tokenreviews", "authentication.k8s.io"),
+                R("create", "subjectaccessreviews", "authorization.k8s.io"),
+                R("list", "backups", MOVER, S),
+            )
+        ],
+        *[
+            Row(UI_ON, UI, request, False, why)
+            for request, why in (
+                (R("get", "secrets", "", S, "mover-repository-password"), "the user's token"),
+                (R("list", "secrets", "", S), "no Secret"),
+                (R("get", "secrets", "", APP, "db"), "no Secret"),
+                (R("create", "backups", MOVER, S), "writes go with the user's token"),
+                (R("create", "restores", MOVER, S), "writes go with the user's token"),
+                (R("patch", "backups", MOVER, S, "x"), "read-only"),
+                (R("delete", "backups", MOVER, S, "x"), "read-only"),
+                (R("list", "backups", MOVER, APP), "the release namespace's only"),
+                (R("get", "pods", "", APP, "p"), "the apps' objects: the user's token"),
+                (R("list", "configmaps", "", APP), "the apps' objects: the user's token"),
+                (R("update", "namespaces", "", None, APP), "read-only"),
+                (R("impersonate", "users"), "never acts as the user"),
+                (R("impersonate", "groups", "", None, "system:masters"), "never"),
+                (R("create", "serviceaccounts/token", "", S, "mover-controller"), "none"),
+                (R("create", "localsubjectaccessreviews", "authorization.k8s.io", APP), "none"),
+                (R("get", "leases", "coordination.k8s.io", S, "mover-controller"), "list only"),
+            )
+        ],
     ]
     return rows
 
@@ -350,6 +402,8 @@ def test_every_request_the_code_makes_is_allowed(values: str) -> None:
     if values in CBT:
         needs += [(CONTROLLER, r) for r in CBT_CONTROLLER_NEEDS]
         needs += [(NODE, r) for r in CBT_NODE_NEEDS]
+    if values in UI_ON:
+        needs += [(UI, r) for r in UI_NEEDS]
     refused = [f"{a.name}: {r}" for a, r in needs if not auth.allows(a, r)]
     assert refused == []
 
@@ -362,7 +416,7 @@ def test_no_broad_grant_outside_its_opt_in(values: str) -> None:
     objects = rendered(values)
     assert validate_all(objects) == []
     auth = Authorizer(objects)
-    for account in (CONTROLLER, NODE):
+    for account in (CONTROLLER, NODE, *((UI,) if values in UI_ON else ())):
         rules = auth.rules_for(account)
         assert rules, account
         for _, rule in rules:
@@ -371,7 +425,15 @@ def test_no_broad_grant_outside_its_opt_in(values: str) -> None:
             if "*" in rule["resources"] or "*" in rule["apiGroups"]:
                 assert account == CONTROLLER and verbs <= {"get", "list", "watch"}, rule
             assert not verbs & {"escalate", "bind"} or values in CLUSTER_SCOPED, rule
+            if account == UI:  # reviews to create; the rest read
+                assert "*" not in rule["resources"] + rule["apiGroups"], rule
+                assert verbs <= {"get", "list"} or (
+                    verbs == {"create"}
+                    and rule["resources"] in (["tokenreviews"], ["subjectaccessreviews"])
+                ), rule
     assert not [o for o in objects if o.get("aggregationRule")]
+    if values not in UI_ON:
+        assert not auth.rules_for(UI)
 
 
 # -- the RBAC evaluator can tell: each feature allows and denies ----------------------------
@@ -513,8 +575,14 @@ def test_the_evaluator_decides_as_rbac_does() -> None:
 # -- Pod Security ----------------------------------------------------------------------------
 
 
-def _pod(values: str, kind: str) -> Obj:
-    (workload,) = [o for o in rendered(values) if o["kind"] == kind]
+COMPONENT = {"Deployment": "mover-controller", "DaemonSet": "mover-node"}
+
+
+def _pod(values: str, kind: str, name: str = "") -> Obj:
+    name = name or COMPONENT[kind]
+    (workload,) = [
+        o for o in rendered(values) if o["kind"] == kind and o["metadata"]["name"] == name
+    ]
     pod: Obj = workload["spec"]["template"]["spec"]
     return pod
 
@@ -531,6 +599,40 @@ def test_the_controller_passes_the_restricted_profile(values: str) -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["readOnlyRootFilesystem"] is True
     assert {v["name"]: set(v) - {"name"} for v in pod["volumes"]} == {"tmp": {"emptyDir"}}
+
+
+@pytest.mark.parametrize("values", UI_ON)
+def test_the_dashboard_passes_the_restricted_profile(values: str) -> None:
+    pod = _pod(values, "Deployment", "mover-ui")
+    assert pod_security.violations(pod, "restricted") == []
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["serviceAccountName"] == "mover-ui"
+    assert {v["name"]: set(v) - {"name"} for v in pod["volumes"]} == {"tmp": {"emptyDir"}}
+
+
+def test_the_people_roles_join_view_and_edit_only_when_asked() -> None:
+    """mover-app-viewer (get backups.mover.dev) and mover-app-operator (and create backups and
+    restores) exist with the dashboard; they join the built-in view, edit and admin roles only
+    with ui.aggregateToBuiltInRoles."""
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    for values, joined in (("ui", False), ("ui-aggregated", True)):
+        roles = {
+            o["metadata"]["name"]: o
+            for o in rendered(values)
+            if o["kind"] == "ClusterRole" and o["metadata"]["name"].startswith("mover-app-")
+        }
+        assert set(roles) == {"mover-app-user", "mover-app-viewer", "mover-app-operator"}
+        for name, into in (("mover-app-viewer", "view"), ("mover-app-operator", "edit")):
+            labels = roles[name]["metadata"]["labels"]
+            assert (labels.get(f"{aggregate}{into}") == "true") is joined, name
+            assert f"{aggregate}admin" in labels or not joined
+            for rule in roles[name]["rules"]:
+                assert rule["apiGroups"] == ["mover.dev"], rule
+                assert set(rule["resources"]) <= {"backups", "restores"}, rule
+                assert set(rule["verbs"]) <= {"get", "create"}, rule
+        assert "aggregate-to-view" not in str(roles["mover-app-operator"]["metadata"])
+    assert not [o for o in rendered("defaults") if o["metadata"]["name"].startswith("mover-ui")]
 
 
 # The node agent's level for each setting (docs/security.md): privileged while it opens block
@@ -620,7 +722,8 @@ def test_docs_security_names_every_role_and_value() -> None:
     text = (ROOT / "docs" / "security.md").read_text()
     names = {
         o["metadata"]["name"]
-        for o in rendered("every-opt-in")
+        for values in ("every-opt-in", "ui")
+        for o in rendered(values)
         if o["kind"] in ("ClusterRole", "Role")
     }
     assert names and not [n for n in names if f"`{n}`" not in text]
@@ -636,5 +739,7 @@ def test_docs_security_names_every_role_and_value() -> None:
         "hooks.enabled",
         "changedBlockTracking.enabled",
         "namespace.create",
+        "ui.enabled",
+        "ui.aggregateToBuiltInRoles",
     ):
         assert f"`{value}`" in text, value

@@ -54,6 +54,11 @@ through the official client:
   an existing ServiceAccount; `token_holder` answers what a TokenReview would (who holds it,
   for which audience, unexpired), for test servers that authenticate callers as a CSI sidecar
   does.
+Access reviews, as the API server's authenticator and authorizer answer them: TokenReviews from
+a table of tokens (`tokens`: token -> {username, groups}), SubjectAccessReviews and
+SelfSubjectAccessReviews (the caller named by its bearer token) from a list of grants
+(`grant()`); with no grant, every review allows (the emulator's callers are cluster admins).
+Other requests are not authorized: the reviews are for code that asks them (`mover ui`).
 
 What a cluster's controllers would do is not emulated, except one thing tests need: a file
 provisioner. A PVC whose StorageClass names the provisioner `file.mover.test` is bound at once
@@ -90,6 +95,10 @@ import kmock
 FILE_PROVISIONER = "file.mover.test"
 EXEC_PROTOCOL = "v4.channel.k8s.io"
 _EXEC_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/exec$")
+_REVIEW_PATH = re.compile(
+    r"^/apis/(authentication\.k8s\.io/v1/tokenreviews"
+    r"|authorization\.k8s\.io/v1/(?:self)?subjectaccessreviews)$"
+)
 Obj = dict[str, Any]
 
 
@@ -259,6 +268,58 @@ class Cluster(kmock.KubernetesEmulator):
     _tokens: dict[str, tuple[str, str, tuple[str, ...], float]] = attrs.field(
         factory=dict, init=False
     )
+    # Access reviews (TokenReview, SubjectAccessReview, SelfSubjectAccessReview): who a bearer
+    # token is ({"username", "groups"}), and what they may do. With no grants, everyone may do
+    # everything (the emulator's callers act as cluster admins, as without reviews).
+    tokens: dict[str, Obj] = attrs.field(factory=dict, init=False)
+    grants: list[Obj] = attrs.field(factory=list, init=False)
+
+    def grant(
+        self, subject: str, verbs: list[str], resources: list[str], namespaces: list[str]
+    ) -> None:
+        """Allow `subject` (a user name, or `group:NAME`) the verbs on the resources
+        (`RESOURCE.GROUP`, or `*`) in the namespaces (`*`: any)."""
+        self.grants.append(
+            {"subject": subject, "verbs": verbs, "resources": resources, "namespaces": namespaces}
+        )
+
+    def allows(self, user: str, groups: list[str], attributes: Obj) -> bool:
+        if not self.grants:
+            return True
+        subjects = {user, *(f"group:{g}" for g in groups)}
+        resource = f"{attributes.get('resource', '')}.{attributes.get('group', '')}".rstrip(".")
+        for g in self.grants:
+            if g["subject"] not in subjects:
+                continue
+            if "*" not in g["verbs"] and attributes.get("verb") not in g["verbs"]:
+                continue
+            if "*" not in g["resources"] and resource not in g["resources"]:
+                continue
+            if "*" in g["namespaces"] or attributes.get("namespace", "") in g["namespaces"]:
+                return True
+        return False
+
+    def _review(self, raw_request: aiohttp.web.BaseRequest, path: str, body: Obj) -> Obj:
+        """Answer an access review as the API server's authenticator and authorizer would."""
+        spec = body.get("spec") or {}
+        status: Obj
+        if path.endswith("tokenreviews"):
+            user = self.tokens.get(str(spec.get("token") or ""))
+            status = (
+                {"authenticated": True, "user": user}
+                if user
+                else {"authenticated": False, "error": "invalid bearer token"}
+            )
+        else:
+            if path.endswith("/selfsubjectaccessreviews"):
+                header = raw_request.headers.get("Authorization", "")
+                who = self.tokens.get(header.removeprefix("Bearer ").strip()) or {}
+                name, groups = str(who.get("username") or ""), list(who.get("groups") or [])
+            else:
+                name, groups = str(spec.get("user") or ""), list(spec.get("groups") or [])
+            attributes = spec.get("resourceAttributes") or {}
+            status = {"allowed": self.allows(name, groups, attributes)}
+        return {**body, "status": status}
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -277,6 +338,13 @@ class Cluster(kmock.KubernetesEmulator):
         if exec_target:
             self._count("EXEC")
             return await self._exec(raw_request, exec_target.group(1), exec_target.group(2))
+        if raw_request.method == "POST" and _REVIEW_PATH.match(raw_request.path):
+            self._count("CREATE")
+            try:
+                review = json.loads(await raw_request.read())
+            except ValueError:
+                return _json(ApiError(400, "BadRequest", "the body is not JSON").status(), 400)
+            return _json(self._review(raw_request, raw_request.path, review), 201)
         target = parse_target(raw_request.path)
         query = dict(raw_request.query)
         watch = query.get("watch") in ("true", "1")

@@ -81,11 +81,29 @@ class Kube:
         return cls(_config_from_kubeconfig(kubeconfig, context))
 
     @classmethod
+    def from_kubeconfig(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        """From a kubeconfig only (default: $KUBECONFIG, ~/.kube/config), never in-cluster:
+        a person's own credentials."""
+        return cls(_config_from_kubeconfig(kubeconfig, context))
+
+    @classmethod
     def at(cls, host: str) -> Kube:
         """An API server at `host` without authentication (a local emulator)."""
         configuration = k8s_client.Configuration()
         configuration.host = host
         return cls(configuration)
+
+    def as_user(self, token: str) -> Kube:
+        """A connection to the same API server (its address and TLS settings) that sends
+        `token` as its bearer token instead of this one's credentials: a dashboard acting for
+        the person whose request carried the token, so the API server applies their RBAC."""
+        configuration = copy.copy(self._api.configuration)
+        configuration.api_key = {"BearerToken": token}
+        configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        configuration.refresh_api_key_hook = None
+        configuration.cert_file = configuration.key_file = None  # not this process's identity
+        configuration.username = configuration.password = None
+        return Kube(configuration)
 
     def close(self) -> None:
         self._api.close()

@@ -412,6 +412,8 @@ class NodeAgent:
                     blocks.close()
                 # The snapshot's stats settle what came after the last progress call.
                 meter.backup_progress(snapshot.stats, snapshot.size)
+                if not total:  # a stream: its size is known once it has all been read
+                    progress.total = total = snapshot.size
                 progress.report(total, force=True)
         except OSError as exc:
             raise SpecError("VolumeUnreadable", f"cannot read {path}: {exc.strerror}") from None
