@@ -4,9 +4,13 @@ Everything a program needs to use mover's repositories goes through here: open o
 repository, back up and restore volumes, list and resolve snapshots, forget them (by id or by
 retention policy), prune, check, replicate, store small JSON documents, read storage metrics,
 and read any byte range of a snapshot without restoring it (SnapshotReader, read_range).
-The Kubernetes side (mover_k8s) uses nothing else of mover but this module and mover.errors
-(enforced by import-linter, pyproject.toml). The modules behind it are free to change; the
-names here keep their meaning.
+The `mover` command (mover.cli) and the Kubernetes side (mover_k8s) use nothing else of mover
+but this module and mover.errors (enforced by import-linter, pyproject.toml): what the command
+line needs (repository administration, the mount, the node benchmark, the defaults it shows,
+the storage stack it opens) is here too, so the same calls serve any other program. The shared
+vocabulary (mover.units, mover.text, mover.console: sizes, plurals, JSON and tables) is
+re-exported here rather than imported from its modules. The modules behind this one are free
+to change; the names here keep their meaning.
 
 Conventions:
 - A Repository holds a backend (connections, an event loop thread for S3): close() it when
@@ -25,6 +29,7 @@ when one of its functions or types is first used.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -34,61 +39,131 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from mover.console import emit_json, emit_table
-from mover.errors import IntegrityError, UsageError
-from mover.maintenance.retention import Decision, Group, Policy, apply_policy
+from mover.console import emit_json, emit_table, error_line, human_rate, status
+from mover.errors import IntegrityError, ObjectNotFound, UsageError
+from mover.maintenance.retention import Decision, Group, Policy, apply_policy, snapshot_time
 from mover.objects.snapshot import Snapshot
-from mover.units import format_age, format_duration, format_rate, format_size
+from mover.text import plural
+from mover.units import (
+    format_age,
+    format_duration,
+    format_rate,
+    format_size,
+    parse_duration,
+    parse_size,
+)
 
 if TYPE_CHECKING:
+    from mover.chunking import DEFAULT_PARAMS as DEFAULT_CHUNKER
+    from mover.chunking import ChunkerParams
     from mover.crypto import KdfParams, MasterKey
     from mover.maintenance.check import CheckReport
+    from mover.maintenance.prune import REPACK_BELOW as DEFAULT_REPACK_BELOW
     from mover.maintenance.prune import PruneStats
-    from mover.objects.repository import RepoConfig, Repository
+    from mover.maintenance.repair import (
+        ConfigRepairReport,
+        DataRepairStats,
+        IndexRepairStats,
+        SnapshotRepairReport,
+    )
+    from mover.mount import Namespace as MountView
+    from mover.objects.checkpoint import INTERVAL_ENV as CHECKPOINT_INTERVAL_ENV
+    from mover.objects.keys import KeyInfo
+    from mover.objects.locks import LockInfo
+    from mover.objects.repository import (
+        DEFAULT_PACK_SIZE,
+        DEFAULT_ZSTD_LEVEL,
+        RepoConfig,
+        Repository,
+    )
     from mover.objects.tree import Extent
     from mover.pipeline.backup import BackupStats
     from mover.pipeline.changed import ChangedRanges, find_parent
     from mover.pipeline.ranges import RangeList, read_ranges
+    from mover.pipeline.reader import DEFAULT_CACHE_SIZE as DEFAULT_MOUNT_CACHE_SIZE
     from mover.pipeline.reader import SnapshotReader, open_snapshot, read_range
+    from mover.pipeline.replicate import DEFAULT_CHECKPOINT as DEFAULT_REPLICATE_CHECKPOINT
     from mover.pipeline.replicate import ReplicateStats
     from mover.pipeline.restore import BadRange, RestoreStats
+    from mover.storage.base import Backend
     from mover.storage.metrics import FIELDS as STORAGE_METRIC_FIELDS
     from mover.storage.metrics import Metrics as StorageMetrics
-    from mover.storage.s3config import ObjectLock
-    from mover.storage.stack import StorageOptions
+    from mover.storage.s3config import (
+        DEFAULT_MULTIPART_THRESHOLD,
+        DEFAULT_PART_SIZE,
+        MIN_PART_SIZE,
+        ObjectLock,
+    )
+    from mover.storage.stack import DEFAULT_S3_CONCURRENCY, StorageOptions
+    from mover.tools.nodebench import NodeBenchmark
 
 __all__ = [
+    "CHECKPOINT_INTERVAL_ENV",
+    "DEFAULT_CHUNKER",
+    "DEFAULT_MOUNT_CACHE_SIZE",
+    "DEFAULT_MULTIPART_THRESHOLD",
+    "DEFAULT_PACK_SIZE",
+    "DEFAULT_PART_SIZE",
+    "DEFAULT_REPACK_BELOW",
+    "DEFAULT_REPLICATE_CHECKPOINT",
+    "DEFAULT_S3_CONCURRENCY",
+    "DEFAULT_ZSTD_LEVEL",
+    "MIN_PART_SIZE",
     "STORAGE_METRIC_FIELDS",
+    "Backend",
     "BackupOptions",
     "BackupStats",
     "BadRange",
     "ChangedRanges",
     "CheckReport",
+    "ChunkerParams",
+    "ConfigRepairReport",
+    "DataRepairStats",
     "Decision",
     "Extent",
     "Group",
+    "IndexRepairStats",
     "InitOptions",
     "KdfParams",
+    "KeyInfo",
+    "LockInfo",
+    "MountOptions",
+    "MountView",
+    "NodeBenchmark",
     "ObjectLock",
+    "PasswordChange",
     "Policy",
     "PruneOptions",
     "PruneStats",
     "RangeList",
+    "Replica",
     "ReplicateStats",
     "RepoConfig",
     "Repository",
     "RepositoryKey",
+    "RepositoryStats",
     "RestoreOptions",
     "RestoreStats",
     "Snapshot",
     "SnapshotReader",
+    "SnapshotRepairReport",
     "StorageMetrics",
     "StorageOptions",
+    "add_key",
     "apply_policy",
     "backup",
+    "bad_ranges_json",
+    "benchmark_node",
+    "break_stale_locks",
+    "change_password",
+    "changed_ranges",
     "check",
+    "check_chunk_sizes",
+    "check_mountpoint",
+    "damaged_snapshots",
     "emit_json",
     "emit_table",
+    "error_line",
     "extents",
     "find_parent",
     "find_snapshot",
@@ -100,21 +175,45 @@ __all__ = [
     "format_size",
     "get_document",
     "has_snapshot",
+    "human_rate",
     "init_replica",
     "init_repository",
+    "init_repository_in",
+    "list_keys",
+    "list_locks",
+    "load_fuse",
+    "local_directory",
+    "mount",
+    "object_lock_enabled",
+    "open_replica",
     "open_repository",
+    "open_repository_in",
     "open_snapshot",
+    "open_storage",
+    "parse_duration",
+    "parse_size",
+    "plural",
     "prune",
     "put_document",
     "read_range",
     "read_ranges",
+    "remove_key",
     "reopen_repository",
+    "repair_config",
+    "repair_data",
+    "repair_index",
+    "repair_snapshots",
     "replicate",
     "repository_key",
+    "repository_stats",
+    "resolve_snapshot_ids",
     "restore",
+    "snapshot_time",
     "snapshots",
     "source_size",
+    "status",
     "storage_metrics",
+    "write_bad_ranges",
 ]
 
 # The types of the data path, loaded on first use (PEP 562): name -> (module, its name there).
@@ -142,6 +241,31 @@ _LAZY = {
     "SnapshotReader": ("mover.pipeline.reader", "SnapshotReader"),
     "open_snapshot": ("mover.pipeline.reader", "open_snapshot"),
     "read_range": ("mover.pipeline.reader", "read_range"),
+    # Defaults: what mover uses when a caller gives nothing (the command line shows them).
+    "ChunkerParams": ("mover.chunking", "ChunkerParams"),
+    "DEFAULT_CHUNKER": ("mover.chunking", "DEFAULT_PARAMS"),
+    "DEFAULT_PACK_SIZE": ("mover.objects.repository", "DEFAULT_PACK_SIZE"),
+    "DEFAULT_ZSTD_LEVEL": ("mover.objects.repository", "DEFAULT_ZSTD_LEVEL"),
+    "DEFAULT_REPACK_BELOW": ("mover.maintenance.prune", "REPACK_BELOW"),
+    "DEFAULT_REPLICATE_CHECKPOINT": ("mover.pipeline.replicate", "DEFAULT_CHECKPOINT"),
+    "DEFAULT_MOUNT_CACHE_SIZE": ("mover.pipeline.reader", "DEFAULT_CACHE_SIZE"),
+    "CHECKPOINT_INTERVAL_ENV": ("mover.objects.checkpoint", "INTERVAL_ENV"),
+    # Storage: the stack's protocol and the S3 defaults (StorageOptions' fields).
+    "Backend": ("mover.storage.base", "Backend"),
+    "DEFAULT_S3_CONCURRENCY": ("mover.storage.stack", "DEFAULT_S3_CONCURRENCY"),
+    "DEFAULT_MULTIPART_THRESHOLD": ("mover.storage.s3config", "DEFAULT_MULTIPART_THRESHOLD"),
+    "DEFAULT_PART_SIZE": ("mover.storage.s3config", "DEFAULT_PART_SIZE"),
+    "MIN_PART_SIZE": ("mover.storage.s3config", "MIN_PART_SIZE"),
+    # What repository administration (keys, locks, repair) returns.
+    "KeyInfo": ("mover.objects.keys", "KeyInfo"),
+    "LockInfo": ("mover.objects.locks", "LockInfo"),
+    "IndexRepairStats": ("mover.maintenance.repair", "IndexRepairStats"),
+    "SnapshotRepairReport": ("mover.maintenance.repair", "SnapshotRepairReport"),
+    "DataRepairStats": ("mover.maintenance.repair", "DataRepairStats"),
+    "ConfigRepairReport": ("mover.maintenance.repair", "ConfigRepairReport"),
+    # The mount's view (what MountOptions.on_mounted is given) and the node benchmark's result.
+    "MountView": ("mover.mount", "Namespace"),
+    "NodeBenchmark": ("mover.tools.nodebench", "NodeBenchmark"),
 }
 
 if not TYPE_CHECKING:  # hidden from mypy, which would type every unknown name here as Any
@@ -195,15 +319,23 @@ def open_repository(
 
     Raises UsageError (a malformed URL), WrongPassword, RepositoryError (not a repository,
     damaged config, unknown format), StorageError (the store cannot be reached)."""
-    from mover.objects.repository import Repository
-    from mover.storage.stack import open_backend
-
-    backend = open_backend(url, storage)
+    backend = open_storage(url, storage=storage)
     try:
-        return Repository.open(backend, password)
+        return open_repository_in(backend, password)
     except BaseException:
         backend.close()
         raise
+
+
+def open_repository_in(backend: Backend, password: bytes) -> Repository:
+    """The repository in a storage stack the caller opened (open_storage) and closes: closing
+    the repository closes it too.
+
+    Raises WrongPassword, RepositoryError (not a repository, damaged config, unknown format),
+    StorageError."""
+    from mover.objects.repository import Repository
+
+    return Repository.open(backend, password)
 
 
 def init_repository(
@@ -217,16 +349,35 @@ def init_repository(
 
     Raises UsageError (bad options; Object Lock off S3), RepositoryError (`url` already holds
     a repository or other objects), StorageError."""
-    from mover.chunking import DEFAULT_PARAMS, ChunkerParams
-    from mover.objects.repository import (
-        DEFAULT_PACK_SIZE,
-        DEFAULT_ZSTD_LEVEL,
-        RepoConfig,
-        Repository,
-    )
-    from mover.storage.stack import open_backend
+    from mover.objects.repository import Repository
 
     o = options or InitOptions()
+    config = _new_config(o)  # bad options are told before any I/O
+    backend = open_storage(url, storage=storage)
+    try:
+        return Repository.init(backend, password, config, o.kdf)
+    except BaseException:
+        backend.close()
+        raise
+
+
+def init_repository_in(
+    backend: Backend, password: bytes, *, options: InitOptions | None = None
+) -> Repository:
+    """A new repository, as init_repository, in a storage stack the caller opened
+    (open_storage) and closes.
+
+    Raises UsageError (bad options), RepositoryError (not empty), StorageError."""
+    from mover.objects.repository import Repository
+
+    o = options or InitOptions()
+    return Repository.init(backend, password, _new_config(o), o.kdf)
+
+
+def _new_config(o: InitOptions) -> RepoConfig:
+    from mover.chunking import DEFAULT_PARAMS, ChunkerParams
+    from mover.objects.repository import DEFAULT_PACK_SIZE, DEFAULT_ZSTD_LEVEL, RepoConfig
+
     pack_size = o.pack_size or DEFAULT_PACK_SIZE
     if not 1 << 16 <= pack_size <= 1 << 31:  # packs are read in ranges of 32-bit offsets
         raise UsageError(f"pack size {pack_size} must be between 64 KiB and 2 GiB")
@@ -237,13 +388,17 @@ def init_repository(
         os.urandom(32),  # the gear table's seed: chunk boundaries are the repository's secret
     )
     level = DEFAULT_ZSTD_LEVEL if o.zstd_level is None else o.zstd_level
-    config = RepoConfig(chunker, pack_size, level, o.object_lock)
-    backend = open_backend(url, storage)
-    try:
-        return Repository.init(backend, password, config, o.kdf)
-    except BaseException:
-        backend.close()
-        raise
+    return RepoConfig(chunker, pack_size, level, o.object_lock)
+
+
+def check_chunk_sizes(chunk_min: int, chunk_avg: int, chunk_max: int) -> None:
+    """Whether InitOptions' chunk sizes (bytes) can be used, checked before anything else is
+    asked for: avg a power of two of 256 or more, 64 <= min <= avg <= max <= mover's limit.
+
+    Raises UsageError naming the size that cannot be used."""
+    from mover.chunking import ChunkerParams
+
+    ChunkerParams(chunk_min, chunk_avg, chunk_max)
 
 
 def repository_key(repo: Repository) -> RepositoryKey:
@@ -276,6 +431,42 @@ def storage_metrics(repo: Repository) -> StorageMetrics | None:
     from mover.storage.stack import metrics_of
 
     return metrics_of(repo.backend)
+
+
+# -- storage: the stack a repository is opened on ------------------------------------------
+
+
+def open_storage(url: str, *, storage: StorageOptions | None = None) -> Backend:
+    """mover's storage stack for `url` (a directory, s3://BUCKET[/PREFIX] or memory://NAME):
+    the store wrapped by retries, metrics, bandwidth and concurrency limits. close() it when
+    done (open_repository_in and init_repository_in take it).
+
+    Raises UsageError (a malformed URL), StorageError (the S3 bucket cannot be reached)."""
+    from mover.storage.stack import open_backend
+
+    return open_backend(url, storage)
+
+
+def local_directory(url: str) -> Path | None:
+    """The directory that `url` names when it is a local repository (a path or file://URL);
+    None for another store. Nothing is opened.
+
+    Raises UsageError (a malformed URL)."""
+    from mover.storage.stack import parse_location
+
+    location = parse_location(url)
+    return Path(location.path) if location.scheme == "local" else None
+
+
+def object_lock_enabled(backend: Backend) -> bool | None:
+    """Whether the S3 bucket under `backend` has Object Lock enabled (InitOptions.object_lock
+    needs it); None when the store is not S3.
+
+    Raises StorageError."""
+    from mover.storage.stack import base_of
+
+    enabled = getattr(base_of(backend), "object_lock_enabled", None)
+    return None if enabled is None else bool(enabled())
 
 
 # -- snapshots ----------------------------------------------------------------------------
@@ -311,6 +502,75 @@ def extents(repo: Repository, tree: str) -> Iterator[Extent]:
     from mover.objects.tree import walk
 
     return walk(repo.read_blob, bytes.fromhex(tree))
+
+
+def damaged_snapshots(repo: Repository) -> dict[str, str]:
+    """The snapshots found unreadable by the listings so far (snapshots()): full id -> why."""
+    return repo.damaged_snapshots()
+
+
+def resolve_snapshot_ids(repo: Repository, refs: Sequence[str]) -> list[str]:
+    """The full ids that `refs` (ids, unique prefixes of 4 or more hex digits, or `latest`)
+    name, damaged snapshots included (they can be forgotten), each once, sorted. Every ref is
+    resolved before the answer: one that names no snapshot, or several, fails them all.
+
+    Raises UsageError (an unknown or ambiguous ref; `latest` with no snapshots)."""
+    listed = repo.snapshots()
+    readable = [s.id for s in listed]
+
+    def resolve(ref: str) -> str:
+        if ref != "latest":
+            return repo.resolve_snapshot_id(ref, readable)
+        if not listed:
+            raise UsageError("the repository has no snapshots yet")
+        return listed[-1].id
+
+    return sorted(set(map(resolve, refs)))
+
+
+@dataclass(frozen=True)
+class RepositoryStats:
+    """What a repository holds: its snapshots' logical bytes against the bytes its packs
+    take (deduplication and compression together)."""
+
+    snapshots: int
+    logical_bytes: int  # the sum of every readable snapshot's size
+    stored_bytes: int  # the packs' sizes (index and snapshot objects not counted)
+    packs: int
+    chunks: int  # distinct chunks in the index
+
+    @property
+    def ratio(self) -> float | None:
+        """logical / stored bytes; None when nothing is stored."""
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes else None
+
+    def as_dict(self) -> dict[str, object]:
+        ratio = self.ratio
+        return {
+            "snapshots": self.snapshots,
+            "logical_bytes": self.logical_bytes,
+            "stored_bytes": self.stored_bytes,
+            "packs": self.packs,
+            "chunks": self.chunks,
+            "ratio": None if ratio is None else round(ratio, 3),
+        }
+
+
+def repository_stats(repo: Repository) -> RepositoryStats:
+    """Counts what the repository holds: its snapshots listed and every pack's size asked
+    for (one request per pack on S3), the index loaded.
+
+    Raises StorageError."""
+    found = repo.snapshots()
+    packs = list(repo.backend.list("data/"))
+    stored = sum(repo.backend.size(p) for p in packs)
+    return RepositoryStats(
+        snapshots=len(found),
+        logical_bytes=sum(s.size for s in found),
+        stored_bytes=stored,
+        packs=len(packs),
+        chunks=len(repo.index),
+    )
 
 
 # -- volumes ------------------------------------------------------------------------------
@@ -407,6 +667,48 @@ def source_size(source: BinaryIO) -> int | None:
     return size_of_fd(source.fileno())
 
 
+def changed_ranges(
+    repo: Repository,
+    name: str,
+    ranges: RangeList,
+    size: int,
+    *,
+    parent: str | None = None,
+    verify: float = 0.0,
+) -> ChangedRanges:
+    """BackupOptions.changed for a backup of the source `name` (`size` bytes now) that reads
+    only `ranges` (read_ranges) and takes the rest from a parent snapshot: `parent` (an id, a
+    unique prefix or `latest`; a snapshot of the same source) or the newest snapshot of
+    `name`. `verify`: the percentage (0-100) of what is taken from the parent that the backup
+    also reads and compares, failing on a difference (a wrong change list).
+
+    Raises UsageError (no parent; a parent of another source; a source smaller than its
+    parent: a volume that shrank needs a full backup)."""
+    from mover.pipeline.changed import ChangedRanges, check_size, find_parent
+
+    found = find_parent(repo, name, parent)
+    check_size(found, size, name)
+    return ChangedRanges(found, ranges, verify)
+
+
+def bad_ranges_json(stats: RestoreStats) -> list[dict[str, object]]:
+    """A partial restore's unreadable ranges (RestoreOptions.partial), as JSON values: offset,
+    length and the reason, in offset order."""
+    from mover.pipeline.restore import bad_ranges_json as as_json
+
+    return as_json(stats)
+
+
+def write_bad_ranges(path: str, snapshot: Snapshot, target: str, stats: RestoreStats) -> None:
+    """Write the list of a partial restore's unreadable ranges to `path` as a JSON document
+    (snapshot, target, size, bad_bytes, ranges), atomically: a reader never sees half a list.
+
+    Raises SourceError (`path` cannot be written)."""
+    from mover.pipeline.restore import write_bad_ranges as write
+
+    write(path, snapshot.id, target, snapshot.size, stats)
+
+
 # -- documents ----------------------------------------------------------------------------
 
 
@@ -470,9 +772,12 @@ def forget_by_policy(repo: Repository, policy: Policy, *, dry_run: bool = False)
     if policy.empty():
         raise UsageError("a retention policy whose rules are all 0 would remove every snapshot")
     groups = apply_policy(repo.snapshots(), policy)
-    remove = [d.snapshot.id for g in groups for d in g.remove]
-    if remove and not dry_run:
-        forget(repo, remove)
+    if not dry_run:
+        # By full id, straight from the one listing the policy saw: forget() would list (and
+        # decrypt) every manifest again to resolve the ids.
+        for decision in (d for g in groups for d in g.remove):
+            with contextlib.suppress(ObjectNotFound):  # a concurrent forget was first
+                repo.backend.delete(f"snapshots/{decision.snapshot.id}")
     return groups
 
 
@@ -527,22 +832,26 @@ def replicate(
     *,
     threads: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    checkpoint_interval: float | None = None,
 ) -> ReplicateStats:
     """Copy snapshots (`refs`: ids, prefixes or `latest`; None: every one) from `source` to
     `target`, a replica sharing its key (init_replica), sending only the chunks the target
     lacks, oldest first; snapshots the target holds are skipped. `progress` gets (snapshot id,
-    bytes sent for it, bytes it needs sent).
+    bytes sent for it, bytes it needs sent). Every `checkpoint_interval` seconds (None:
+    DEFAULT_REPLICATE_CHECKPOINT) what was sent is made durable: an interrupted run re-sends
+    at most about that much.
 
     Raises UsageError (an unknown ref), IntegrityError (a copy that does not verify),
     StorageError."""
-    from mover.pipeline.replicate import ReplicateStats
+    from mover.pipeline.replicate import DEFAULT_CHECKPOINT, ReplicateStats
     from mover.pipeline.replicate import replicate as run_replicate
 
     # Nothing asked: mover.pipeline.replicate would take it as all.
     if refs is not None and not refs:
         return ReplicateStats()
+    every = DEFAULT_CHECKPOINT if checkpoint_interval is None else checkpoint_interval
     return run_replicate(
-        source, target, None if refs is None else list(refs), threads, progress=progress
+        source, target, None if refs is None else list(refs), threads, every, progress=progress
     )
 
 
@@ -562,3 +871,237 @@ def init_replica(
     except BaseException:
         backend.close()
         raise
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A replication target, opened or created by open_replica."""
+
+    repository: Repository
+    created: bool  # it was not a repository yet and was created as a replica
+
+
+def open_replica(
+    source: Repository,
+    backend: Backend,
+    password: bytes,
+    *,
+    create: bool = False,
+    kdf: KdfParams | None = None,
+) -> Replica:
+    """The replica of `source` in a storage stack the caller opened (open_storage) and
+    closes; with `create`, an empty place becomes one (as init_replica, its key wrapped with
+    `password` at cost `kdf`).
+
+    Raises RepositoryError (not a repository and not `create`; a repository with other keys:
+    replicate copies sealed blobs), WrongPassword, StorageError."""
+    from mover.pipeline.replicate import open_target
+
+    target, created = open_target(source, backend, password, create, kdf)
+    return Replica(target, created)
+
+
+# -- repository administration: keys ------------------------------------------------------
+# Each key file wraps the master key with one password; any of them opens the repository.
+
+
+def list_keys(repo: Repository, password: bytes) -> list[KeyInfo]:
+    """The key files, by id; the one `password` opens is marked current. A damaged one is
+    listed with what is known, its id.
+
+    Raises WrongPassword, StorageError."""
+    from mover.objects.keys import list_keys as list_key_files
+
+    return list_key_files(repo, password)
+
+
+def add_key(repo: Repository, new_password: bytes, *, kdf: KdfParams | None = None) -> str:
+    """A new key file for `new_password` (Argon2id cost `kdf`; None: the default); returns
+    its id. The other keys stay.
+
+    Raises StorageError."""
+    from mover.objects.keys import add_key as write_key_file
+
+    return write_key_file(repo, new_password, kdf)
+
+
+@dataclass(frozen=True)
+class PasswordChange:
+    """What change_password did."""
+
+    added: str  # the id of the key file for the new password
+    removed: str  # the id of the key file the old password opened
+
+
+def change_password(
+    repo: Repository, password: bytes, new_password: bytes, *, kdf: KdfParams | None = None
+) -> PasswordChange:
+    """Replace the key file `password` opens by one for `new_password`: the new one is
+    written before the old one is deleted; other keys stay.
+
+    Raises WrongPassword, StorageError."""
+    from mover.objects.keys import change_password as change
+
+    added, removed = change(repo, password, new_password, kdf)
+    return PasswordChange(added, removed)
+
+
+def remove_key(repo: Repository, ref: str, password: bytes) -> str:
+    """Delete the key file `ref` names (an id or unique prefix of 4 or more hex digits);
+    returns its full id. Never the one `password` opens (that would lock the caller out, and
+    the last key would leave no way in).
+
+    Raises UsageError (an unknown or ambiguous ref; the key `password` opens), StorageError."""
+    from mover.objects.keys import remove_key as delete_key_file
+    from mover.objects.keys import resolve_key
+
+    key_id = resolve_key(repo, ref)
+    delete_key_file(repo, key_id, password)
+    return key_id
+
+
+# -- repository administration: locks -----------------------------------------------------
+# Backups hold shared locks, prune the exclusive one; a lock whose holder stopped refreshing
+# it (MOVER_LOCK_STALE_AFTER seconds, or at once when its holder ran here and is gone) is stale.
+
+
+def list_locks(repo: Repository) -> list[LockInfo]:
+    """The repository's locks, each with its holder, age and whether it is stale.
+
+    Raises StorageError."""
+    from mover.objects.locks import list_locks as list_lock_files
+
+    return list_lock_files(repo)
+
+
+def break_stale_locks(repo: Repository) -> list[LockInfo]:
+    """Delete the stale locks; returns those deleted. Live locks are never touched.
+
+    Raises StorageError."""
+    from mover.objects.locks import break_stale
+
+    return break_stale(repo)
+
+
+# -- repository administration: repair ----------------------------------------------------
+# Each repair writes before it deletes and may be run again if interrupted; what it could not
+# fix is in what it returns (the caller decides whether that is a failure).
+
+
+def repair_index(
+    repo: Repository, *, read_data: bool = False, progress: Callable[[str], None] | None = None
+) -> IndexRepairStats:
+    """Rebuild the index from the packs' headers (with `read_data`, from every blob that
+    verifies), replacing every index file, damaged or not. Takes the exclusive lock.
+
+    Raises RepositoryError (the lock is held), StorageError."""
+    from mover.maintenance.repair import rebuild_index
+
+    return rebuild_index(repo, read_data, progress=progress)
+
+
+def repair_snapshots(
+    repo: Repository, *, dry_run: bool = False, progress: Callable[[str], None] | None = None
+) -> SnapshotRepairReport:
+    """Delete the snapshot objects that cannot be read (with `dry_run`, only list them), and
+    report the readable snapshots whose data is partly lost, with the ranges they cannot
+    restore (kept: repair_data may bring them back).
+
+    Raises StorageError."""
+    from mover.maintenance.repair import repair_snapshots as repair
+
+    return repair(repo, dry_run, progress=progress)
+
+
+def repair_data(
+    repo: Repository, replica: Repository, *, progress: Callable[[str], None] | None = None
+) -> DataRepairStats:
+    """Heal lost or damaged data from `replica` (same master key: replicate's target): every
+    pack is read and verified, good blobs of damaged packs are moved to new packs, what a
+    snapshot needs and is not intact here is fetched from the replica, verified and stored,
+    the index is rebuilt and the damaged packs deleted.
+
+    Raises RepositoryError (the lock is held), StorageError."""
+    from mover.maintenance.repair import repair_data as repair
+
+    return repair(repo, replica, progress=progress)
+
+
+def repair_config(
+    backend: Backend, replica: Repository, password: bytes, *, kdf: KdfParams | None = None
+) -> ConfigRepairReport:
+    """Restore a damaged config or unreadable key files in the store `backend` from
+    `replica`, which must prove that it shares the master key: the config sealed again, and a
+    new key file wrapping the key with `password`. What can be read is left as it is.
+
+    Raises RepositoryError (the replica does not share the key), StorageError."""
+    from mover.maintenance.repair import repair_config as repair
+
+    return repair(backend, replica, password, kdf)
+
+
+# -- the mount ----------------------------------------------------------------------------
+# Snapshots as read-only image files over FUSE (mover.mount, docs/mount.md).
+
+
+@dataclass(frozen=True, kw_only=True)
+class MountOptions:
+    """How mount() serves the snapshots."""
+
+    # Memory for decoded chunks, shared by all snapshots; at least two of the repository's
+    # largest chunks. None: DEFAULT_MOUNT_CACHE_SIZE.
+    cache_size: int | None = None
+    allow_other: bool = False  # other users may read the mount (root or user_allow_other)
+    on_mounted: Callable[[MountView], None] | None = None  # told once the mount is live
+
+
+def load_fuse() -> None:
+    """Check that the FUSE binding and libfuse can be loaded, before anything else is asked.
+
+    Raises UsageError saying what to install."""
+    from mover.mount import load_fuse as load
+
+    load()
+
+
+def check_mountpoint(path: str) -> None:
+    """Check that `path` is an empty directory that can be mounted on.
+
+    Raises UsageError."""
+    from mover.mount import check_mountpoint as check_path
+
+    check_path(path)
+
+
+def mount(repo: Repository, mountpoint: str, *, options: MountOptions | None = None) -> None:
+    """Serve every snapshot read-only at `mountpoint` (<short id>.img, latest.img,
+    by-source/SOURCE/) until it is unmounted or the process is interrupted (SIGINT, SIGTERM,
+    SIGHUP), under the repository's shared lock. Reads fetch only the chunks they touch.
+
+    Raises UsageError (no FUSE; a bad mountpoint; a cache too small; no snapshots),
+    StorageError."""
+    from mover.mount import run_mount
+    from mover.pipeline.reader import DEFAULT_CACHE_SIZE
+
+    o = options or MountOptions()
+    cache_size = DEFAULT_CACHE_SIZE if o.cache_size is None else o.cache_size
+    run_mount(repo, mountpoint, cache_size, o.allow_other, o.on_mounted)
+
+
+# -- the node benchmark -------------------------------------------------------------------
+
+
+def benchmark_node(
+    *,
+    size: int = 256 << 20,
+    threads: int | None = None,
+    min_time: float = 0.5,
+    progress: Callable[[str], None] | None = None,
+) -> NodeBenchmark:
+    """How fast this node runs each stage of the data path (chunking, BLAKE3, zstd, AEAD, the
+    zero test) on `size` bytes of generated data, on one core and on `threads` (None: the
+    CPUs this process may use); each measurement is repeated for `min_time` seconds and the
+    best round counts. `progress` is told each stage's name as it starts."""
+    from mover.tools import nodebench
+
+    return nodebench.run(size=size, threads=threads, min_time=min_time, progress=progress)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
+from mover import api
 from mover.cli.output import emit_json, emit_table, human_rate, status
 from mover.cli.sizes import parse_size
-from mover.tools import nodebench
 
 
 @click.command()
@@ -38,7 +38,7 @@ def benchmark(size: str, threads: int | None, min_time: float, as_json: bool) ->
     The zero test runs on zeros, where it must read every byte.
     """
     nbytes = parse_size(size, "--size", minimum=1 << 20)
-    result = nodebench.run(
+    result = api.benchmark_node(
         size=nbytes,
         threads=threads,
         min_time=min_time,

@@ -18,18 +18,18 @@ from typing import Any, TypeVar
 
 import click
 
+from mover import api
+from mover.api import (
+    DEFAULT_MULTIPART_THRESHOLD,
+    DEFAULT_PART_SIZE,
+    DEFAULT_S3_CONCURRENCY,
+    MIN_PART_SIZE,
+    Backend,
+    Repository,
+    StorageOptions,
+)
 from mover.cli.options import json_option, password_options
 from mover.errors import UsageError
-from mover.objects.repository import Repository
-from mover.storage.base import Backend
-from mover.storage.s3config import DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MIN_PART_SIZE
-from mover.storage.stack import (
-    DEFAULT_S3_CONCURRENCY,
-    StorageOptions,
-    base_of,
-    open_backend,
-    parse_location,
-)
 
 # json_option is re-exported: the verbs take it from here with the other shared options.
 __all__ = [
@@ -165,26 +165,25 @@ def backend_for(repo: str | None, options: StorageOptions | None = None) -> Back
         raise UsageError(
             "no repository given: pass --repo PATH or s3://BUCKET/PREFIX, or set MOVER_REPOSITORY"
         )
-    return close_with_command(open_backend(repo, options or storage_options()))
+    return close_with_command(api.open_storage(repo, storage=options or storage_options()))
 
 
 def backend_for_init(repo: str | None) -> Backend:
     """A backend for a new repository: a local directory may exist (empty) or not; an S3
     bucket must exist (mover creates nothing in it before the repository's own objects)."""
     if repo:
-        location = parse_location(repo)
-        path = Path(location.path)
-        if location.scheme == "local" and path.exists() and not path.is_dir():
+        path = api.local_directory(repo)
+        if path is not None and path.exists() and not path.is_dir():
             raise UsageError(f"{path} exists and is not a directory")
     return backend_for(repo)
 
 
 def check_object_lock(backend: Backend) -> None:
     """Object Lock retention needs S3 and a bucket created with Object Lock enabled."""
-    enabled = getattr(base_of(backend), "object_lock_enabled", None)
+    enabled = api.object_lock_enabled(backend)
     if enabled is None:
         raise UsageError(f"{backend.location}: --s3-object-lock-days needs an s3:// repository")
-    if not enabled():
+    if not enabled:
         raise UsageError(
             f"bucket of {backend.location} does not have Object Lock enabled; create the bucket "
             "with Object Lock (e.g. aws s3api create-bucket --object-lock-enabled-for-bucket)"
@@ -260,15 +259,14 @@ def open_repo(
 ) -> Repository:
     """The repository, opened with the password. With warn_damage, the damaged objects the
     command skipped are named on stderr when it ends (check reports them itself)."""
-    location = parse_location(repo) if repo else None
-    if location is not None and location.scheme == "local":
-        path = Path(location.path)
+    path = api.local_directory(repo) if repo else None
+    if path is not None:
         if path.exists() and not path.is_dir():
             raise UsageError(f"repository {repo} is a file, not a repository directory")
         if not path.is_dir():
             raise UsageError(f"repository {repo} does not exist; create it with `mover init`")
     backend = backend_for(repo)
-    repository = Repository.open(backend, secret if secret is not None else password())
+    repository = api.open_repository_in(backend, secret if secret is not None else password())
     ctx = click.get_current_context(silent=True)
     if ctx is not None and warn_damage:
         ctx.call_on_close(lambda: report_damage(repository))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
+from mover import api
+from mover.api import KdfParams
 from mover.cli.context import json_option, open_repo, password, repo_option
 from mover.cli.output import emit_json, emit_table
 from mover.cli.sizes import parse_size
-from mover.crypto import KdfParams
 from mover.errors import UsageError
-from mover.objects.keys import add_key, change_password, list_keys, remove_key, resolve_key
 
 NEW_PASSWORD = "MOVER_NEW_PASSWORD"
 
@@ -48,7 +48,7 @@ def key() -> None:
 def list_cmd(repo: str | None, as_json: bool) -> None:
     """List the key files; `*` marks the one this password opens."""
     secret = password()
-    keys = list_keys(open_repo(repo, secret), secret)
+    keys = api.list_keys(open_repo(repo, secret), secret)
     if as_json:
         emit_json([k.as_dict() for k in keys])
         return
@@ -77,7 +77,7 @@ def add_cmd(repo: str | None, kdf_memory: str, as_json: bool) -> None:
     kdf = _kdf(kdf_memory)
     secret = password()
     repository = open_repo(repo, secret)
-    key_id = add_key(repository, _new_password(secret), kdf)
+    key_id = api.add_key(repository, _new_password(secret), kdf=kdf)
     if as_json:
         emit_json({"added": key_id})
     else:
@@ -94,11 +94,13 @@ def passwd_cmd(repo: str | None, kdf_memory: str, as_json: bool) -> None:
     kdf = _kdf(kdf_memory)
     secret = password()
     repository = open_repo(repo, secret)
-    new, old = change_password(repository, secret, _new_password(secret), kdf)
+    change = api.change_password(repository, secret, _new_password(secret), kdf=kdf)
     if as_json:
-        emit_json({"added": new, "removed": old})
+        emit_json({"added": change.added, "removed": change.removed})
     else:
-        click.echo(f"password changed: added key {new[:8]}, removed key {old[:8]}")
+        click.echo(
+            f"password changed: added key {change.added[:8]}, removed key {change.removed[:8]}"
+        )
 
 
 @key.command("remove")
@@ -109,8 +111,7 @@ def remove_cmd(repo: str | None, key_id: str, as_json: bool) -> None:
     """Remove the key ID (an id or unique prefix); not the one this password opens."""
     secret = password()
     repository = open_repo(repo, secret)
-    full = resolve_key(repository, key_id)
-    remove_key(repository, full, secret)
+    full = api.remove_key(repository, key_id, secret)
     if as_json:
         emit_json({"removed": full})
     else:

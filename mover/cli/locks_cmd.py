@@ -7,9 +7,10 @@ import dataclasses
 
 import click
 
+from mover import api
+from mover.api import LockInfo
 from mover.cli.context import json_option, open_repo, repo_option
 from mover.cli.output import emit_json, emit_table
-from mover.objects.locks import LockInfo, break_stale, list_locks
 
 
 def _state(lock: LockInfo) -> str:
@@ -23,8 +24,8 @@ def _state(lock: LockInfo) -> str:
 def _show(repo: str | None, break_: bool, as_json: bool) -> None:
     """What both commands print: the locks (less those broken), then those broken."""
     repository = open_repo(repo)
-    found = list_locks(repository)
-    broken = break_stale(repository) if break_ else []
+    found = api.list_locks(repository)
+    broken = api.break_stale_locks(repository) if break_ else []
     gone = {lock.name for lock in broken}
     if as_json:
         emit_json(

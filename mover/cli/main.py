@@ -21,14 +21,14 @@ from mover.errors import MoverError
 # cost of every command, and on a volume of data already stored it is a large share of a
 # backup's time (measured: importing every verb's module took ~130 ms of a ~0.4 s run).
 BUILTIN = {
-    "init": ("mover.cli.repo_cmds", "init"),
-    "backup": ("mover.cli.repo_cmds", "backup"),
-    "restore": ("mover.cli.repo_cmds", "restore"),
-    "snapshots": ("mover.cli.repo_cmds", "snapshots"),
-    "check": ("mover.cli.repo_cmds", "check"),
-    "forget": ("mover.cli.repo_cmds", "forget"),
-    "prune": ("mover.cli.repo_cmds", "prune"),
-    "stats": ("mover.cli.repo_cmds", "stats"),
+    "init": ("mover.cli.init_cmd", "init"),
+    "backup": ("mover.cli.backup_cmd", "backup"),
+    "restore": ("mover.cli.restore_cmd", "restore"),
+    "snapshots": ("mover.cli.snapshots_cmd", "snapshots"),
+    "check": ("mover.cli.check_cmd", "check"),
+    "forget": ("mover.cli.forget_cmd", "forget"),
+    "prune": ("mover.cli.forget_cmd", "prune"),
+    "stats": ("mover.cli.snapshots_cmd", "stats"),
     "benchmark": ("mover.cli.benchmark", "benchmark"),
     "replicate": ("mover.cli.replicate_cmd", "replicate_cmd"),
     "locks": ("mover.cli.locks_cmd", "locks"),

@@ -7,10 +7,10 @@ import sys
 
 import click
 
+from mover import api
+from mover.api import DEFAULT_MOUNT_CACHE_SIZE, MountOptions, MountView, plural
 from mover.cli.context import json_option, open_repo, repo_option
 from mover.cli.sizes import parse_size
-from mover.pipeline.reader import DEFAULT_CACHE_SIZE
-from mover.text import plural
 
 
 @click.command()
@@ -19,7 +19,7 @@ from mover.text import plural
 @click.option(
     "--cache-size",
     metavar="SIZE",
-    default=f"{DEFAULT_CACHE_SIZE >> 20}MiB",
+    default=f"{DEFAULT_MOUNT_CACHE_SIZE >> 20}MiB",
     show_default=True,
     help="Memory for decoded chunks (shared by all snapshots; least recently used go first); "
     "at least two of the repository's largest chunks.",
@@ -38,14 +38,12 @@ def mount(
     fetch only the chunks they touch. Runs in the foreground until unmounted
     (`fusermount3 -u MOUNTPOINT`) or interrupted (Ctrl-C); holds the repository's shared lock
     meanwhile. --json prints one JSON line once mounted."""
-    from mover.mount import Namespace, check_mountpoint, load_fuse, run_mount
-
     size = parse_size(cache_size, "--cache-size", minimum=1)
-    check_mountpoint(mountpoint)
-    load_fuse()  # what to install is said before the password is asked for
+    api.check_mountpoint(mountpoint)
+    api.load_fuse()  # what to install is said before the password is asked for
     repository = open_repo(repo)
 
-    def mounted(view: Namespace) -> None:
+    def mounted(view: MountView) -> None:
         ids = {s.id for s in view.files.values()}
         if as_json:
             files = {path: s.id for path, s in sorted(view.files.items())}
@@ -59,5 +57,6 @@ def mount(
             )
         sys.stdout.flush()
 
-    run_mount(repository, mountpoint, size, allow_other, mounted)
+    options = MountOptions(cache_size=size, allow_other=allow_other, on_mounted=mounted)
+    api.mount(repository, mountpoint, options=options)
     click.echo(f"unmounted {mountpoint}", err=True)

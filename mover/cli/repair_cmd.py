@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import click
 
+from mover import api
+from mover.api import Backend, KdfParams, Repository, plural
 from mover.cli.context import (
     backend_for,
     json_option,
@@ -16,13 +18,8 @@ from mover.cli.context import (
     repo_option,
 )
 from mover.cli.output import emit_json, status
-from mover.cli.sizes import parse_size
-from mover.crypto import KdfParams
+from mover.cli.sizes import mib, parse_size
 from mover.errors import IntegrityError, RepositoryError, WrongPassword
-from mover.maintenance.repair import rebuild_index, repair_config, repair_data, repair_snapshots
-from mover.objects.repository import Repository
-from mover.storage.base import Backend
-from mover.text import plural
 
 FROM_PASSWORD = "MOVER_FROM_PASSWORD"
 
@@ -35,10 +32,6 @@ from_option = click.option(
     help=f"A replica made by `mover replicate` (password: {FROM_PASSWORD} or "
     f"{FROM_PASSWORD}_FILE, else this repository's).",
 )
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB"
 
 
 @click.group()
@@ -60,7 +53,7 @@ def index_cmd(repo: str | None, read_data: bool, as_json: bool) -> None:
     """Rebuild the index from the packs' headers, replacing every index file (damaged ones
     included). Safe beside running backups; takes the exclusive lock, as prune does."""
     repository = open_repo(repo, warn_damage=False)
-    stats = rebuild_index(repository, read_data, progress=status)
+    stats = api.repair_index(repository, read_data=read_data, progress=status)
     if as_json:
         emit_json(stats.as_dict())
     else:
@@ -88,7 +81,7 @@ def snapshots_cmd(repo: str | None, dry_run: bool, as_json: bool) -> None:
     partly lost with the byte ranges they cannot restore (those are kept: `mover repair data
     --from REPLICA` may bring their data back; `mover restore --partial` restores the rest)."""
     repository = open_repo(repo, warn_damage=False)
-    report = repair_snapshots(repository, dry_run, progress=status)
+    report = api.repair_snapshots(repository, dry_run=dry_run, progress=status)
     if as_json:
         emit_json(report.as_dict(dry_run))
     else:
@@ -97,7 +90,7 @@ def snapshots_cmd(repo: str | None, dry_run: bool, as_json: bool) -> None:
             click.echo(f"{verb} snapshot {snapshot_id[:8]}: {why}")
         for damaged in report.partial:
             click.echo(
-                f"kept snapshot {damaged.snapshot.id[:8]}: {_mib(damaged.bad_bytes)} in "
+                f"kept snapshot {damaged.snapshot.id[:8]}: {mib(damaged.bad_bytes)} in "
                 f"{len(damaged.bad_ranges)} ranges cannot be restored"
             )
             for offset, length, why in damaged.bad_ranges[:10]:
@@ -123,7 +116,7 @@ def _replica(url: str, own_password: bytes) -> Repository:
     secret = password_or(FROM_PASSWORD, "replica password", own_password)
     backend = backend_for(url)
     try:
-        return Repository.open(backend, secret)
+        return api.open_repository_in(backend, secret)
     except WrongPassword:
         raise WrongPassword(
             f"wrong password for the replica {backend.location} (set {FROM_PASSWORD} or "
@@ -143,14 +136,14 @@ def data_cmd(repo: str | None, from_url: str, as_json: bool) -> None:
     secret = password()
     repository = open_repo(repo, secret, warn_damage=False)
     replica = _replica(from_url, secret)
-    stats = repair_data(repository, replica, progress=status)
+    stats = api.repair_data(repository, replica, progress=status)
     if as_json:
         emit_json(stats.as_dict())
     else:
         for name, why in sorted(stats.damaged_packs.items()):
             click.echo(f"damaged: {name}: {why}")
         click.echo(
-            f"healed {plural(stats.healed, 'blob')} ({_mib(stats.healed_bytes)}) from the "
+            f"healed {plural(stats.healed, 'blob')} ({mib(stats.healed_bytes)}) from the "
             f"replica, moved {plural(stats.blobs_copied, 'good blob')} out of "
             f"{plural(len(stats.damaged_packs), 'damaged pack')}, "
             f"deleted {stats.damaged_packs_deleted} of them"
@@ -188,8 +181,8 @@ def config_cmd(repo: str | None, from_url: str, kdf_memory: str, as_json: bool) 
     if not any(True for _ in backend.list("")):
         raise RepositoryError(f"{backend.location} is empty: nothing to repair")
     replica = _replica(from_url, secret)
-    report = repair_config(backend, replica, secret, KdfParams(memory_kib=memory_kib))
-    Repository.open(backend, secret)  # proves the repair: it opens now
+    report = api.repair_config(backend, replica, secret, kdf=KdfParams(memory_kib=memory_kib))
+    api.open_repository_in(backend, secret)  # proves the repair: it opens now
     if as_json:
         emit_json(report.as_dict())
         return

@@ -13,6 +13,8 @@ import os
 
 import click
 
+from mover import api
+from mover.api import DEFAULT_REPLICATE_CHECKPOINT, KdfParams, StorageOptions, plural
 from mover.cli.context import (
     backend_for,
     json_option,
@@ -24,16 +26,8 @@ from mover.cli.context import (
 )
 from mover.cli.output import emit_json
 from mover.cli.progress import byte_progress
-from mover.cli.sizes import parse_duration, parse_size
-from mover.crypto import KdfParams
+from mover.cli.sizes import mib, parse_duration, parse_size
 from mover.errors import WrongPassword
-from mover.pipeline.replicate import DEFAULT_CHECKPOINT, open_target, replicate
-from mover.storage.stack import StorageOptions
-from mover.text import plural
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB"
 
 
 def _target_options(
@@ -79,7 +73,7 @@ def _target_options(
 )
 @click.option(
     "--checkpoint-interval",
-    default=f"{DEFAULT_CHECKPOINT:g}s",
+    default=f"{DEFAULT_REPLICATE_CHECKPOINT:g}s",
     show_default=True,
     help="How often what was sent is made durable (its index written): an interrupted run "
     "re-sends at most about this much.",
@@ -116,12 +110,12 @@ def replicate_cmd(
     )
     target_backend = backend_for(to, options)
     try:
-        target, created = open_target(
+        replica = api.open_replica(
             source,
             target_backend,
             password_or("MOVER_TARGET_PASSWORD", "target password", source_password),
-            init_target,
-            KdfParams(memory_kib=memory_kib),
+            create=init_target,
+            kdf=KdfParams(memory_kib=memory_kib),
         )
     except WrongPassword:
         raise WrongPassword(
@@ -140,17 +134,30 @@ def replicate_cmd(
                     description=f"snapshot {snapshot_id[:8]}",
                 )
 
-        stats = replicate(source, target, list(snapshot_refs) or None, threads, every, on_progress)
+        stats = api.replicate(
+            source,
+            replica.repository,
+            list(snapshot_refs) or None,
+            threads=threads,
+            progress=on_progress,
+            checkpoint_interval=every,
+        )
     if as_json:
-        emit_json({"target": target_backend.location, "target_created": created, **stats.as_dict()})
+        emit_json(
+            {
+                "target": target_backend.location,
+                "target_created": replica.created,
+                **stats.as_dict(),
+            }
+        )
         return
-    if created:
-        click.echo(f"created replica {target.id} at {target_backend.location}")
+    if replica.created:
+        click.echo(f"created replica {replica.repository.id} at {target_backend.location}")
     for snapshot_id in stats.snapshots_copied:
         click.echo(f"copied snapshot {snapshot_id[:8]}")
     click.echo(
         f"replicated {plural(len(stats.snapshots_copied), 'snapshot')} "
         f"({len(stats.snapshots_present)} already there): "
         f"{plural(stats.chunks_sent, 'chunk')} sent, "
-        f"{stats.chunks_skipped} already on the target, {_mib(stats.bytes_sent)} written"
+        f"{stats.chunks_skipped} already on the target, {mib(stats.bytes_sent)} written"
     )
