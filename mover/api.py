@@ -57,6 +57,9 @@ if TYPE_CHECKING:
     from mover.chunking import DEFAULT_PARAMS as DEFAULT_CHUNKER
     from mover.chunking import ChunkerParams
     from mover.crypto import KdfParams, MasterKey
+    from mover.fs.ext4 import Entry as FileEntry
+    from mover.fs.ext4 import Ext4 as FileSystem
+    from mover.fs.extract import Extracted
     from mover.maintenance.check import CheckReport
     from mover.maintenance.prune import REPACK_BELOW as DEFAULT_REPACK_BELOW
     from mover.maintenance.prune import PruneStats
@@ -121,6 +124,9 @@ __all__ = [
     "DataRepairStats",
     "Decision",
     "Extent",
+    "Extracted",
+    "FileEntry",
+    "FileSystem",
     "Group",
     "IndexRepairStats",
     "InitOptions",
@@ -160,6 +166,7 @@ __all__ = [
     "check",
     "check_chunk_sizes",
     "check_mountpoint",
+    "copy_files",
     "damaged_snapshots",
     "emit_json",
     "emit_table",
@@ -179,12 +186,14 @@ __all__ = [
     "init_replica",
     "init_repository",
     "init_repository_in",
+    "list_files",
     "list_keys",
     "list_locks",
     "load_fuse",
     "local_directory",
     "mount",
     "object_lock_enabled",
+    "open_files",
     "open_replica",
     "open_repository",
     "open_repository_in",
@@ -266,6 +275,10 @@ _LAZY = {
     # The mount's view (what MountOptions.on_mounted is given) and the node benchmark's result.
     "MountView": ("mover.mount", "Namespace"),
     "NodeBenchmark": ("mover.tools.nodebench", "NodeBenchmark"),
+    # Files inside a volume snapshot's file system (ext2/3/4), read without restoring it.
+    "FileSystem": ("mover.fs.ext4", "Ext4"),
+    "FileEntry": ("mover.fs.ext4", "Entry"),
+    "Extracted": ("mover.fs.extract", "Extracted"),
 }
 
 if not TYPE_CHECKING:  # hidden from mypy, which would type every unknown name here as Any
@@ -758,7 +771,7 @@ def forget(repo: Repository, refs: Sequence[str]) -> list[str]:
     until prune.
 
     Raises UsageError (a ref that names no snapshot, or several), StorageError."""
-    from mover.maintenance.prune import forget as forget_ids
+    from mover.maintenance.forget import forget as forget_ids
 
     return forget_ids(repo, list(refs))
 
@@ -1105,3 +1118,54 @@ def benchmark_node(
     from mover.tools import nodebench
 
     return nodebench.run(size=size, threads=threads, min_time=min_time, progress=progress)
+
+
+# -- files inside a snapshot ----------------------------------------------------------------
+# The ext2/3/4 file system of a volume snapshot, read through random access (mover.fs): only
+# the chunks its structures and the files asked for lie in are fetched; nothing is restored.
+
+
+@contextlib.contextmanager
+def open_files(repo: Repository, snapshot: Snapshot) -> Iterator[FileSystem]:
+    """The file system of `snapshot` (an ext2/3/4 image), under the repository's shared lock
+    while the block runs.
+
+    Raises UsageError (Ext4Error: not such a file system, or one damaged)."""
+    from mover.fs.ext4 import Ext4
+    from mover.pipeline.reader import open_snapshot as reader_of
+
+    with reader_of(repo, snapshot) as reader:
+        yield Ext4(reader.read, reader.size)
+
+
+def list_files(
+    fs: FileSystem, path: str, *, recursive: bool = False
+) -> list[tuple[str, FileEntry]]:
+    """(path, entry) for what is at `path`: a directory's entries (every level below with
+    `recursive`), or the one entry of a file or symlink.
+
+    Raises UsageError (no such path)."""
+    from mover.fs.ext4 import Entry
+
+    inode = fs.lookup(path, follow=False)
+    where = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
+    if not inode.is_dir:
+        kind = "symlink" if inode.is_symlink else "file" if inode.is_file else "other"
+        name = where.rsplit("/", 1)[-1]
+        return [(where, Entry(name, inode.number, kind, inode.size, inode.mode, inode.mtime))]
+    if recursive:
+        return list(fs.walk(inode, where))
+    entries = sorted(fs.entries(inode), key=lambda e: e.name)
+    return [(f"{where.rstrip('/')}/{e.name}", e) for e in entries]
+
+
+def copy_files(
+    fs: FileSystem, path: str, to: str, *, progress: Callable[[Extracted], None] | None = None
+) -> Extracted:
+    """Copy `path` of the file system (a file, a directory and everything under it, or a
+    symlink) into the directory `to`, which must exist; nothing there is overwritten.
+
+    Raises UsageError (no such path; `to` not a directory; a name that exists there)."""
+    from mover.fs.extract import extract
+
+    return extract(fs, path, Path(to), progress)

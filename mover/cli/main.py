@@ -36,6 +36,7 @@ BUILTIN = {
     "key": ("mover.cli.key_cmd", "key"),
     "repair": ("mover.cli.repair_cmd", "repair"),
     "mount": ("mover.cli.mount_cmd", "mount"),
+    "files": ("mover.cli.files_cmd", "files"),
 }
 PLUGIN_GROUP = "mover.commands"
 

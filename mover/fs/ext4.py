@@ -24,6 +24,7 @@ import stat
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mover.errors import UsageError
 
@@ -76,6 +77,22 @@ class Entry:
     size: int
     mode: int
     mtime: int
+
+    def describe(self, path: str) -> dict[str, object]:
+        """The entry at `path` as a listing shows it (JSON)."""
+        when = datetime.fromtimestamp(self.mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "path": path,
+            "kind": self.kind,
+            "size": self.size,
+            "mode": stat.filemode(self.mode),
+            "modified": when,
+        }
+
+    def line(self, path: str) -> str:
+        """The entry at `path` as one line of a listing, as `ls -l` would order it."""
+        when = datetime.fromtimestamp(self.mtime, UTC).strftime("%Y-%m-%d %H:%M")
+        return f"{stat.filemode(self.mode)} {self.size:>12} {when} {path}"
 
 
 class Ext4:

@@ -13,7 +13,7 @@ from mover.cli.main import BUILTIN, cli
 
 MOVER = [sys.executable, "-m", "mover"]
 VERBS = {"init", "backup", "restore", "snapshots", "check", "forget", "prune", "stats"}
-VERBS |= {"benchmark", "replicate", "locks", "unlock", "repair", "key", "mount"}
+VERBS |= {"benchmark", "replicate", "locks", "unlock", "repair", "key", "mount", "files"}
 
 
 def test_every_verb_loads_under_its_name() -> None:

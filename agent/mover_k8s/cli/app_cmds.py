@@ -6,6 +6,7 @@ import click
 
 from mover_k8s.cli.backup_cmds import backup_cmd, schedule_cmd
 from mover_k8s.cli.diff_cmd import diff_cmd
+from mover_k8s.cli.files_cmd import files_cmd
 from mover_k8s.cli.migrate_cmd import migrate_cmd
 from mover_k8s.cli.restore_cmd import restore_cmd
 from mover_k8s.cli.status_cmds import cancel_cmd, describe_cmd, list_cmd, verify_cmd
@@ -26,5 +27,6 @@ for command in (
     verify_cmd,
     diff_cmd,
     migrate_cmd,
+    files_cmd,
 ):
     app.add_command(command)
