@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from mover.errors import MoverError, UsageError
 from mover_k8s import api
+from mover_k8s.captured import by_kind, read_backup
 from mover_k8s.k8s.types import Obj
 
 if TYPE_CHECKING:
@@ -25,25 +26,7 @@ def captured_objects(kube: Kube, namespace: str, name: str) -> tuple[Obj, Obj]:
 def read_capture(kube: Kube, backup: Obj) -> Obj:
     """A Backup's capture document, read back from the repository; the manifest is checked
     against the Backup's root hash first when the Backup has one."""
-    from mover_k8s import store
-    from mover_k8s.repos import Repositories
-
-    namespace, name = backup["metadata"]["namespace"], backup["metadata"]["name"]
-    status = backup.get("status") or {}
-    if not status.get("objectsSnapshot"):
-        raise UsageError(
-            f"Backup {name} is {status.get('phase') or 'New'}: it has captured no objects yet"
-        )
-    repo = Repositories(kube).open(namespace, str((backup.get("spec") or {}).get("repository")))
-    try:
-        objects_id = str(status["objectsSnapshot"])
-        if status.get("manifestSnapshot"):
-            manifest = repo.find_snapshot(str(status["manifestSnapshot"]))
-            doc = store.verify_manifest(repo, manifest, status.get("rootHash"))
-            objects_id = str(doc["objects"]["snapshot"])
-        return store.load_document(repo, objects_id)
-    finally:
-        repo.close()
+    return read_backup(kube, backup)[1]
 
 
 def capture_report(kube: Kube, backup: Obj) -> Obj:
@@ -51,36 +34,14 @@ def capture_report(kube: Kube, backup: Obj) -> Obj:
     "group", "count", "objects": [NAMESPACE/NAME, ...]}, ...]}, "external": [{"kind",
     "namespace", "name", "type", "value"}, ...]}; {"captureError": why} when the repository
     cannot be read; {} before anything was captured."""
-    from mover_k8s.external import external_names
-
     if not (backup.get("status") or {}).get("objectsSnapshot"):
         return {}
     try:
         objects = list(read_capture(kube, backup).get("objects") or [])
     except MoverError as exc:
         return {"captureError": str(exc)}
-    kinds: dict[tuple[str, str], list[str]] = {}
-    for obj in objects:
-        meta = obj.get("metadata") or {}
-        group = str(obj.get("apiVersion") or "").rpartition("/")[0]
-        where = f"{meta['namespace']}/" if meta.get("namespace") else ""
-        kinds.setdefault((str(obj.get("kind")), group), []).append(f"{where}{meta.get('name')}")
+    found = by_kind(objects)
     return {
-        "captured": {
-            "objects": len(objects),
-            "kinds": [
-                {"kind": kind, "group": group, "count": len(names), "objects": sorted(names)}
-                for (kind, group), names in sorted(kinds.items())
-            ],
-        },
-        "external": [
-            {
-                "kind": e.kind,
-                "namespace": e.namespace,
-                "name": e.name,
-                "type": e.type,
-                "value": e.value,
-            }
-            for e in external_names(objects)
-        ],
+        "captured": {"objects": found["objects"], "kinds": found["kinds"]},
+        "external": found["external"],
     }

@@ -4,11 +4,8 @@ Everything is read per request from the API server (mover's objects through the 
 `reader`, what needs the user's own rights through its `actor`), filtered by what the user may
 see (mover_k8s.ui.access). Nothing is cached here: the controller's objects are the state.
 
-Note: `item_progress`, `total_progress` and `state_of` follow the functions of the same names in
-mover_k8s/cli.py, and `read_backup` / `capture_of` its `_read_capture` / `_capture_report`
-(`mover app describe`); cli.py was being split into a package while this was written, so they
-were not moved. Once that lands they belong in one module both import (e.g.
-mover_k8s/progress.py and mover_k8s/capture_report.py).
+Progress (mover_k8s.progress) and what a Backup captured (mover_k8s.captured) are the command
+line's too; `state_of` here is the dashboard's own (a dict for a badge, not a line of text).
 """
 
 from __future__ import annotations
@@ -22,13 +19,14 @@ from croniter import croniter
 
 from mover import api as mover_api
 from mover.errors import MoverError
-from mover_k8s import api, store
+from mover_k8s import api, captured
 from mover_k8s.agents import LEASE_SECONDS, PREFIX
 from mover_k8s.apps import APP_LABEL, SYSTEM_NAMESPACES
+from mover_k8s.captured import by_kind
 from mover_k8s.conditions import condition
 from mover_k8s.errors import KubeError
-from mover_k8s.external import external_names
 from mover_k8s.k8s.client import Kube, Obj
+from mover_k8s.progress import item_progress, total_progress, volume_entries, work_items
 from mover_k8s.repos import Repositories
 from mover_k8s.timestamps import parse as parse_time
 from mover_k8s.ui.access import LIST_REPOSITORIES, SEE, Session
@@ -78,54 +76,6 @@ def state_of(obj: Obj) -> Obj:
 # -- progress ------------------------------------------------------------------------------
 
 
-def item_progress(item: Obj) -> Obj:
-    """A work item's progress as its agent recorded it, with a rate when the agent gave none."""
-    status = item.get("status") or {}
-    progress = dict(status.get("progress") or {})
-    if progress and not progress.get("bytesPerSecond") and progress.get("bytesDone"):
-        start = parse_time(str(status.get("startTimestamp") or ""))
-        update = parse_time(str(progress.get("updated") or ""))
-        if start and update and update > start:
-            progress["bytesPerSecond"] = progress["bytesDone"] / (update - start).total_seconds()
-    return progress
-
-
-def total_progress(items: list[Obj], sizes: dict[str, int]) -> Obj:
-    """The work items' progress together: bytes add up (an item not begun counts its volume's
-    recorded size), the rate is the bytes done over the time recorded, the ETA the bytes left
-    at that rate when every total is known."""
-    done = total = 0
-    known = True
-    starts: list[datetime] = []
-    updates: list[datetime] = []
-    longest = 0.0
-    for item in items:
-        status, progress = item.get("status") or {}, item_progress(item)
-        item_done = int(progress.get("bytesDone") or 0)
-        item_total = int(progress.get("bytesTotal") or 0) or sizes.get(
-            str(item["metadata"]["name"]), 0
-        )
-        done += item_done
-        total += item_total
-        known = known and (item_total > 0 or status.get("phase") in api.DONE_PHASES)
-        rate = float(progress.get("bytesPerSecond") or 0)
-        if item_done and rate > 0:
-            longest = max(longest, item_done / rate)
-        start = parse_time(str(status.get("startTimestamp") or ""))
-        update = parse_time(str(progress.get("updated") or ""))
-        if start and update and item_done:
-            starts.append(start)
-            updates.append(update)
-    span = (max(updates) - min(starts)).total_seconds() if starts else 0.0
-    elapsed = max(span, longest)
-    result: Obj = {"bytesDone": done, "bytesTotal": total}
-    if done and elapsed > 0:
-        result["bytesPerSecond"] = done / elapsed
-        if known and total > done:
-            result["etaSeconds"] = int((total - done) * elapsed / done)
-    return result
-
-
 def progress_text(progress: Obj) -> Obj:
     """The numbers of a progress as people read them."""
     done, total = int(progress.get("bytesDone") or 0), int(progress.get("bytesTotal") or 0)
@@ -138,22 +88,6 @@ def progress_text(progress: Obj) -> Obj:
         "rate": mover_api.format_rate(rate) if rate else "",
         "eta": mover_api.format_duration(eta) if eta and done < total else "",
     }
-
-
-def work_items(kube: Kube, obj: Obj) -> list[Obj]:
-    """The VolumeBackups of a Backup, the VolumeRestores of a Restore."""
-    meta = obj["metadata"]
-    backup = obj.get("kind") == "Backup"
-    rt = api.VOLUME_BACKUP if backup else api.VOLUME_RESTORE
-    label = api.BACKUP_LABEL if backup else api.RESTORE_LABEL
-    return kube.list(rt, meta["namespace"], label_selector=f"{label}={meta['name']}")
-
-
-def volume_entries(obj: Obj) -> list[Obj]:
-    status = obj.get("status") or {}
-    if obj.get("kind") == "Restore":
-        return list((status.get("report") or {}).get("volumes") or [])
-    return list(status.get("volumes") or [])
 
 
 def progress_of(kube: Kube, obj: Obj) -> Obj:
@@ -420,33 +354,14 @@ def capture_of(session: Session, backup: Obj) -> Obj:
     except MoverError as exc:
         return {"error": str(exc)}
     objects = list(doc.get("objects") or [])
-    kinds: dict[tuple[str, str], list[str]] = {}
-    classes: set[str] = set()
-    for obj in objects:
-        meta = obj.get("metadata") or {}
-        group = str(obj.get("apiVersion") or "").rpartition("/")[0]
-        where = f"{meta['namespace']}/" if meta.get("namespace") else ""
-        kinds.setdefault((str(obj.get("kind")), group), []).append(f"{where}{meta.get('name')}")
-        if obj.get("kind") == "PersistentVolumeClaim":
-            cls = (obj.get("spec") or {}).get("storageClassName")
-            if cls:
-                classes.add(str(cls))
+    classes = {
+        str(cls)
+        for obj in objects
+        if obj.get("kind") == "PersistentVolumeClaim"
+        and (cls := (obj.get("spec") or {}).get("storageClassName"))
+    }
     return {
-        "objects": len(objects),
-        "kinds": [
-            {"kind": kind, "group": group, "count": len(names), "objects": sorted(names)}
-            for (kind, group), names in sorted(kinds.items())
-        ],
-        "external": [
-            {
-                "kind": e.kind,
-                "namespace": e.namespace,
-                "name": e.name,
-                "type": e.type,
-                "value": e.value,
-            }
-            for e in external_names(objects)
-        ],
+        **by_kind(objects),
         "namespaces": list(doc.get("namespaces") or []),
         "storageClasses": sorted(classes),
     }
@@ -460,23 +375,7 @@ def read_capture(session: Session, backup: Obj) -> Obj:
 def read_backup(session: Session, backup: Obj) -> tuple[Obj, Obj]:
     """(the manifest, the capture document) of a Backup, read from its repository with the
     user's rights; the manifest is checked against the Backup's root hash first."""
-    namespace = backup["metadata"]["namespace"]
-    status = backup.get("status") or {}
-    if not status.get("objectsSnapshot"):
-        raise MoverError(f"Backup {backup['metadata']['name']} has captured nothing yet")
-    repo = Repositories(session.actor).open(
-        namespace, str((backup.get("spec") or {}).get("repository"))
-    )
-    try:
-        manifest: Obj = {}
-        objects_id = str(status["objectsSnapshot"])
-        if status.get("manifestSnapshot"):
-            found = repo.find_snapshot(str(status["manifestSnapshot"]))
-            manifest = store.verify_manifest(repo, found, status.get("rootHash"))
-            objects_id = str(manifest["objects"]["snapshot"])
-        return manifest, store.load_document(repo, objects_id)
-    finally:
-        repo.close()
+    return captured.read_backup(session.actor, backup)
 
 
 def verify(session: Session, backup: Obj, read_data: bool) -> Obj:
