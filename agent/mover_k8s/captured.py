@@ -10,7 +10,7 @@ from mover.errors import UsageError
 from mover_k8s import store, views
 from mover_k8s.external import external_names
 from mover_k8s.k8s.types import Obj
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 
 if TYPE_CHECKING:
     from mover_k8s.k8s.client import Kube

@@ -75,7 +75,7 @@ from mover_k8s.migrate_report import (
     volume_restores,
 )
 from mover_k8s.node.agent import DELTA_ANNOTATION
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 from mover_k8s.wakeup import Wakeup
 
 # What the command line, the tests and the benchmarks use (the parts now have modules of

@@ -14,7 +14,7 @@ from mover.errors import MoverError
 from mover_k8s import api, store
 from mover_k8s.k8s.client import Obj
 from mover_k8s.migrate_plan import FINAL, AppRun, Notify, Plan, Side
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 
 
 def snapshot_ids(backup: Obj) -> list[str]:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mover.pipeline.restore import run_restore
-from mover_k8s import agents, api, store
+from mover_k8s import agent_leases, api, store
 from mover_k8s.node.agent import NodeAgent
 
 from .conftest import (
@@ -257,7 +257,7 @@ def test_cancelling_a_restore_stops_its_volume_work(env: Env) -> None:
         env.kube.create(api.BACKUP, backup_body("nightly", includedNamespaces=["shop"]))
         assert env.wait_phase(api.BACKUP, "nightly")["status"]["phase"] == "Completed"
     # An agent's lease without the agent: the work is handed out and waits.
-    agents.renew(env.kube, SYSTEM, NODE, "busy-agent", seconds=600)
+    agent_leases.renew(env.kube, SYSTEM, NODE, "busy-agent", seconds=600)
     with env.running(agent=False):
         env.kube.create(
             api.RESTORE,

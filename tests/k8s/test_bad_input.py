@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mover_k8s import agents, api, store
+from mover_k8s import agent_leases, api, store
 
 from .conftest import (
     SYSTEM,
@@ -265,7 +265,7 @@ def test_work_of_an_agent_that_died_waits_for_it(env: Env) -> None:
     deploy_app(env.kube, "shop")
     write_app_data(env.kube, "shop")
     # An agent that renewed its lease once and died without giving it up.
-    agents.renew(env.kube, SYSTEM, "node-a", "crashed-agent", seconds=1)
+    agent_leases.renew(env.kube, SYSTEM, "node-a", "crashed-agent", seconds=1)
     with env.running(agent=False):
         env.kube.create(api.BACKUP, backup_body("patient", includedNamespaces=["shop"]))
 

@@ -24,7 +24,7 @@ from mover_k8s.cli import load_crds
 from mover_k8s.controller.restore.plan import Planner
 from mover_k8s.errors import KubeError
 from mover_k8s.k8s.client import Kube, ResourceType
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 
 from .conftest import (
     PASSWORD,

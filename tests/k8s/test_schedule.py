@@ -14,7 +14,7 @@ from mover.objects.locks import Lock
 from mover_k8s import api
 from mover_k8s.controller.backups import BackupReconciler
 from mover_k8s.controller.schedules import ScheduleReconciler
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 
 from .conftest import SYSTEM, Env, Obj, backup_body, deploy_app, wait_until
 from .test_bad_input import ready, snapshot_count

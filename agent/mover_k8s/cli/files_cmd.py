@@ -68,7 +68,7 @@ def files_cmd(
     `mover app files nightly --volume shop/data /etc` lists /etc, and with `--to DIR` copies
     each PATH (files, whole directories, symlinks as links) into DIR. Only the chunks those
     files need are fetched from the repository."""
-    from mover_k8s.repos import Repositories
+    from mover_k8s.repo_access import Repositories
 
     kube = connect(kubeconfig, kube_context)
     repository, snapshot_id = volume_snapshot(kube, namespace, backup, volume)

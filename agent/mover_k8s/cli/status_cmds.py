@@ -111,7 +111,7 @@ def verify_cmd(
 ) -> None:
     """Check that a Backup's root hash still attests what its repository holds (reads the
     repository's password Secret with your credentials)."""
-    from mover_k8s.repos import Repositories
+    from mover_k8s.repo_access import Repositories
     from mover_k8s.verify import verify_backup
 
     kube = connect(kubeconfig, kube_context)

@@ -15,14 +15,14 @@ from datetime import UTC, datetime
 
 from mover import api as mover_api
 from mover.errors import MoverError
-from mover_k8s import agents, api, hooks, store, views
+from mover_k8s import agent_leases, api, hooks, store, views
 from mover_k8s.capture import Scope, capture
 from mover_k8s.conditions import condition, set_condition, set_condition_of
 from mover_k8s.controller import cbt_bases
 from mover_k8s.controller.common import item_name, owner_ref, parse_ttl
 from mover_k8s.errors import KubeError, NotFound, SpecError
 from mover_k8s.k8s.client import Kube, Obj
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 from mover_k8s.timestamps import now
 from mover_k8s.views import BackupView, Meta, WorkItem
 from mover_k8s.volumes import Volume, plan
@@ -185,7 +185,7 @@ class BackupReconciler:
                 captured = capture(self.kube, scope)
                 volumes: list[Volume] = []
                 if spec.get("snapshotVolumes", True) is not False:
-                    nodes = agents.live_nodes(self.kube, self.agent_namespace)
+                    nodes = agent_leases.live_nodes(self.kube, self.agent_namespace)
                     volumes = plan(self.kube, captured.objects, nodes)
                 # A claim not bound to a volume holds no data yet (e.g. it waits for its first
                 # consumer): nothing to back up, noted in the status, not a failure.
@@ -375,7 +375,7 @@ class BackupReconciler:
             return
         # Work waits for an agent that went away (a node reboot, a rollout): say so, and keep
         # the work; the agent carries on when it is back.
-        live = agents.live_nodes(self.kube, self.agent_namespace)
+        live = agent_leases.live_nodes(self.kube, self.agent_namespace)
         orphaned = sorted(
             {str(e.get("node")) for e in entries if e.get("phase") not in api.DONE_PHASES} - live
         )

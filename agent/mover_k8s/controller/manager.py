@@ -31,7 +31,7 @@ from mover_k8s.k8s.cache import Cache
 from mover_k8s.k8s.client import Kube, Obj, ResourceType
 from mover_k8s.leader import Leadership
 from mover_k8s.metrics import ControllerMetrics
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 from mover_k8s.wakeup import Wakeup
 
 log = logging.getLogger("mover.k8s.controller")

@@ -13,7 +13,7 @@ from mover_k8s import api
 from mover_k8s.conditions import set_condition_of
 from mover_k8s.errors import SpecError
 from mover_k8s.k8s.client import Kube, Obj
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 
 
 class RepositoryReconciler:

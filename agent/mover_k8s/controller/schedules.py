@@ -50,7 +50,7 @@ from mover_k8s.controller.common import owner_ref, parse_stamp, parse_ttl
 from mover_k8s.controller.retention import expired, expiring, policy_of
 from mover_k8s.errors import KubeError, SpecError
 from mover_k8s.k8s.client import Kube, Obj
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 
 log = logging.getLogger("mover.k8s.schedule")
 STAMP = "%Y-%m-%dT%H:%M:%SZ"

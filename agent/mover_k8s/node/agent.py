@@ -28,7 +28,7 @@ from typing import Any, TypedDict, Unpack
 from mover import api as mover_api
 from mover.api import BackupOptions, BackupStats, RestoreOptions, RestoreStats
 from mover.errors import IntegrityError, MoverError
-from mover_k8s import agents, api, store
+from mover_k8s import agent_leases, api, store
 from mover_k8s.conditions import set_condition_of
 from mover_k8s.errors import Cancelled, KubeError, NotFound, SpecError
 from mover_k8s.k8s.cache import Cache
@@ -38,7 +38,7 @@ from mover_k8s.node import changed_blocks
 from mover_k8s.node.changed_blocks import ChangedBlocks
 from mover_k8s.node.delta import DeltaStats, restore_delta
 from mover_k8s.node.exposer import Exposed, Exposer, PathExposer, target_pv
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 from mover_k8s.timestamps import now
 from mover_k8s.views import Meta, WorkItem
 from mover_k8s.volumes import local_path
@@ -185,12 +185,12 @@ class NodeAgent:
                 job.thread.join()
         self.jobs.clear()
         try:
-            agents.release(self.kube, self.namespace, self.node)
+            agent_leases.release(self.kube, self.namespace, self.node)
         except KubeError as exc:  # it expires by itself
             log.warning("could not release the lease of %s: %s", self.node, exc)
 
     def run_once(self) -> None:
-        agents.renew(self.kube, self.namespace, self.node, self.identity)
+        agent_leases.renew(self.kube, self.namespace, self.node, self.identity)
         for key in [k for k, j in self.jobs.items() if j.thread and not j.thread.is_alive()]:
             del self.jobs[key]
         selector = f"{api.NODE_LABEL}={self.node}"

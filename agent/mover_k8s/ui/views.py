@@ -20,14 +20,14 @@ from croniter import croniter
 from mover import api as mover_api
 from mover.errors import MoverError
 from mover_k8s import api, captured
-from mover_k8s.agents import LEASE_SECONDS, PREFIX
+from mover_k8s.agent_leases import LEASE_SECONDS, PREFIX
 from mover_k8s.apps import APP_LABEL, SYSTEM_NAMESPACES
 from mover_k8s.captured import by_kind
 from mover_k8s.conditions import condition
 from mover_k8s.errors import KubeError
 from mover_k8s.k8s.client import Kube, Obj
 from mover_k8s.progress import item_progress, total_progress, volume_entries, work_items
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 from mover_k8s.timestamps import parse as parse_time
 from mover_k8s.ui.access import LIST_REPOSITORIES, SEE, Session
 from mover_k8s.verify import verify_backup

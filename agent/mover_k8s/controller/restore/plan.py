@@ -10,7 +10,7 @@ from mover_k8s import api, store, transforms
 from mover_k8s.capture import cluster_id
 from mover_k8s.controller.restore.validate import check_spec, locate
 from mover_k8s.k8s.client import Kube, Obj
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 from mover_k8s.restore_plan import Filters, Options, Plan, check_mappings, cluster_ips_of, make_plan
 
 

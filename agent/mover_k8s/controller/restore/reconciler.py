@@ -21,7 +21,7 @@ from mover_k8s.controller.restore.plan import Loaded, Planner, binds_late
 from mover_k8s.controller.restore.volumes import Volumes
 from mover_k8s.errors import KubeError, SpecError
 from mover_k8s.k8s.client import Kube, Obj
-from mover_k8s.repos import Repositories
+from mover_k8s.repo_access import Repositories
 from mover_k8s.restore_plan import fidelity_report, key_of
 from mover_k8s.timestamps import now
 

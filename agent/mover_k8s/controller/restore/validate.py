@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mover_k8s import agents, api, transforms
+from mover_k8s import agent_leases, api, transforms
 from mover_k8s.controller.restore.external import external_wait
 from mover_k8s.controller.restore.volumes import claim_node
 from mover_k8s.errors import SpecError
@@ -128,7 +128,7 @@ def volume_nodes(
     that some agent runs (the claims do not exist yet)."""
     if not plan.volumes:
         return {}
-    live = agents.live_nodes(kube, agent_namespace)
+    live = agent_leases.live_nodes(kube, agent_namespace)
     if not live:
         raise SpecError(
             "NoAgent", "no mover node agent runs in this cluster; start the DaemonSet first"

@@ -3,7 +3,7 @@ bound, then followed (or cancelled) through the report's `volumes` entries."""
 
 from __future__ import annotations
 
-from mover_k8s import agents, api
+from mover_k8s import agent_leases, api
 from mover_k8s.controller.common import item_name, owner_ref, seconds_since
 from mover_k8s.errors import KubeError
 from mover_k8s.k8s.client import Kube, Obj
@@ -89,7 +89,7 @@ class Volumes:
                 reason=f"PV {pv_name} holds {capacity} bytes; the volume needs {entry['size']}",
             )
             return
-        live = agents.live_nodes(self.kube, self.agent_namespace)
+        live = agent_leases.live_nodes(self.kube, self.agent_namespace)
         node = node or claim_node(self.kube, pvc, live)
         if node not in live:
             entry.update(result="failed", reason=f"no mover node agent runs on node {node}")
