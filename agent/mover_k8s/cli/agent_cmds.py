@@ -68,13 +68,13 @@ def controller_cmd(
     controller = Controller(
         kube,
         namespace,
-        watch_namespace,
-        interval,
-        agent_grace,
-        bind_timeout,
-        lease_seconds,
+        ControllerMetrics(),
+        watch_namespace=watch_namespace,
+        interval=interval,
+        agent_grace=agent_grace,
+        bind_timeout=bind_timeout,
+        lease_seconds=lease_seconds,
         watch=not no_watch,
-        metrics=ControllerMetrics(),
     )
     run_until_signal(controller.run, controller.metrics.registry, metrics_port)
 

@@ -19,6 +19,8 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from mover_k8s import api
 from mover_k8s.conditions import set_condition_of
@@ -37,36 +39,55 @@ from mover_k8s.wakeup import Wakeup
 log = logging.getLogger("mover.k8s.controller")
 
 
+@dataclass(frozen=True)
+class ControllerSettings:
+    """How the controller runs (`mover agent controller`'s options)."""
+
+    watch_namespace: str | None = None  # None: mover's objects in every namespace
+    interval: float = 2.0  # seconds between passes (with watches: the longest wait)
+    agent_grace: float = 60.0  # how long a Backup waits for its volumes' node agent to start
+    bind_timeout: float = 600.0  # how long a Restore waits for its claims to bind
+    lease_seconds: float = 15.0  # the leader Lease's duration
+    watch: bool = False  # watches wake the loop, and passes read the copy they keep
+
+
+class ControllerOptions(TypedDict, total=False):
+    """ControllerSettings' fields, as Controller's keywords (checked by mypy: PEP 692)."""
+
+    watch_namespace: str | None
+    interval: float
+    agent_grace: float
+    bind_timeout: float
+    lease_seconds: float
+    watch: bool
+
+
 class Controller:
     def __init__(
         self,
         kube: Kube,
         agent_namespace: str,
-        watch_namespace: str | None = None,
-        interval: float = 2.0,
-        agent_grace: float = 60.0,
-        bind_timeout: float = 600.0,
-        lease_seconds: float = 15.0,
-        watch: bool = False,
         metrics: ControllerMetrics | None = None,
+        **options: Unpack[ControllerOptions],
     ) -> None:
+        self.settings = settings = ControllerSettings(**options)
         # With watches, the passes read Repositories, Schedules, Backups, Restores and work
         # items from a copy the watches keep (mover_k8s.k8s.cache), not from the API.
-        self.cache = Cache() if watch else None
+        self.cache = Cache() if settings.watch else None
         kube = kube.cached(self.cache) if self.cache is not None else kube
         self.kube = kube
         self.metrics = metrics or ControllerMetrics()
-        self.watch_namespace = watch_namespace
-        self.interval = interval
+        self.watch_namespace = settings.watch_namespace
+        self.interval = settings.interval
         self.identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # Standbys (replicas of the Deployment) pass until the leader's Lease runs out.
-        self.leadership = Leadership(kube, agent_namespace, self.identity, lease_seconds)
+        self.leadership = Leadership(kube, agent_namespace, self.identity, settings.lease_seconds)
         self.led_passes = 0
-        self.watch = watch
+        self.watch = settings.watch
         repos = Repositories(kube)
         self.repositories = RepositoryReconciler(kube, repos)
-        self.backups = BackupReconciler(kube, repos, agent_namespace, agent_grace)
-        self.restores = RestoreReconciler(kube, repos, agent_namespace, bind_timeout)
+        self.backups = BackupReconciler(kube, repos, agent_namespace, settings.agent_grace)
+        self.restores = RestoreReconciler(kube, repos, agent_namespace, settings.bind_timeout)
         self.schedules = ScheduleReconciler(kube)
 
     def run(self, stop: threading.Event) -> None:
