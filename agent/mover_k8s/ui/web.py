@@ -151,12 +151,16 @@ def _same_origin(request: Request) -> bool:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def build(dashboard: Dashboard) -> Starlette:
-    """The ASGI application."""
-    d = dashboard
+class _Guard:
+    """What every route but /static, /healthz and /favicon.ico goes through: the local checks,
+    the CSRF token (every POST but the sign-in form's own, checked there), the session, the
+    errors as pages or JSON, and the security headers."""
 
-    async def guard(request: Request, handler: Handler) -> Response:
-        """Every route but /static and /healthz: checks, session, CSRF, headers, errors."""
+    def __init__(self, dashboard: Dashboard) -> None:
+        self.d = dashboard
+
+    async def __call__(self, request: Request, handler: Handler) -> Response:
+        d = self.d
         if d.local:
             refused = d.local_check(request)
             if refused is not None:
@@ -167,44 +171,10 @@ def build(dashboard: Dashboard) -> Starlette:
             csrf = secrets.token_urlsafe(24)
         request.state.csrf = csrf
         try:
-            if request.method == "POST" and request.url.path not in ("/signin",):
-                body = await request.body()
-                form = _form(body)
-                request.state.form = form
-                if (
-                    fresh
-                    or not hmac.compare_digest(form.get("csrf", ""), csrf)
-                    or not _same_origin(request)
-                ):
-                    raise Forbidden("the form is stale or from another site: reload the page")
-            elif request.method == "POST":
-                request.state.form = _form(await request.body())
-            if request.url.path not in ("/signin", "/signout"):
-                session = await run_in_threadpool(d.session, request)
-                request.state.session = session
-                request.state.user = session.user.name
-            try:
-                response = await handler(request)
-            finally:
-                if hasattr(request.state, "session"):
-                    request.state.session.close()
-        except Unauthenticated as exc:
-            if request.url.path.startswith("/api/"):
-                response = JSONResponse({"error": str(exc)}, status_code=401)
-            else:
-                response = d.page("signin.html", request, code=401, message=str(exc))
-        except Forbidden as exc:
-            response = _error(d, request, 403, str(exc))
-        except HTTPException as exc:
-            response = _error(d, request, exc.status_code, str(exc.detail))
-        except Conflict as exc:
-            response = _error(d, request, 409, str(exc))
-        except UsageError as exc:
-            response = _error(d, request, 400, str(exc))
-        except KubeError as exc:
-            response = _error(d, request, 403 if exc.status == 403 else 502, str(exc))
-        except MoverError as exc:
-            response = _error(d, request, 502, str(exc))
+            await self._read_form(request, fresh, csrf)
+            response = await self._handle(request, handler)
+        except (Unauthenticated, HTTPException, MoverError) as exc:
+            response = self._refusal(request, exc)
         if fresh:
             response.set_cookie(
                 CSRF_COOKIE,
@@ -216,144 +186,166 @@ def build(dashboard: Dashboard) -> Starlette:
             )
         return _secure(response)
 
-    def route(path: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[Handler], Route]:
-        def wrap(handler: Handler) -> Route:
-            async def endpoint(request: Request) -> Response:
-                return await guard(request, handler)
+    async def _read_form(self, request: Request, fresh: bool, csrf: str) -> None:
+        if request.method != "POST":
+            return
+        form = _form(await request.body())
+        request.state.form = form
+        if request.url.path == "/signin":
+            return  # checked by the sign-in route, which may be the first page a browser sees
+        if (
+            fresh
+            or not hmac.compare_digest(form.get("csrf", ""), csrf)
+            or not _same_origin(request)
+        ):
+            raise Forbidden("the form is stale or from another site: reload the page")
 
-            return Route(path, endpoint, methods=list(methods), name=handler.__name__)
+    async def _handle(self, request: Request, handler: Handler) -> Response:
+        if request.url.path not in ("/signin", "/signout"):
+            session = await run_in_threadpool(self.d.session, request)
+            request.state.session = session
+            request.state.user = session.user.name
+        try:
+            return await handler(request)
+        finally:
+            if hasattr(request.state, "session"):
+                request.state.session.close()
 
-        return wrap
+    def _refusal(self, request: Request, exc: Exception) -> Response:
+        d = self.d
+        if isinstance(exc, Unauthenticated):
+            if request.url.path.startswith("/api/"):
+                return JSONResponse({"error": str(exc)}, status_code=401)
+            return d.page("signin.html", request, code=401, message=str(exc))
+        if isinstance(exc, HTTPException):
+            return _error(d, request, exc.status_code, str(exc.detail))
+        if isinstance(exc, KubeError) and not isinstance(exc, Conflict):
+            return _error(d, request, 403 if exc.status == 403 else 502, str(exc))
+        codes = ((Forbidden, 403), (Conflict, 409), (UsageError, 400))
+        code = next((c for kind, c in codes if isinstance(exc, kind)), 502)
+        return _error(d, request, code, str(exc))
 
-    pages = Pages(d.namespace, d.local, d.desired_root)
 
-    def session_of(request: Request) -> Session:
-        session: Session = request.state.session
-        return session
+def _session(request: Request) -> Session:
+    session: Session = request.state.session
+    return session
 
-    # -- applications ----------------------------------------------------------------------
 
-    @route("/")
-    async def apps_page(request: Request) -> Response:
-        apps = await run_in_threadpool(views.applications, session_of(request), d.namespace)
-        return d.page("apps.html", request, apps=apps, title="Applications")
+class _Handlers:
+    """The routes' handlers: each reads its page's data (mover_k8s.ui.pages, in a thread: the
+    Kubernetes client blocks) and renders it, or answers it as JSON under /api."""
 
-    @route("/api/applications")
-    async def apps_json(request: Request) -> Response:
-        apps = await run_in_threadpool(views.applications, session_of(request), d.namespace)
+    def __init__(self, dashboard: Dashboard) -> None:
+        self.d = dashboard
+        self.pages = Pages(dashboard.namespace, dashboard.local, dashboard.desired_root)
+
+    # -- applications --
+
+    async def apps_page(self, request: Request) -> Response:
+        apps = await run_in_threadpool(views.applications, _session(request), self.d.namespace)
+        return self.d.page("apps.html", request, apps=apps, title="Applications")
+
+    async def apps_json(self, request: Request) -> Response:
+        apps = await run_in_threadpool(views.applications, _session(request), self.d.namespace)
         return JSONResponse({"applications": apps})
 
-    @route("/apps/{name}")
-    async def app_page(request: Request) -> Response:
+    async def app_page(self, request: Request) -> Response:
         name = request.path_params["name"]
-        data = await run_in_threadpool(pages.application, session_of(request), name)
-        return d.page("app.html", request, title=name, **data)
+        data = await run_in_threadpool(self.pages.application, _session(request), name)
+        return self.d.page("app.html", request, title=name, **data)
 
-    @route("/api/applications/{name}")
-    async def app_json(request: Request) -> Response:
+    async def app_json(self, request: Request) -> Response:
         name = request.path_params["name"]
-        return JSONResponse(await run_in_threadpool(pages.application, session_of(request), name))
+        return JSONResponse(
+            await run_in_threadpool(self.pages.application, _session(request), name)
+        )
 
-    @route("/apps/{name}/backup", ("POST",))
-    async def start_backup(request: Request) -> Response:
+    async def start_backup(self, request: Request) -> Response:
         repository = request.state.form.get("repository") or "default"
         created = await run_in_threadpool(
-            pages.back_up_now, session_of(request), request.path_params["name"], repository
+            self.pages.back_up_now, _session(request), request.path_params["name"], repository
         )
         return RedirectResponse(f"/backups/{created}", status_code=303)
 
-    # -- restore points ----------------------------------------------------------------------
+    # -- restore points --
 
-    @route("/backups/{name}")
-    async def backup_page(request: Request) -> Response:
+    async def backup_page(self, request: Request) -> Response:
         name = request.path_params["name"]
-        data = await run_in_threadpool(pages.restore_point, session_of(request), name)
-        return d.page("backup.html", request, title=name, **data)
+        data = await run_in_threadpool(self.pages.restore_point, _session(request), name)
+        return self.d.page("backup.html", request, title=name, **data)
 
-    @route("/api/backups/{name}")
-    async def backup_json(request: Request) -> Response:
+    async def backup_json(self, request: Request) -> Response:
         name = request.path_params["name"]
-        data = await run_in_threadpool(pages.restore_point, session_of(request), name)
+        data = await run_in_threadpool(self.pages.restore_point, _session(request), name)
         return JSONResponse(data)
 
-    @route("/backups/{name}/verify", ("POST",))
-    async def verify(request: Request) -> Response:
+    async def verify(self, request: Request) -> Response:
         name = request.path_params["name"]
         read_data = request.state.form.get("readData") == "on"
         data = await run_in_threadpool(
-            pages.restore_point, session_of(request), name, True, read_data
+            self.pages.restore_point, _session(request), name, True, read_data
         )
-        return d.page("backup.html", request, title=name, **data)
+        return self.d.page("backup.html", request, title=name, **data)
 
-    @route("/api/progress/{kind}/{name}")
-    async def progress_json(request: Request) -> Response:
+    async def progress_json(self, request: Request) -> Response:
         kind, name = request.path_params["kind"], request.path_params["name"]
         return JSONResponse(
-            await run_in_threadpool(pages.progress, session_of(request), kind, name)
+            await run_in_threadpool(self.pages.progress, _session(request), kind, name)
         )
 
-    @route("/backups/{name}/drift")
-    async def drift_page(request: Request) -> Response:
+    async def drift_page(self, request: Request) -> Response:
         name = request.path_params["name"]
         text = request.query_params.get("desired", "").strip()
-        data = await run_in_threadpool(pages.drift, session_of(request), name, text)
-        return d.page(
+        data = await run_in_threadpool(self.pages.drift, _session(request), name, text)
+        return self.d.page(
             "drift.html", request, title=f"{name}: drift", backup=name, desired=text, **data
         )
 
-    # -- running ---------------------------------------------------------------------------
+    # -- running --
 
-    @route("/running")
-    async def running_page(request: Request) -> Response:
-        entries = await run_in_threadpool(views.running, session_of(request), d.namespace, True)
-        return d.page("running.html", request, title="Backups and restores", entries=entries)
+    async def running_page(self, request: Request) -> Response:
+        entries = await run_in_threadpool(views.running, _session(request), self.d.namespace, True)
+        return self.d.page("running.html", request, title="Backups and restores", entries=entries)
 
-    @route("/api/running")
-    async def running_json(request: Request) -> Response:
-        entries = await run_in_threadpool(views.running, session_of(request), d.namespace, True)
+    async def running_json(self, request: Request) -> Response:
+        entries = await run_in_threadpool(views.running, _session(request), self.d.namespace, True)
         return JSONResponse({"running": entries})
 
-    # -- restores ----------------------------------------------------------------------------
+    # -- restores --
 
-    @route("/restores/{name}")
-    async def restore_page(request: Request) -> Response:
+    async def restore_page(self, request: Request) -> Response:
         name = request.path_params["name"]
-        data = await run_in_threadpool(pages.restore, session_of(request), name)
-        return d.page("restore.html", request, title=name, **data)
+        data = await run_in_threadpool(self.pages.restore, _session(request), name)
+        return self.d.page("restore.html", request, title=name, **data)
 
-    @route("/restore")
-    async def wizard_page(request: Request) -> Response:
+    async def wizard_page(self, request: Request) -> Response:
         form = wizard.Form(backup=request.query_params.get("backup", ""))
-        context = await run_in_threadpool(pages.restore_form, session_of(request), form)
-        return d.page("wizard.html", request, title="Restore", preview=None, **context)
+        context = await run_in_threadpool(self.pages.restore_form, _session(request), form)
+        return self.d.page("wizard.html", request, title="Restore", preview=None, **context)
 
-    @route("/restore/preview", ("POST",))
-    async def wizard_preview(request: Request) -> Response:
+    async def wizard_preview(self, request: Request) -> Response:
         form = wizard.Form.parse(request.state.form)
-        context = await run_in_threadpool(pages.preview, session_of(request), form)
-        return d.page("wizard.html", request, title="Restore: preview", **context)
+        context = await run_in_threadpool(self.pages.preview, _session(request), form)
+        return self.d.page("wizard.html", request, title="Restore: preview", **context)
 
-    @route("/restore", ("POST",))
-    async def wizard_submit(request: Request) -> Response:
+    async def wizard_submit(self, request: Request) -> Response:
         form = wizard.Form.parse(request.state.form)
-        name = await run_in_threadpool(pages.submit_restore, session_of(request), form)
+        name = await run_in_threadpool(self.pages.submit_restore, _session(request), form)
         return RedirectResponse(f"/restores/{name}", status_code=303)
 
-    # -- repositories and agents ---------------------------------------------------------------
+    # -- repositories and agents --
 
-    @route("/repositories")
-    async def repositories_page(request: Request) -> Response:
-        data = await run_in_threadpool(pages.repositories, session_of(request))
-        return d.page("repositories.html", request, title="Repositories and agents", **data)
+    async def repositories_page(self, request: Request) -> Response:
+        data = await run_in_threadpool(self.pages.repositories, _session(request))
+        return self.d.page("repositories.html", request, title="Repositories and agents", **data)
 
-    @route("/api/repositories")
-    async def repositories_json(request: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(pages.repositories, session_of(request)))
+    async def repositories_json(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(self.pages.repositories, _session(request)))
 
-    # -- signing in (in the cluster) -------------------------------------------------------
+    # -- signing in (in the cluster) --
 
-    @route("/signin", ("GET", "POST"))
-    async def signin(request: Request) -> Response:
+    async def signin(self, request: Request) -> Response:
+        d = self.d
         if d.local:
             return RedirectResponse("/", status_code=303)
         if request.method == "GET":
@@ -371,42 +363,64 @@ def build(dashboard: Dashboard) -> Starlette:
         )
         return response
 
-    @route("/signout", ("POST",))
-    async def signout(request: Request) -> Response:
-        response = RedirectResponse("/signin" if not d.local else "/", status_code=303)
+    async def signout(self, request: Request) -> Response:
+        response = RedirectResponse("/signin" if not self.d.local else "/", status_code=303)
         response.delete_cookie(TOKEN_COOKIE)
         return response
 
-    async def healthz(request: Request) -> Response:
-        return Response("ok", media_type="text/plain")
 
-    async def favicon(request: Request) -> Response:
-        return Response(status_code=204)  # none: browsers ask anyway
+async def _healthz(request: Request) -> Response:
+    return Response("ok", media_type="text/plain")
 
-    routes = [
-        apps_page,
-        apps_json,
-        app_page,
-        app_json,
-        start_backup,
-        backup_page,
-        backup_json,
-        verify,
-        drift_page,
-        progress_json,
-        running_page,
-        running_json,
-        restore_page,
-        wizard_page,
-        wizard_preview,
-        wizard_submit,
-        repositories_page,
-        repositories_json,
-        signin,
-        signout,
-        Route("/healthz", healthz),
-        Route("/favicon.ico", favicon),
-        Mount("/static", StaticFiles(directory=d.static), name="static"),
+
+async def _favicon(request: Request) -> Response:
+    return Response(status_code=204)  # none: browsers ask anyway
+
+
+GET, POST = ("GET",), ("POST",)
+# (path, methods, the _Handlers method): every one goes through _Guard.
+ROUTES: list[tuple[str, tuple[str, ...], str]] = [
+    ("/", GET, "apps_page"),
+    ("/api/applications", GET, "apps_json"),
+    ("/apps/{name}", GET, "app_page"),
+    ("/api/applications/{name}", GET, "app_json"),
+    ("/apps/{name}/backup", POST, "start_backup"),
+    ("/backups/{name}", GET, "backup_page"),
+    ("/api/backups/{name}", GET, "backup_json"),
+    ("/backups/{name}/verify", POST, "verify"),
+    ("/backups/{name}/drift", GET, "drift_page"),
+    ("/api/progress/{kind}/{name}", GET, "progress_json"),
+    ("/running", GET, "running_page"),
+    ("/api/running", GET, "running_json"),
+    ("/restores/{name}", GET, "restore_page"),
+    ("/restore", GET, "wizard_page"),
+    ("/restore/preview", POST, "wizard_preview"),
+    ("/restore", POST, "wizard_submit"),
+    ("/repositories", GET, "repositories_page"),
+    ("/api/repositories", GET, "repositories_json"),
+    ("/signin", ("GET", "POST"), "signin"),
+    ("/signout", POST, "signout"),
+]
+
+
+def build(dashboard: Dashboard) -> Starlette:
+    """The ASGI application."""
+    guard, handlers = _Guard(dashboard), _Handlers(dashboard)
+
+    def guarded(handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            return await guard(request, handler)
+
+        return endpoint
+
+    routes: list[Route | Mount] = [
+        Route(path, guarded(getattr(handlers, name)), methods=list(methods), name=name)
+        for path, methods, name in ROUTES
+    ]
+    routes += [
+        Route("/healthz", _healthz),
+        Route("/favicon.ico", _favicon),
+        Mount("/static", StaticFiles(directory=dashboard.static), name="static"),
     ]
     return Starlette(routes=routes)
 
