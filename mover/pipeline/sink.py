@@ -30,6 +30,10 @@ from mover.pipeline.source import Lease
 
 @dataclass
 class BackupStats:
+    """The counters of one backup: kept on the caller's thread (the read counters by the source
+    step, the rest by the consumer and the packer), handed to progress, stored in the snapshot
+    (as_dict)."""
+
     bytes_read: int = 0
     new_bytes: int = 0
     reused_bytes: int = 0
@@ -56,6 +60,8 @@ Progress = Callable[[BackupStats], None]
 
 @dataclass
 class Result:
+    """A worker's verdict on one chunk (or on `count` zero chunks taken from a parent)."""
+
     length: int
     chunk_id: bytes | None  # None: all zeros
     sealed: bytes | bytearray | None  # None: already stored (or zeros)
@@ -69,7 +75,10 @@ Chunk = bytes | memoryview | Result
 
 @dataclass
 class Packer:
-    """Decides what is new (dedup within this backup and against the index) and packs it."""
+    """Decides what is new (dedup within this backup and against the index) and packs it, on
+    the caller's thread. The workers call known() too, optimistically, while this thread adds:
+    an id once known stays known (flush_index puts `seen` into the index before emptying it),
+    and a stale "not known" only costs a worker sealing a chunk that the consumer then drops."""
 
     repo: Repository
     stats: BackupStats
