@@ -28,13 +28,13 @@ shorter zero chunk. A parent hole is re-emitted as min_size zero chunks (TreeBui
 so the new tree merges them exactly as a full read does. A parent whose tree breaks that rule is
 refused rather than trusted.
 
-Zero runs while re-chunking (a parent hole after a changed range, where the bytes are known
-zeros without reading them, or a hole of a sparse image file) are cut arithmetically past their
-head, as a full read does (mover.pipeline.backup._skip_hole). Inside a zero run the new cuts fall
-every min_size from where the chunker entered it: when that phase differs from the parent's, no cut
-of the run can coincide with the parent's (nor can a cut inside a changed range be reusable), so
-only the run's last cut is tested; a missed resynchronisation would only cost reading, never
-correctness, since re-chunking always follows the new image's true cuts.
+Zero runs while re-chunking (a parent hole after a changed range, where the bytes are known zeros
+without reading them, or a hole of a sparse image file) are cut arithmetically past their head, as a
+full read does (mover.pipeline.sink.Consumer.skip_hole). Inside a zero run the new cuts fall every
+min_size from where the chunker entered it: when that phase differs from the parent's, no cut of the
+run can coincide with the parent's (nor can a cut inside a changed range be reusable), so only the
+run's last cut is tested; a missed resynchronisation would only cost reading, never correctness,
+since re-chunking always follows the new image's true cuts.
 
 Growth. A source larger than its parent (a resized volume) is handled as if its last parent byte
 and everything after it were listed: the parent's last chunk was cut by the end of the volume,
@@ -417,7 +417,7 @@ class ChangedReader:
         self, chunking: _Chunking, fed: int, length: int
     ) -> Generator[bytes | Reused, None, int | None]:
         """Feed `length` zeros at `fed`: past their head, cut arithmetically (as
-        mover.pipeline.backup._skip_hole). Returns the reusable common cut met, if any."""
+        mover.pipeline.sink.Consumer.skip_hole). Returns the reusable common cut met, if any."""
         min_size = self.min_size
         hole_head = (
             2 * min_size + 64

@@ -19,6 +19,9 @@ segment's cuts are candidates. The merger (the caller's thread) follows the true
   never wrong. Normally it syncs within a few chunks: measured, ~1 MiB re-chunked in order per
   8 MiB segment at the default chunk sizes (BENCHMARKS.md).
 
+In the code: _Segments holds the segments in memory and the workers that load them (_load),
+_merge follows a segment's cuts and _bridge bridges; both run on the caller's thread.
+
 Why segments, not N contiguous ranges: the output is in order and memory is bounded, so the
 workers can only run a bounded distance ahead of the merger. Range k of N contiguous ranges
 could not start before range k-1 was consumed. With segments handed out in order (segment i to
@@ -37,9 +40,10 @@ import bisect
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from mover.chunking.native import make_chunker
 from mover.chunking.params import ChunkerParams
@@ -133,6 +137,106 @@ def _load(
     return seg
 
 
+class _Sync(NamedTuple):
+    """Where the merger follows a segment's chunker again: segment `segment` from its cut number
+    `next_cut`, the chunk before it ending at `pos` (a true cut)."""
+
+    segment: int
+    next_cut: int
+    pos: int
+
+
+class _Segments:
+    """[start, end) of fd as the merger sees it, on the merger's (the caller's) thread: `count`
+    segments of `size` bytes (the last may be shorter), each read and cut by a worker of the pool
+    (_load) into a recycled buffer, submitted in order ahead of the lowest segment not yet
+    released, at most `window` held at once. Owns the pool (close() stops it), the buffers and
+    `scratch`, where a chunk that spans pieces is assembled."""
+
+    def __init__(
+        self,
+        fd: int,
+        params: ChunkerParams,
+        kernel: str | None,
+        streams: int,
+        start: int,
+        end: int,
+        segment_size: int,
+    ) -> None:
+        self.fd, self.params, self.kernel = fd, params, kernel
+        self.start, self.end = start, end
+        total = end - start
+        # A volume smaller than streams x segment_size: `streams` ranges (of at least 4 KiB).
+        self.size = size = max(min(segment_size, -(-total // streams)), 4096)
+        self.count = count = -(-total // size)
+        self.bounds = [start + i * size for i in range(count)] + [end]
+        # Segments held at once: the ones being read, the one followed, and enough after it for
+        # a bridge chunk (at most max_size) to be assembled from memory.
+        self.window = streams + 2 + -(-(params.max_size + BRIDGE_FEED) // size)
+        self.zeros = memoryview(bytes(max(READ_SIZE, params.max_size)))
+        self.scratch = bytearray(params.max_size)
+        self.free: list[bytearray] = []
+        self.futures: dict[int, Future[_Segment]] = {}
+        self.submitted = 0  # segments submitted so far: 0 .. submitted-1
+        self.low = 0  # lowest segment not yet released
+        self.pool = ThreadPoolExecutor(streams, thread_name_prefix="mover-stream")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def release_below(self, index: int) -> None:
+        """Segments before `index` are done with: their buffers are reused."""
+        while self.low < index:
+            seg = self.futures.pop(self.low).result()
+            if seg.buffer is not None:
+                self.free.append(seg.buffer)
+            self.low += 1
+
+    def get(self, index: int) -> _Segment:
+        """Segment `index`, read and cut (waits for it); submits the window's segments first."""
+        while self.submitted < self.count and self.submitted < self.low + self.window:
+            submitted = self.submitted
+            buffer = self.free.pop() if self.free else bytearray(self.size)
+            seg = _Segment(self.bounds[submitted], self.bounds[submitted + 1], buffer)
+            self.futures[submitted] = self.pool.submit(
+                _load, self.fd, self.params, self.kernel, seg, self.zeros
+            )
+            self.submitted += 1
+        assert index < self.submitted, "a bridge chunk needs more segments than the window holds"
+        return self.futures[index].result()
+
+    def segment_of(self, offset: int) -> int:
+        return min((offset - self.start) // self.size, self.count - 1)
+
+    def part(self, pos: int, stop: int) -> memoryview:
+        """The bytes [pos, stop) as far as the piece holding pos goes: a view of a segment's
+        buffer, or of zeros in a hole."""
+        seg = self.get(self.segment_of(pos))
+        i = bisect.bisect_right(seg.starts, pos) - 1
+        offset, length, view = seg.pieces[i]
+        n = min(stop, offset + length) - pos
+        return self.zeros[:n] if view is None else view[pos - offset : pos - offset + n]
+
+    def chunk(self, a: int, b: int) -> memoryview:
+        """The bytes [a, b): a view when one piece holds them, else a copy in scratch."""
+        out = memoryview(self.scratch)[: b - a]
+        filled = 0
+        pos = a
+        while pos < b:
+            # part(pos, b), inline: this runs once a chunk.
+            seg = self.get(self.segment_of(pos))
+            i = bisect.bisect_right(seg.starts, pos) - 1
+            offset, length, view = seg.pieces[i]
+            n = min(b, offset + length) - pos
+            part = self.zeros[:n] if view is None else view[pos - offset : pos - offset + n]
+            if filled == 0 and n == b - a:
+                return part
+            out[filled : filled + n] = part
+            filled += n
+            pos += n
+        return out
+
+
 def parallel_chunks(
     fd: int,
     params: ChunkerParams,
@@ -149,108 +253,70 @@ def parallel_chunks(
         raise ValueError(f"streams must be >= 1, got {streams}")
     if end is None:
         end = os.lseek(fd, 0, os.SEEK_END)
-    total = end - start
-    if total <= 0:
+    if end - start <= 0:
         return
-    # A volume smaller than streams x segment_size: `streams` ranges (of at least 4 KiB).
-    size = max(min(segment_size, -(-total // streams)), 4096)
-    count = -(-total // size)
-    bounds = [start + i * size for i in range(count)] + [end]
-    # Segments held at once: the ones being read, the one followed, and enough after it for a
-    # bridge chunk (at most max_size) to be assembled from memory.
-    window = streams + 2 + -(-(params.max_size + BRIDGE_FEED) // size)
-    zeros = memoryview(bytes(max(READ_SIZE, params.max_size)))
-    scratch = bytearray(params.max_size)
-    free: list[bytearray] = []
-    futures: dict[int, Future[_Segment]] = {}
-    submitted = 0  # segments submitted so far: 0 .. submitted-1
-    low = 0  # lowest segment not yet released
-
-    def release_below(index: int) -> None:
-        nonlocal low
-        while low < index:
-            seg = futures.pop(low).result()
-            if seg.buffer is not None:
-                free.append(seg.buffer)
-            low += 1
-
-    def get(index: int) -> _Segment:
-        nonlocal submitted
-        while submitted < count and submitted < low + window:
-            seg_start, seg_end = bounds[submitted], bounds[submitted + 1]
-            buffer = free.pop() if free else bytearray(size)
-            seg = _Segment(seg_start, seg_end, buffer)
-            futures[submitted] = pool.submit(_load, fd, params, kernel, seg, zeros)
-            submitted += 1
-        assert index < submitted, "a bridge chunk needs more segments than the window holds"
-        return futures[index].result()
-
-    def segment_of(offset: int) -> int:
-        return min((offset - start) // size, count - 1)
-
-    def chunk(a: int, b: int) -> memoryview:
-        """The bytes [a, b): a view when one piece holds them, else a copy in scratch."""
-        out = memoryview(scratch)[: b - a]
-        filled = 0
-        pos = a
-        while pos < b:
-            seg = get(segment_of(pos))
-            i = bisect.bisect_right(seg.starts, pos) - 1
-            offset, length, view = seg.pieces[i]
-            n = min(b, offset + length) - pos
-            part = zeros[:n] if view is None else view[pos - offset : pos - offset + n]
-            if filled == 0 and n == b - a:
-                return part
-            out[filled : filled + n] = part
-            filled += n
-            pos += n
-        return out
-
-    pool = ThreadPoolExecutor(streams, thread_name_prefix="mover-stream")
+    segments = _Segments(fd, params, kernel, streams, start, end, segment_size)
     try:
-        following = 0  # the segment whose chunker is the true one from pos on
-        next_cut = 0  # index of its next cut
-        pos = start
-        while True:
-            seg = get(following)
-            for c in seg.cuts[next_cut:]:
-                yield pos, chunk(pos, c)
-                pos = c
-                release_below(segment_of(pos))
-            if following == count - 1 and pos == end:
-                return
-            # Bridge from pos, the true chunking's last cut in this segment.
-            bridge = make_chunker(params, kernel)
-            base = fed = pos  # base: the bridge chunker's offset 0
-            synced = False
-            while not synced:
-                if fed == end:
-                    for c in bridge.finish():
-                        yield pos, chunk(pos, base + c)
-                    return
-                seg = get(segment_of(fed))
-                i = bisect.bisect_right(seg.starts, fed) - 1
-                offset, length, view = seg.pieces[i]
-                n = min(offset + length - fed, BRIDGE_FEED)
-                part = zeros[:n] if view is None else view[fed - offset : fed - offset + n]
-                cuts = bridge.feed(part)
-                fed += n
-                for cut in cuts:
-                    c = base + cut
-                    yield pos, chunk(pos, c)
-                    pos = c
-                    if pos == end:
-                        return
-                    m = segment_of(pos)
-                    if m > following and pos == bounds[m]:
-                        following, next_cut, synced = m, 0, True
-                    elif m > following:
-                        candidates = get(m).cuts
-                        k = bisect.bisect_left(candidates, pos)
-                        if k < len(candidates) and candidates[k] == pos:
-                            following, next_cut, synced = m, k + 1, True
-                    release_below(m)
-                    if synced:
-                        break
+        yield from _merge(segments, params, kernel)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        segments.close()
+
+
+def _merge(
+    segs: _Segments, params: ChunkerParams, kernel: str | None
+) -> Iterator[tuple[int, memoryview]]:
+    """The merger, on the caller's thread: yields the chunks of the segment it follows up to
+    that segment's last cut, then bridges (_bridge) to the segment where the true chunking
+    meets a segment's cut again, and follows that one."""
+    # Locals, not attributes: the loop runs once a chunk.
+    chunk, release_below, segment_of = segs.chunk, segs.release_below, segs.segment_of
+    last, end = segs.count - 1, segs.end
+    sync: _Sync | None = _Sync(0, 0, segs.start)
+    while sync is not None:
+        following, pos = sync.segment, sync.pos
+        for c in segs.get(following).cuts[sync.next_cut :]:
+            yield pos, chunk(pos, c)
+            pos = c
+            release_below(segment_of(pos))
+        if following == last and pos == end:
+            return
+        sync = yield from _bridge(segs, params, kernel, following, pos)
+
+
+def _bridge(
+    segs: _Segments, params: ChunkerParams, kernel: str | None, following: int, pos: int
+) -> Generator[tuple[int, memoryview], None, _Sync | None]:
+    """Bridge from `pos`, the true chunking's last cut in segment `following`: a fresh chunker
+    started there (a true cut, so it continues the true chunking exactly) is fed the following
+    bytes, BRIDGE_FEED at a time, and each chunk it cuts is yielded, until one of its cuts c is
+    also a cut of the segment m that holds c (or m's first byte). Returns where to follow m
+    from; None: the bridge reached the end."""
+    bridge = make_chunker(params, kernel)
+    base = fed = pos  # base: the bridge chunker's offset 0
+    chunk, segment_of, end, bounds = segs.chunk, segs.segment_of, segs.end, segs.bounds
+    while True:
+        if fed == end:
+            for c in bridge.finish():
+                yield pos, chunk(pos, base + c)
+            return None
+        part = segs.part(fed, fed + BRIDGE_FEED)
+        cuts = bridge.feed(part)
+        fed += len(part)
+        for cut in cuts:
+            c = base + cut
+            yield pos, chunk(pos, c)
+            pos = c
+            if pos == end:
+                return None
+            m = segment_of(pos)
+            sync = None
+            if m > following and pos == bounds[m]:
+                sync = _Sync(m, 0, pos)
+            elif m > following:
+                candidates = segs.get(m).cuts
+                k = bisect.bisect_left(candidates, pos)
+                if k < len(candidates) and candidates[k] == pos:
+                    sync = _Sync(m, k + 1, pos)
+            segs.release_below(m)
+            if sync is not None:
+                return sync

@@ -5,6 +5,10 @@ and written at their offsets with pwrite, so order does not matter. Holes: a reg
 truncated to the volume's size first and holes are left unwritten (a sparse file); on a block
 device they are written as zeros, since the device holds old data.
 
+    _Fetches.plan (this thread: the tree walk, batches of consecutive chunks, a bounded window)
+    -> _Fetcher (worker threads: fetch, verify, decompress) -> _Target (this thread, in order:
+    writes, holes, bad ranges) -> _Flusher (a thread: fdatasync in the background)
+
 A partial restore (partial=True) goes on past damage: a chunk that cannot be read (no index
 entry, pack missing or truncated, blob failing authentication or its hash) or a subtree whose
 node cannot be read is left as zeros like a hole, and its range is recorded in
@@ -20,7 +24,7 @@ import os
 import stat
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -184,6 +188,211 @@ class _Flusher:
             raise self.error
 
 
+class _Fetcher:
+    """The workers' step: fetches a batch of consecutive chunks (the pack ranges), verifies each
+    (authenticated, keyed hash equal to its id, length as the tree says) and decompresses it;
+    returns their bytes in order. With `partial`, a batch with damage is fetched again chunk
+    by chunk and comes back as _Damaged. Runs on the worker threads, several batches at once,
+    so it keeps no state; a temporary storage error, or any with partial off, is raised."""
+
+    def __init__(self, repo: Repository, partial: bool) -> None:
+        self.repo = repo
+        self.partial = partial
+
+    def __call__(self, batch: list[Extent]) -> list[bytes] | _Damaged:
+        return self.fetch_partial(batch) if self.partial else self.fetch(batch)
+
+    def fetch(self, batch: list[Extent]) -> list[bytes]:
+        read_blob = self.repo.read_blob
+        datas = []
+        for extent in batch:
+            assert extent.chunk_id is not None
+            data = read_blob(extent.chunk_id)
+            if len(data) != extent.length:
+                raise IntegrityError(
+                    f"chunk {extent.chunk_id.hex()[:16]} has {len(data)} bytes, the tree says "
+                    f"{extent.length}"
+                )
+            datas.append(data)
+        return datas
+
+    def fetch_partial(self, batch: list[Extent]) -> list[bytes] | _Damaged:
+        try:
+            return self.fetch(batch)
+        except MoverError as exc:
+            if not _is_damage(exc):
+                raise
+        # Damage in this batch (rare): again, chunk by chunk, keeping what can be read.
+        items: list[bytes | _Bad] = []
+        for extent in batch:
+            assert extent.chunk_id is not None
+            try:
+                items.append(self.fetch([extent])[0])
+            except MoverError as exc:
+                if not _is_damage(exc):
+                    raise
+                items.append(_Bad(_chunk_reason(extent.chunk_id, exc)))
+        return _Damaged(items)
+
+
+class _Target:
+    """The ordered writer, on the caller's thread: writes what the workers fetched to the
+    target at its offsets (pwrite, consecutive chunks in one pwritev), leaves holes unwritten on
+    a file (truncated to the volume's size: a sparse file) and writes them as zeros on a block
+    device (it holds old data), and keeps the stats: bytes written, holes, and the bad ranges of
+    a partial restore, left as zeros like holes. One thread writes: writers on several threads
+    contend for the target's inode lock (perf showed rwsem spinning), and the page-cache copy is
+    the same work whichever thread does it. Reports progress after each entry."""
+
+    def __init__(
+        self,
+        fd: int,
+        is_device: bool,
+        flusher: _Flusher,
+        stats: RestoreStats,
+        progress: Callable[[RestoreStats], None] | None,
+    ) -> None:
+        self.fd = fd
+        self.is_device = is_device
+        self.flusher = flusher
+        self.stats = stats
+        self.progress = progress
+
+    def hole(self, extent: Extent) -> None:
+        """A hole, or with partial a subtree that cannot be read (Unreadable): zeros."""
+        if self.is_device:  # a device holds old data: holes are written as zeros
+            self.write_zeros(extent.offset, extent.length)
+        if isinstance(extent, Unreadable):
+            self.stats.add_bad(extent.offset, extent.length, extent.reason)
+        else:
+            self.stats.hole_bytes += extent.length
+        self.report()
+
+    def chunks(self, extents: list[Extent], result: list[bytes] | _Damaged, length: int) -> None:
+        """A batch of consecutive chunks (`length` bytes), as fetched."""
+        if isinstance(result, _Damaged):
+            self.damaged(extents, result)
+        else:
+            self.write_run(result, extents[0].offset)
+            self.stats.bytes_written += length
+            self.stats.chunks += len(extents)
+        self.report()
+
+    def damaged(self, extents: list[Extent], damaged: _Damaged) -> None:
+        """A batch with damage: the chunks read are written (in runs), the others are left as
+        zeros and recorded as bad ranges."""
+        stats = self.stats
+        run: list[bytes] = []
+        run_at = 0
+        for extent, item in zip(extents, damaged.items, strict=True):
+            if isinstance(item, bytes):
+                if not run:
+                    run_at = extent.offset
+                run.append(item)
+                stats.bytes_written += extent.length
+                stats.chunks += 1
+                continue
+            if run:
+                self.write_run(run, run_at)
+                run = []
+            if self.is_device:
+                self.write_zeros(extent.offset, extent.length)
+            stats.add_bad(extent.offset, extent.length, item.reason)
+        if run:
+            self.write_run(run, run_at)
+
+    def report(self) -> None:
+        if self.progress:
+            self.progress(self.stats)
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def write_zeros(self, offset: int, length: int) -> None:
+        for start in range(0, length, len(ZERO_BLOCK)):
+            n = min(len(ZERO_BLOCK), length - start)
+            self.write_at(memoryview(ZERO_BLOCK)[:n], offset + start)
+            self.flusher.wrote(n)
+
+    def write_run(self, datas: list[bytes], offset: int) -> None:
+        """Consecutive chunks at offset, in one system call where the kernel takes them all."""
+        total = sum(len(d) for d in datas)
+        self.flusher.wrote(total)
+        written = os.pwritev(self.fd, datas, offset)
+        for data in datas:  # a short write (rare): the rest one by one
+            if written >= len(data):
+                written -= len(data)
+            else:
+                self.write_at(memoryview(data)[written:], offset + written)
+                written = 0
+            offset += len(data)
+
+
+# A hole (future None: one extent) or a batch of consecutive chunks being fetched.
+_Entry = tuple[list[Extent], Future[list[bytes] | _Damaged] | None]
+
+
+class _Fetches:
+    """The plan in flight, on the caller's thread: plan() walks the snapshot's extents in offset
+    order, groups consecutive chunks into batches of about RESTORE_BATCH bytes for the workers
+    (a task and a thread wake-up per chunk cost ~15% of a restore of small chunks: perf), and
+    queues batches and holes in order, at most RESTORE_WINDOW bytes of chunks and MAX_QUEUED
+    entries: when either is full, the oldest entry is waited for and written."""
+
+    def __init__(self, pool: ThreadPoolExecutor, fetch: _Fetcher, target: _Target) -> None:
+        self.pool = pool
+        self.fetch = fetch
+        self.target = target
+        self.inflight: deque[_Entry] = deque()
+        self.inflight_bytes = 0
+
+    def plan(self, extents: Iterable[Extent]) -> None:
+        """Fetch and write every extent, in order; returns when all are written."""
+        # The batch being filled lives in locals: this loop runs once a chunk.
+        batch: list[Extent] = []
+        batch_bytes = 0
+        for extent in extents:
+            if extent.chunk_id is None:
+                if batch:  # a batch is consecutive chunks: one write
+                    self.send_batch(batch, batch_bytes)
+                    batch, batch_bytes = [], 0
+                self.send(([extent], None))
+                continue
+            batch.append(extent)
+            batch_bytes += extent.length
+            if batch_bytes >= RESTORE_BATCH:
+                self.send_batch(batch, batch_bytes)
+                batch, batch_bytes = [], 0
+        if batch:
+            self.send_batch(batch, batch_bytes)
+        while self.inflight:
+            self.finish_one()
+
+    def send_batch(self, batch: list[Extent], batch_bytes: int) -> None:
+        self.send((batch, self.pool.submit(self.fetch, batch)))
+        self.inflight_bytes += batch_bytes
+
+    def send(self, entry: _Entry) -> None:
+        inflight = self.inflight
+        while inflight and (self.inflight_bytes >= RESTORE_WINDOW or len(inflight) > MAX_QUEUED):
+            self.finish_one()
+        inflight.append(entry)
+
+    def finish_one(self) -> None:
+        extents, future = self.inflight.popleft()
+        if future is None:
+            (extent,) = extents
+            self.target.hole(extent)
+        else:
+            result = future.result()
+            length = sum(e.length for e in extents)
+            self.inflight_bytes -= length
+            self.target.chunks(extents, result, length)
+
+
 @as_reader
 def run_restore(
     repo: Repository,
@@ -201,145 +410,15 @@ def run_restore(
     repo.index  # noqa: B018 -- load before the workers use it
     fd, is_device = open_target(target, snapshot.size, force)
     stats = RestoreStats()
-
-    def fetch(batch: list[Extent]) -> list[bytes]:
-        datas = []
-        for extent in batch:
-            assert extent.chunk_id is not None
-            data = repo.read_blob(extent.chunk_id)
-            if len(data) != extent.length:
-                raise IntegrityError(
-                    f"chunk {extent.chunk_id.hex()[:16]} has {len(data)} bytes, the tree says "
-                    f"{extent.length}"
-                )
-            datas.append(data)
-        return datas
-
-    def fetch_partial(batch: list[Extent]) -> list[bytes] | _Damaged:
-        try:
-            return fetch(batch)
-        except MoverError as exc:
-            if not _is_damage(exc):
-                raise
-        # Damage in this batch (rare): again, chunk by chunk, keeping what can be read.
-        items: list[bytes | _Bad] = []
-        for extent in batch:
-            assert extent.chunk_id is not None
-            try:
-                items.append(fetch([extent])[0])
-            except MoverError as exc:
-                if not _is_damage(exc):
-                    raise
-                items.append(_Bad(_chunk_reason(extent.chunk_id, exc)))
-        return _Damaged(items)
-
     flusher = _Flusher(fd)
-
-    def write_at(data: bytes | memoryview, offset: int) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view, offset = view[written:], offset + written
-
-    def write_zeros(offset: int, length: int) -> None:
-        for start in range(0, length, len(ZERO_BLOCK)):
-            n = min(len(ZERO_BLOCK), length - start)
-            write_at(memoryview(ZERO_BLOCK)[:n], offset + start)
-            flusher.wrote(n)
-
-    def write_run(datas: list[bytes], offset: int) -> None:
-        """Consecutive chunks at offset, in one system call where the kernel takes them all."""
-        total = sum(len(d) for d in datas)
-        flusher.wrote(total)
-        written = os.pwritev(fd, datas, offset)
-        for data in datas:  # a short write (rare): the rest one by one
-            if written >= len(data):
-                written -= len(data)
-            else:
-                write_at(memoryview(data)[written:], offset + written)
-                written = 0
-            offset += len(data)
-
-    # Workers fetch, decrypt, decompress and verify batches of consecutive chunks (a task and
-    # a thread wake-up per chunk cost ~15% of a restore of small chunks: perf); this thread
-    # writes, in order. Writers on several threads contend for the target's inode lock (perf
-    # showed rwsem spinning) and the page-cache copy is the same work whichever thread does it.
+    # Workers fetch, decrypt, decompress and verify batches of consecutive chunks (_Fetcher);
+    # this thread plans (walks the tree) and writes, in order (_Fetches, _Target).
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="mover-restore") as pool:
-            # A hole (None) or a batch of chunks being fetched, in order.
-            inflight: deque[tuple[list[Extent], Future[list[bytes] | _Damaged] | None]] = deque()
-            inflight_bytes = 0
-            batch: list[Extent] = []
-            batch_bytes = 0
-
-            def finish_one() -> None:
-                nonlocal inflight_bytes
-                extents, future = inflight.popleft()
-                if future is None:
-                    (extent,) = extents
-                    if is_device:  # a device holds old data: holes are written as zeros
-                        write_zeros(extent.offset, extent.length)
-                    if isinstance(extent, Unreadable):
-                        stats.add_bad(extent.offset, extent.length, extent.reason)
-                    else:
-                        stats.hole_bytes += extent.length
-                else:
-                    result = future.result()
-                    length = sum(e.length for e in extents)
-                    inflight_bytes -= length
-                    if isinstance(result, _Damaged):
-                        write_damaged(extents, result)
-                    else:
-                        write_run(result, extents[0].offset)
-                        stats.bytes_written += length
-                        stats.chunks += len(extents)
-                if progress:
-                    progress(stats)
-
-            def write_damaged(extents: list[Extent], damaged: _Damaged) -> None:
-                run: list[bytes] = []
-                run_at = 0
-                for extent, item in zip(extents, damaged.items, strict=True):
-                    if isinstance(item, bytes):
-                        if not run:
-                            run_at = extent.offset
-                        run.append(item)
-                        stats.bytes_written += extent.length
-                        stats.chunks += 1
-                        continue
-                    if run:
-                        write_run(run, run_at)
-                        run = []
-                    if is_device:
-                        write_zeros(extent.offset, extent.length)
-                    stats.add_bad(extent.offset, extent.length, item.reason)
-                if run:
-                    write_run(run, run_at)
-
-            def send(entry: tuple[list[Extent], Future[list[bytes] | _Damaged] | None]) -> None:
-                while inflight and (inflight_bytes >= RESTORE_WINDOW or len(inflight) > MAX_QUEUED):
-                    finish_one()
-                inflight.append(entry)
-
-            def send_batch() -> None:
-                nonlocal batch, batch_bytes, inflight_bytes
-                if batch:
-                    send((batch, pool.submit(fetch_partial if partial else fetch, batch)))
-                    inflight_bytes += batch_bytes
-                    batch, batch_bytes = [], 0
-
-            for extent in walk(repo.read_blob, root, snapshot.size if partial else None):
-                if extent.chunk_id is None:
-                    send_batch()  # a batch is consecutive chunks: one write
-                    send(([extent], None))
-                    continue
-                batch.append(extent)
-                batch_bytes += extent.length
-                if batch_bytes >= RESTORE_BATCH:
-                    send_batch()
-            send_batch()
-            while inflight:
-                finish_one()
+            fetches = _Fetches(
+                pool, _Fetcher(repo, partial), _Target(fd, is_device, flusher, stats, progress)
+            )
+            fetches.plan(walk(repo.read_blob, root, snapshot.size if partial else None))
         flusher.finish()
         os.fsync(fd)
     except OSError as exc:
