@@ -262,7 +262,9 @@ class _SerialSource(_Source):
         self.consumer.report()
         self.chunker = make_chunker(self.params)
         self.origin = base + begin
-        assert not self.chunker.feed(piece[begin:])  # less than min_size is left
+        # Fed outside the assert: under `python -O` an assert's expression is not run at all.
+        cuts = self.chunker.feed(piece[begin:])
+        assert not cuts  # less than min_size is left
         self.pending += piece[begin:]
 
 
