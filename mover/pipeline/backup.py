@@ -374,8 +374,10 @@ def _commit(
     return dataclasses.replace(snapshot, id=snapshot_id)
 
 
+# Its parameters are mover.api.BackupOptions' fields, spelt out: the one worker behind the
+# public call, which tests and benchmarks call with the few they vary.
 @as_writer
-def run_backup(
+def run_backup(  # noqa: PLR0913
     repo: Repository,
     source: BinaryIO,
     source_name: str,
