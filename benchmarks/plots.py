@@ -481,36 +481,39 @@ def draw_cbt(results: Results) -> Figure:
     fig, axes = figure("Changed-range backups: day 2 with a change list against a full read", 2)
     left, right = axes[0]
     labels, full_s, changed_s = [], [], []
+    by_image: dict[float, list[tuple[float, float, float]]] = {}  # GiB: (share, read, full read)
     for r, run in enumerate(results.runs):
         where = f"{results.path}.runs[{r}]"
         share = num(run, "changed_percent", where)
         full, changed = mapping(run, "full", where), mapping(run, "changed", where)
-        label = f"{num(run, 'image_gib', where):g} GiB image"
-        colour = PALETTE[r % len(PALETTE)]
+        gib = num(run, "image_gib", where)
         read = num(changed, "read_percent", f"{where}.changed")
+        full_read = num(full, "read_percent", f"{where}.full") if "read_percent" in full else 0.0
+        by_image.setdefault(gib, []).append((share, read, full_read))
+        labels.append(f"{gib:g} GiB, {share:g}%")
+        full_s.append(num(full, "seconds", f"{where}.full"))
+        changed_s.append(num(changed, "seconds", f"{where}.changed"))
+    for g, (gib, points) in enumerate(sorted(by_image.items())):
+        points.sort()
+        colour = PALETTE[g % len(PALETTE)]
+        shares, reads = [p[0] for p in points], [p[1] for p in points]
         left.plot(
-            [share],
-            [read],
-            marker="o",
-            linestyle="none",
-            color=colour,
-            label=f"--changed-ranges, {label}",
+            shares, reads, marker="o", color=colour, label=f"--changed-ranges, {gib:g} GiB image"
         )
-        left.annotate(
-            f"{read:g}%", (share, read), textcoords="offset points", xytext=(8, -3), fontsize=8
-        )
-        if "read_percent" in full:
+        for share, read, _ in points:
+            left.annotate(
+                f"{read:g}%", (share, read), textcoords="offset points", xytext=(8, -3), fontsize=8
+            )
+        fulls = [(p[0], p[2]) for p in points if p[2]]
+        if fulls:
             left.plot(
-                [share],
-                [num(full, "read_percent", f"{where}.full")],
+                [f[0] for f in fulls],
+                [f[1] for f in fulls],
                 marker="s",
                 linestyle="none",
                 color=colour,
-                label=f"full read, {label}",
+                label=f"full read, {gib:g} GiB image",
             )
-        labels.append(label)
-        full_s.append(num(full, "seconds", f"{where}.full"))
-        changed_s.append(num(changed, "seconds", f"{where}.changed"))
     shares = [num(run, "changed_percent", f"{results.path}.runs") for run in results.runs]
     low, high = min(0.5, *shares), max(100.0, *shares)
     left.plot(
@@ -550,7 +553,7 @@ def draw_cbt(results: Results) -> Figure:
             [x + (k - 0.5) * 0.38 for x in xs], values, 0.38, label=name, color=PALETTE[[6, 0][k]]
         )
         label_bars(right, bars, [f"{v:.2f} s" for v in values])
-    right.set_xticks(list(xs), labels)
+    right.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=8)
     right.set_ylabel("day-2 backup wall time, s (image in the page cache)")
     right.set_title("wall time", fontsize=10)
     right.grid(axis="y", alpha=0.3)
