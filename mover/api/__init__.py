@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     )
     from mover.objects.tree import Extent
     from mover.pipeline.backup import BackupStats
-    from mover.pipeline.changed import ChangedRanges, find_parent
+    from mover.pipeline.changed import ChangedRanges, ChangeListWrong, find_parent
     from mover.pipeline.ranges import RangeList, read_ranges
     from mover.pipeline.reader import DEFAULT_CACHE_SIZE as DEFAULT_MOUNT_CACHE_SIZE
     from mover.pipeline.reader import SnapshotReader, open_snapshot, read_range
@@ -182,6 +182,7 @@ __all__ = [
     "BackupOptions",
     "BackupStats",
     "BadRange",
+    "ChangeListWrong",
     "ChangedRanges",
     "CheckReport",
     "ChunkerParams",
@@ -308,6 +309,8 @@ _LAZY = {
     "StorageOptions": ("mover.storage.stack", "StorageOptions"),
     # Changed-block backups (BackupOptions.changed, .allocated).
     "ChangedRanges": ("mover.pipeline.changed", "ChangedRanges"),
+    # --verify-unchanged found a difference: the change list missed a change (a UsageError).
+    "ChangeListWrong": ("mover.pipeline.changed", "ChangeListWrong"),
     "find_parent": ("mover.pipeline.changed", "find_parent"),
     "RangeList": ("mover.pipeline.ranges", "RangeList"),
     "read_ranges": ("mover.pipeline.ranges", "read_ranges"),

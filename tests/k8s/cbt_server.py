@@ -90,6 +90,8 @@ class MetadataServer:
     deltas: dict[tuple[str, str, str], tuple[int, Ranges]] = field(default_factory=dict)
     # Asked for a delta `deltas` lacks: (base handle, namespace, target) -> the answer or None.
     provider: Callable[[str, str, str], tuple[int, Ranges] | None] | None = None
+    # Asked for the allocated ranges `allocated` lacks: (namespace, snapshot) -> the answer.
+    allocated_provider: Callable[[str, str], tuple[int, Ranges] | None] | None = None
     cut_after: int | None = None
     reject_next: bool = False
     bad: list[pb.GetMetadataDeltaResponse] | None = None
@@ -141,6 +143,8 @@ class MetadataServer:
             "GetMetadataAllocated", request.security_token, request.starting_offset, context
         )
         found = self.allocated.get((request.namespace, request.snapshot_name))
+        if found is None and self.allocated_provider is not None:
+            found = self.allocated_provider(request.namespace, request.snapshot_name)
         if found is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no snapshot {request.snapshot_name}")
         yield from self._answer(pb.GetMetadataAllocatedResponse, found, request, context)

@@ -39,6 +39,7 @@ from .test_snapshot_exposer import (
 )
 
 BLOCK = 4096
+MIB = 1 << 20
 AUDIENCE = "cbt.example.com"
 AGENT_ACCOUNT = "mover-node"
 
@@ -52,6 +53,12 @@ def changed_blocks(old: bytes, new: bytes) -> Ranges:
             else:
                 ranges.append((offset, BLOCK))
     return ranges
+
+
+def allocated_blocks(data: bytes) -> Ranges:
+    """What a driver would call allocated: the 4 KiB blocks that are not all zeros."""
+    zero = bytes(BLOCK)
+    return changed_blocks(zero * (len(data) // BLOCK), data)
 
 
 def item_of(env: Env, backup: str) -> Obj:
@@ -116,20 +123,30 @@ def test_the_next_backup_reads_only_what_the_driver_lists_as_changed(
     monkeypatch.setenv("MOVER_SERVICE_ACCOUNT", AGENT_ACCOUNT)
     csi_volume(kube, "db", "data", "pv-db")
     rng = random.Random(7)
-    data = rng.randbytes(SIZE)
+    data = rng.randbytes(MIB) + bytes(MIB) + rng.randbytes(MIB)  # a MiB never written
     kubelet = tmp_path / "kubelet"
     devices = {"source": data}
     with FakeCluster(kube, kubelet, devices) as cluster:
+        lie: list[bool] = []  # set: the next deltas leave out their last range
 
         def delta(base: str, namespace: str, target: str) -> tuple[int, Ranges] | None:
             new = cluster.snapshots.get(f"snap-{namespace}-{target}")
             old = cluster.snapshots.get(base)
-            return None if new is None or old is None else (SIZE, changed_blocks(old, new))
+            if new is None or old is None:
+                return None
+            ranges = changed_blocks(old, new)
+            return SIZE, ranges[:-1] if lie else ranges
+
+        def allocated(namespace: str, target: str) -> tuple[int, Ranges] | None:
+            data = cluster.snapshots.get(f"snap-{namespace}-{target}")
+            return None if data is None else (SIZE, allocated_blocks(data))
 
         def authenticate(token: str, audience: str) -> bool:
             return env.served.cluster.token_holder(token, audience) == (SYSTEM, AGENT_ACCOUNT)
 
-        server = MetadataServer(AUDIENCE, authenticate, max_results=2, provider=delta).start()
+        server = MetadataServer(
+            AUDIENCE, authenticate, max_results=2, provider=delta, allocated_provider=allocated
+        ).start()
         try:
             kube.create(
                 SNAPSHOT_METADATA_SERVICE,
@@ -144,8 +161,16 @@ def test_the_next_backup_reads_only_what_the_driver_lists_as_changed(
             )
             with components(env, kubelet):
                 first = stored(env, "one")
-                # Nothing to compare with yet: read in full; the snapshot kept as the base.
+                # Nothing to compare with yet: only what holds data is read (the rest is a
+                # hole); the snapshot is kept as the base.
                 assert "changedBlocks" not in item_of(env, "one")["spec"]
+                report = item_of(env, "one")["status"]["changedBlocks"]
+                assert report == {
+                    "used": True,
+                    "kind": "allocated",
+                    "ranges": 2,
+                    "bytesAllocated": 2 * MIB,
+                }
                 kept = kube.get(api.VOLUME_SNAPSHOT, "db", first["volumeSnapshot"])
                 assert kept["metadata"]["labels"][BASE_LABEL] == "true"
                 assert kept["metadata"]["annotations"][SNAPSHOT_ANNOTATION] == first["snapshot"]
@@ -159,11 +184,30 @@ def test_the_next_backup_reads_only_what_the_driver_lists_as_changed(
                 assert item["spec"]["changedBlocks"]["parent"] == first["snapshot"]
                 assert item["spec"]["changedBlocks"]["volumeSnapshot"] == first["volumeSnapshot"]
                 report = item["status"]["changedBlocks"]
-                assert report == {"used": True, "ranges": 4, "bytesChanged": 5 * BLOCK}
+                assert report == {
+                    "used": True,
+                    "kind": "changed",
+                    "ranges": 4,
+                    "bytesChanged": 5 * BLOCK,
+                }
                 # The newer snapshot is the base now; the older one is gone.
                 assert kube.find(api.VOLUME_SNAPSHOT, "db", first["volumeSnapshot"]) is None
                 assert kube.get(api.VOLUME_SNAPSHOT, "db", second["volumeSnapshot"])
-                assert [c[0] for c in server.calls] == ["GetMetadataDelta"]
+                assert [c[0] for c in server.calls] == ["GetMetadataAllocated", "GetMetadataDelta"]
+
+                # A service that leaves a change out: the sampled reuse finds it, and the
+                # volume is read in full; the snapshot is right either way.
+                monkeypatch.setenv("MOVER_CBT_VERIFY_PERCENT", "100")
+                lie.append(True)
+                lied = bytearray(changed)
+                for offset in (7 * BLOCK, 500 * BLOCK):
+                    lied[offset] ^= 0x55
+                devices["source"] = bytes(lied)
+                fourth = stored(env, "lie")
+                report = item_of(env, "lie")["status"]["changedBlocks"]
+                assert report["used"] is False
+                assert "left out a change" in report["reason"]
+                lie.clear()
 
                 # The service gone: the whole volume is read, and the reason is recorded.
                 kube.delete(SNAPSHOT_METADATA_SERVICE, None, DRIVER)
@@ -180,3 +224,5 @@ def test_the_next_backup_reads_only_what_the_driver_lists_as_changed(
     assert restored(env, second["snapshot"], tmp_path) == bytes(changed)
     assert second["tree"] == full_tree(env, bytes(changed))
     assert restored(env, third["snapshot"], tmp_path) == third_data
+    assert restored(env, fourth["snapshot"], tmp_path) == bytes(lied)
+    assert restored(env, first["snapshot"], tmp_path) == data

@@ -15,6 +15,7 @@ chunk.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -23,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, Unpack
+from typing import Any, BinaryIO, TypedDict, Unpack
 
 from mover import api as mover_api
 from mover.api import BackupOptions, BackupStats, RestoreOptions, RestoreStats
@@ -398,16 +399,15 @@ class NodeAgent:
                     check(done)
 
                 blocks = ChangedBlocks()
-                if spec.get("changedBlocks") and total:
-                    blocks = changed_blocks.prepare(self.kube, self.namespace, repo, spec, total)
+                if total:  # a file or device: what changed, or what holds data, may be known
+                    blocks = changed_blocks.prepare(self.kube, self.namespace, repo, item, total)
                 options = BackupOptions(
                     threads=self.settings.threads,
                     progress=on_progress,
                     notify=lambda note: log.info("%s: %s", job.name, note),
-                    changed=blocks.changed,
                 )
                 try:
-                    snapshot = mover_api.backup(repo, source, name, options=options)
+                    snapshot = self._store(repo, source, name, options, blocks)
                 finally:
                     blocks.close()
                 # The snapshot's stats settle what came after the last progress call.
@@ -423,6 +423,26 @@ class NodeAgent:
         if blocks.status:
             result["changedBlocks"] = blocks.status
         return result
+
+    def _store(
+        self,
+        repo: mover_api.Repository,
+        source: BinaryIO,
+        name: str,
+        options: BackupOptions,
+        blocks: ChangedBlocks,
+    ) -> mover_api.Snapshot:
+        """Back up `source` reading what `blocks` says; when the backup finds the change list
+        wrong (a range it left out differs from the parent), read it all again instead: a
+        changed-block list never makes a wrong snapshot."""
+        chosen = dataclasses.replace(options, changed=blocks.changed, allocated=blocks.allocated)
+        try:
+            return mover_api.backup(repo, source, name, options=chosen)
+        except mover_api.ChangeListWrong as exc:
+            log.warning("%s: the changed-block list was wrong, reading it all: %s", name, exc)
+            blocks.refused(f"the service's list left out a change ({exc}); read in full")
+        source.seek(0)
+        return mover_api.backup(repo, source, name, options=options)
 
     def _by_difference(self, job: Job, item: Obj) -> bool:
         """Whether the item's Restore asks for a restore by difference (DELTA_ANNOTATION)."""
