@@ -6,7 +6,9 @@
 For each dataset (see datasets.py) and each tool (mover; restic; borg with lz4 and with zstd,3:
 see tools.py) on a fresh repository under the work directory: init, backup day 1, backup day 2,
 restore the day-2 snapshot to a file (compared bit for bit with the day-2 source: a mismatch
-fails the run), backup day 2 again (unchanged). Every step is measured as child processes
+fails the run), backup day 2 again (unchanged); for mover, where both days are images of one
+size, day 2 once more with `--changed-ranges` (the 4 KiB blocks that differ from day 1) on a
+copy of its repository as day 1 left it (_ChangedDay2). Every step is measured as child processes
 (measure.py): wall seconds, MB/s of source (MB = 10^6), user+sys CPU seconds, peak RSS, and the
 bytes the repository grew by. Before each step, as much memory as the step reads is freed
 (make_room), so that no tool pays the page-cache reclaim another tool's files caused. Missing
@@ -26,6 +28,7 @@ import platform
 import resource
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,11 +36,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.peers.datasets import MODES, Dataset, build
-from benchmarks.peers.measure import Step, StepFailed, compare, run_step
+from benchmarks.peers.datasets import MODES, Dataset, build, write_changed_ranges
+from benchmarks.peers.measure import CHANGED_STEP, Step, StepFailed, compare, run_step
 from benchmarks.peers.report import print_text, ratios
 from benchmarks.peers.tools import (
     TOOLS,
+    Mover,
     Tool,
     ensure_installed,
     mover_fingerprint,
@@ -72,9 +76,9 @@ def run_tool(tool: Tool, ds: Dataset, logs: Path, restored: Path) -> dict[str, A
     steps: list[Step] = []
     result: dict[str, Any] = {"restore_verified": False, "restore_mismatch": None, "error": None}
 
-    def step(name: str, commands: list[Any], source_bytes: int) -> Step:
+    def step(name: str, commands: list[Any], source_bytes: int, repo: Path | None = None) -> Step:
         make_room(restored.parent, source_bytes)
-        done = run_step(name, commands, tool.repo, source_bytes, logs, tool.parse)
+        done = run_step(name, commands, repo or tool.repo, source_bytes, logs, tool.parse)
         steps.append(done)
         rate = f", {done.mb_per_s:,.0f} MB/s" if done.mb_per_s else ""
         print(
@@ -87,6 +91,11 @@ def run_tool(tool: Tool, ds: Dataset, logs: Path, restored: Path) -> dict[str, A
     try:
         step("init", tool.init(), 0)
         step("backup day 1", tool.backup(ds.day1, ds.stream_name, "day1"), ds.day1_bytes)
+        changed = (
+            _ChangedDay2(tool, ds, logs)
+            if isinstance(tool, Mover) and ds.day1_bytes == ds.day2_bytes
+            else None
+        )
         second = step("backup day 2", tool.backup(ds.day2, ds.stream_name, "day2"), ds.day2_bytes)
         restored.unlink(missing_ok=True)
         ref = tool.snapshot_ref(second, "day2")
@@ -100,11 +109,44 @@ def run_tool(tool: Tool, ds: Dataset, logs: Path, restored: Path) -> dict[str, A
             print(f"  RESTORE MISMATCH ({tool.label}, {ds.name}): {mismatch}", flush=True)
         restored.unlink()
         step("backup unchanged", tool.backup(ds.day2, ds.stream_name, "day2-again"), ds.day2_bytes)
+        if changed is not None:
+            changed.point_at_day2()
+            step(CHANGED_STEP, changed.commands, ds.day2_bytes, changed.copy)
     except StepFailed as exc:
         result["error"] = str(exc)
         print(f"  FAILED ({tool.label}, {ds.name}): {exc}", flush=True)
     result["steps"] = [s.as_dict() for s in steps]
     return result
+
+
+class _ChangedDay2:
+    """mover's changed-blocks day 2, on a copy of its repository as day 1 left it. mover names a
+    snapshot by its source's path, and a change list is relative to a parent of the same
+    source, so both days are seen at one path: a hard link to day 1 is backed up into the copy
+    (unmeasured; every chunk is there already), then pointed at day 2 for the measured step."""
+
+    def __init__(self, tool: Mover, ds: Dataset, logs: Path) -> None:
+        self.copy = tool.repo.with_name(tool.repo.name + "-changed")
+        shutil.copytree(tool.repo, self.copy)
+        self.volume = ds.day1.with_name(f"{ds.name}-volume.img")
+        self.volume.unlink(missing_ok=True)
+        os.link(ds.day1, self.volume)
+        self.day2 = ds.day2
+        (plain,) = tool.backup_changed(self.copy, self.volume, None, None)
+        proc = subprocess.run(
+            plain.argv, env=plain.env, cwd=plain.cwd, capture_output=True, text=True, check=True
+        )
+        ranges = logs / f"{ds.name}-changed-ranges.txt"
+        write_changed_ranges(ds.day1, ds.day2, ranges)
+        self.commands = tool.backup_changed(
+            self.copy, self.volume, ranges, json.loads(proc.stdout)["id"]
+        )
+
+    def point_at_day2(self) -> None:
+        link = self.volume.with_name(self.volume.name + ".new")
+        link.unlink(missing_ok=True)
+        os.link(self.day2, link)
+        os.replace(link, self.volume)
 
 
 def machine() -> dict[str, Any]:

@@ -141,6 +141,34 @@ def changed_blocks(a: Path, b: Path, block: int = 4096) -> int:
                 count += da[i : i + block] != db[i : i + block]
 
 
+def write_changed_ranges(a: Path, b: Path, out: Path, block: int = 4096) -> int:
+    """The `block`-sized blocks of `b` that differ from `a` (same size), as `OFFSET LENGTH` lines
+    with touching blocks merged, into `out` (what `mover backup --changed-ranges` reads); returns
+    how many bytes they cover."""
+    total, start, end = 0, -1, -1
+    with open(a, "rb") as fa, open(b, "rb") as fb, open(out, "w") as fo:
+        offset = 0
+        while True:
+            da, db = fa.read(PIECE), fb.read(PIECE)
+            if not da and not db:
+                break
+            if da != db:
+                for i in range(0, len(db), block):
+                    if da[i : i + block] == db[i : i + block]:
+                        continue
+                    at, size = offset + i, min(block, len(db) - i)
+                    if at != end:
+                        if end >= 0:
+                            fo.write(f"{start} {end - start}\n")
+                        start = at
+                    end = at + size
+                    total += size
+            offset += len(db)
+        if end >= 0:
+            fo.write(f"{start} {end - start}\n")
+    return total
+
+
 def mib(n: float) -> str:
     return f"{n / MiB:,.1f} MiB" if n >= MiB else f"{n / 1024:,.1f} KiB"
 

@@ -17,6 +17,10 @@ from typing import Any
 from benchmarks.child import run_child, tree_bytes
 
 STEPS = ("init", "backup day 1", "backup day 2", "restore day 2", "backup unchanged")
+# mover only, on volume images (day 1 and day 2 of one size): day 2 again, from a copy of the
+# repository as it was after day 1, reading only the 4 KiB blocks that differ from day 1 (what a
+# CSI driver's changed block tracking would list), compared with each peer's full day 2.
+CHANGED_STEP = "backup day 2, changed blocks"
 
 
 @dataclass

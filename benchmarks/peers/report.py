@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from benchmarks.peers.measure import STEPS
+from benchmarks.peers.measure import CHANGED_STEP, STEPS
 
 Report = dict[str, Any]
 MIB = 2**20
@@ -27,10 +27,12 @@ def ratios(runs: dict[str, Any], peers: list[str]) -> dict[str, dict[str, dict[s
     for peer in peers:
         theirs = {s["name"]: s for s in runs.get(peer, {}).get("steps", [])}
         table: dict[str, dict[str, float | None]] = {}
-        for step in STEPS:
-            if step not in mover or step not in theirs:
+        # mover's changed-blocks day 2 against the peer's (full) day 2: the same data stored.
+        pairs = [(step, step) for step in STEPS] + [(CHANGED_STEP, "backup day 2")]
+        for step, their_step in pairs:
+            if step not in mover or their_step not in theirs:
                 continue
-            m, p = mover[step], theirs[step]
+            m, p = mover[step], theirs[their_step]
             table[step] = {
                 "speed": p["wall_s"] / m["wall_s"] if m["wall_s"] else None,
                 "cpu": m["cpu_s"] / p["cpu_s"] if p["cpu_s"] else None,
@@ -58,10 +60,12 @@ def _size(n: float) -> str:
 
 def step_rows(dataset: dict[str, Any], labels: dict[str, str]) -> list[list[str]]:
     rows = []
-    for step in STEPS:
+    for step in (*STEPS, CHANGED_STEP):
         first = True
         for key, run in dataset["runs"].items():
             found = next((s for s in run["steps"] if s["name"] == step), None)
+            if found is None and step == CHANGED_STEP:
+                continue  # mover's only, on volume images
             if found is None:
                 cells = ["(failed)" if run.get("error") else "(not run)"] + [""] * 6
             else:
@@ -95,8 +99,12 @@ def ratio_rows(
     for peer in peers:
         header += [f"speed vs {labels[peer]}", f"CPU vs {labels[peer]}", f"bytes vs {labels[peer]}"]
     rows = []
-    for step in STEPS:
-        row = [step]
+    steps = [
+        *STEPS,
+        *([CHANGED_STEP] if any(CHANGED_STEP in r for r in dataset["ratios"].values()) else []),
+    ]
+    for step in steps:
+        row = [step + (" (vs their full day 2)" if step == CHANGED_STEP else "")]
         for peer in peers:
             r = dataset["ratios"][peer].get(step)
             row += [_ratio(r["speed"]), _ratio(r["cpu"]), _ratio(r["bytes"])] if r else ["-"] * 3
@@ -131,11 +139,13 @@ def summary(report: Report) -> tuple[list[str], list[list[str]]]:
     header += [f"{labels[k]} repo +" for k in keys]
     rows = []
     for dataset in report["datasets"]:
-        for step in STEPS[1:]:
+        for step in (*STEPS[1:], CHANGED_STEP):
             found = [
                 next((s for s in dataset["runs"][k]["steps"] if s["name"] == step), None)
                 for k in keys
             ]
+            if not any(found):
+                continue
             rates = [f"{s['mb_per_s']:,.0f}" if s and s["mb_per_s"] else "-" for s in found]
             stored = [_size(s["repo_added"]) if s else "-" for s in found]
             rows.append([dataset["name"], step, *rates, *stored])

@@ -249,6 +249,16 @@ class Mover(Tool):
     def backup(self, source: Path, name: str, label: str) -> list[Command]:
         return [self.command(self._mover("backup", str(source)))]
 
+    def backup_changed(
+        self, repo: Path, source: Path, ranges: Path | None, parent: str | None
+    ) -> list[Command]:
+        """Back up `source` into `repo` reading only `ranges`, the rest from `parent` (both
+        None: a plain backup)."""
+        argv = [sys.executable, "-m", "mover", "backup", str(source), "--repo", str(repo)]
+        if ranges is not None and parent is not None:
+            argv += ["--changed-ranges", str(ranges), "--parent", parent]
+        return [self.command([*argv, "--json"])]
+
     def snapshot_ref(self, step: Step, label: str) -> str:
         assert isinstance(step.output, dict), step.output
         return str(step.output["id"])
