@@ -114,14 +114,13 @@ def list_files(
     `recursive`), or the one entry of a file or symlink.
 
     Raises UsageError (no such path)."""
-    from mover.fs.ext4 import Entry
+    from mover.fs.ext4 import components
 
     inode = fs.lookup(path, follow=False)
-    where = "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
+    names = components(path)
+    where = "/" + "/".join(names)
     if not inode.is_dir:
-        kind = "symlink" if inode.is_symlink else "file" if inode.is_file else "other"
-        name = where.rsplit("/", 1)[-1]
-        return [(where, Entry(name, inode.number, kind, inode.size, inode.mode, inode.mtime))]
+        return [(where, inode.entry(names[-1]))]
     if recursive:
         return list(fs.walk(inode, where))
     entries = sorted(fs.entries(inode), key=lambda e: e.name)

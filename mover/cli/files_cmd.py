@@ -49,11 +49,7 @@ def files(
                     emit_json({"snapshot": found.id, "to": str(to), "copied": rows})
                     return
                 for path, c in copied:
-                    click.echo(
-                        f"{path}: {api.plural(c.files, 'file')}, "
-                        f"{api.plural(c.directories, 'directory', 'directories')}, "
-                        f"{api.plural(c.symlinks, 'link')}, {api.format_size(c.bytes)} into {to}"
-                    )
+                    click.echo(f"{path}: {c.summary()} into {to}")
                 return
             listed = [e for path in wanted for e in api.list_files(fs, path, recursive=recursive)]
             if as_json:

@@ -66,6 +66,19 @@ class Inode:
     def is_symlink(self) -> bool:
         return stat.S_ISLNK(self.mode)
 
+    @property
+    def kind(self) -> str:
+        """ "file", "dir", "symlink" or "other" (devices, sockets, FIFOs)."""
+        if self.is_file:
+            return "file"
+        if self.is_dir:
+            return "dir"
+        return "symlink" if self.is_symlink else "other"
+
+    def entry(self, name: str) -> Entry:
+        """This inode as the directory entry `name`."""
+        return Entry(name, self.number, self.kind, self.size, self.mode, self.mtime)
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -268,8 +281,7 @@ class Ext4:
                     raise Ext4Error(f"directory inode {inode.number} has a damaged entry")
                 name = data[pos + 8 : pos + 8 + name_len].decode("utf-8", "surrogateescape")
                 if number and name not in (".", ".."):
-                    child = self.inode(number)
-                    yield Entry(name, number, _kind(child), child.size, child.mode, child.mtime)
+                    yield self.inode(number).entry(name)
                 pos += rec_len
 
     def lookup(self, path: str, follow: bool = True) -> Inode:
@@ -280,7 +292,7 @@ class Ext4:
     def _lookup(self, path: str, follow: bool, depth: int) -> Inode:
         if depth > MAX_SYMLINK_DEPTH:
             raise Ext4Error(f"{path}: too many levels of symbolic links")
-        parts = [p for p in path.split("/") if p not in ("", ".")]
+        parts = components(path)
         current = self.inode(ROOT_INODE)
         trail: list[Inode] = []
         for i, part in enumerate(parts):
@@ -312,14 +324,9 @@ class Ext4:
                 yield from self.walk(self.inode(entry.inode), path)
 
 
-def _kind(inode: Inode) -> str:
-    if inode.is_file:
-        return "file"
-    if inode.is_dir:
-        return "dir"
-    if inode.is_symlink:
-        return "symlink"
-    return "other"
+def components(path: str) -> list[str]:
+    """The names of `path`, absolute or relative, without empty ones and `.`."""
+    return [p for p in path.split("/") if p not in ("", ".")]
 
 
 def _zeros(n: int, chunk: int) -> Iterator[bytes]:

@@ -90,12 +90,7 @@ def _copy(fs: mover_api.FileSystem, paths: tuple[str, ...], to: Path, as_json: b
         done = mover_api.copy_files(fs, path, str(to))
         results.append({"path": path, "files": done.files, "bytes": done.bytes})
         if not as_json:
-            click.echo(
-                f"{path}: {mover_api.plural(done.files, 'file')}, "
-                f"{mover_api.plural(done.directories, 'directory', 'directories')}, "
-                f"{mover_api.plural(done.symlinks, 'link')}, "
-                f"{mover_api.format_size(done.bytes)} into {to}"
-            )
+            click.echo(f"{path}: {done.summary()} into {to}")
     if as_json:
         mover_api.emit_json({"copied": results, "to": str(to)})
 
