@@ -27,6 +27,7 @@ import stat
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,43 +128,41 @@ def dense_copy(src: Path, dst: Path) -> None:
         os.fsync(fo.fileno())
 
 
-def changed_blocks(a: Path, b: Path, block: int = 4096) -> int:
-    """How many `block`-sized blocks differ between two files of the same size."""
-    count = 0
+def differing_blocks(a: Path, b: Path, block: int = 4096) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each `block`-sized block that differs between two files, in order
+    (a block past the end of the shorter file differs)."""
+    offset = 0
     with open(a, "rb") as fa, open(b, "rb") as fb:
         while True:
             da, db = fa.read(PIECE), fb.read(PIECE)
             if not da and not db:
-                return count
-            if da == db:
-                continue
-            for i in range(0, max(len(da), len(db)), block):
-                count += da[i : i + block] != db[i : i + block]
+                return
+            longest = max(len(da), len(db))
+            if da != db:
+                for i in range(0, longest, block):
+                    if da[i : i + block] != db[i : i + block]:
+                        yield offset + i, min(block, longest - i)
+            offset += longest
+
+
+def changed_blocks(a: Path, b: Path, block: int = 4096) -> int:
+    """How many `block`-sized blocks differ between two files of the same size."""
+    return sum(1 for _ in differing_blocks(a, b, block))
 
 
 def write_changed_ranges(a: Path, b: Path, out: Path, block: int = 4096) -> int:
-    """The `block`-sized blocks of `b` that differ from `a` (same size), as `OFFSET LENGTH` lines
-    with touching blocks merged, into `out` (what `mover backup --changed-ranges` reads); returns
+    """The blocks of `b` that differ from `a` (same size), as `OFFSET LENGTH` lines with
+    touching blocks merged, into `out` (what `mover backup --changed-ranges` reads); returns
     how many bytes they cover."""
     total, start, end = 0, -1, -1
-    with open(a, "rb") as fa, open(b, "rb") as fb, open(out, "w") as fo:
-        offset = 0
-        while True:
-            da, db = fa.read(PIECE), fb.read(PIECE)
-            if not da and not db:
-                break
-            if da != db:
-                for i in range(0, len(db), block):
-                    if da[i : i + block] == db[i : i + block]:
-                        continue
-                    at, size = offset + i, min(block, len(db) - i)
-                    if at != end:
-                        if end >= 0:
-                            fo.write(f"{start} {end - start}\n")
-                        start = at
-                    end = at + size
-                    total += size
-            offset += len(db)
+    with open(out, "w") as fo:
+        for at, size in differing_blocks(a, b, block):
+            if at != end:
+                if end >= 0:
+                    fo.write(f"{start} {end - start}\n")
+                start = at
+            end = at + size
+            total += size
         if end >= 0:
             fo.write(f"{start} {end - start}\n")
     return total
