@@ -37,6 +37,9 @@ class InitOptions:
     chunk_max: int | None = None
     pack_size: int | None = None  # bytes, 64 KiB to 2 GiB
     zstd_level: int | None = None  # 0: stored uncompressed
+    # Each backup steers the level between 1 and zstd_level by what bounds it (None: mover's
+    # default, on; mover.pipeline.level).
+    adaptive_level: bool | None = None
     kdf: KdfParams | None = None  # Argon2id cost of the password's key
     # S3 Object Lock retention of every object written; the bucket must have Object Lock on.
     object_lock: ObjectLock | None = None
@@ -130,7 +133,8 @@ def _new_config(o: InitOptions) -> RepoConfig:
         os.urandom(32),  # the gear table's seed: chunk boundaries are the repository's secret
     )
     level = DEFAULT_ZSTD_LEVEL if o.zstd_level is None else o.zstd_level
-    return RepoConfig(chunker, pack_size, level, o.object_lock)
+    adaptive = o.zstd_level is None if o.adaptive_level is None else o.adaptive_level
+    return RepoConfig(chunker, pack_size, level, o.object_lock, adaptive)
 
 
 def check_chunk_sizes(chunk_min: int, chunk_avg: int, chunk_max: int) -> None:

@@ -57,10 +57,11 @@ from mover.errors import UsageError
 )
 @click.option(
     "--compression",
-    type=click.IntRange(0, 22),
-    default=DEFAULT_ZSTD_LEVEL,
+    default="auto",
     show_default=True,
-    help="zstd level; 0 stores chunks uncompressed.",
+    metavar="auto|LEVEL",
+    help=f"auto: each backup picks the zstd level, 1 to {DEFAULT_ZSTD_LEVEL}, by what bounds it "
+    "(CPU-bound: 1); LEVEL: always this zstd level, 0 to 22 (0 stores chunks uncompressed).",
 )
 @click.option(
     "--kdf-memory",
@@ -89,13 +90,14 @@ def init(
     chunk_avg: str,
     chunk_max: str,
     pack_size: str,
-    compression: int,
+    compression: str,
     kdf_memory: str,
     s3_object_lock_days: int | None,
     s3_object_lock_mode: str,
     as_json: bool,
 ) -> None:
     """Create an encrypted repository in an empty or new directory, or an S3 bucket/prefix."""
+    level = _compression_level(compression)
     backend = backend_for_init(repo)
     sizes = (
         parse_size(chunk_min, "--chunk-min"),
@@ -117,7 +119,8 @@ def init(
         chunk_avg=sizes[1],
         chunk_max=sizes[2],
         pack_size=pack,
-        zstd_level=compression,
+        zstd_level=level,
+        adaptive_level=level is None,
         kdf=KdfParams(memory_kib=memory_kib),
         object_lock=lock,
     )
@@ -126,3 +129,16 @@ def init(
         emit_json({"id": repository.id, "location": backend.location})
     else:
         click.echo(f"created repository {repository.id} at {backend.location}")
+
+
+def _compression_level(value: str) -> int | None:
+    """--compression: None for auto, else the fixed level."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        level = int(value)
+    except ValueError:
+        level = -1
+    if not 0 <= level <= 22:
+        raise UsageError(f"--compression {value!r}: use auto or a zstd level from 0 to 22")
+    return level

@@ -54,6 +54,9 @@ class RepoConfig:
     # S3 Object Lock retention for every object written (None: none). In the sealed config so
     # that every writer applies the same retention and no one can lower it unnoticed.
     object_lock: ObjectLock | None = None
+    # `compression: auto`: each backup steers the level between 1 and zstd_level by what bounds
+    # it (mover.pipeline.level). Absent from older configs, which keep their fixed level.
+    adaptive_level: bool = False
 
     def to_json(self) -> bytes:
         c = self.chunker
@@ -70,6 +73,8 @@ class RepoConfig:
         }
         if self.object_lock is not None:
             body["object_lock"] = {"mode": self.object_lock.mode, "days": self.object_lock.days}
+        if self.adaptive_level:
+            body["compression"] = "auto"
         return json.dumps(body).encode()
 
     @classmethod
@@ -81,7 +86,8 @@ class RepoConfig:
         )
         lock = body.get("object_lock")
         object_lock = ObjectLock(lock["mode"], lock["days"]) if lock else None
-        return cls(params, body["pack_size"], body["zstd_level"], object_lock)
+        adaptive = body.get("compression") == "auto"
+        return cls(params, body["pack_size"], body["zstd_level"], object_lock, adaptive)
 
 
 REPAIR_CONFIG = "`mover repair config --from REPLICA` restores it from a replica"

@@ -61,6 +61,7 @@ from mover.objects.packwriter import PackWriter, upload_threads
 from mover.objects.repository import Repository
 from mover.objects.snapshot import Snapshot
 from mover.pipeline.changed import ChangedRanges, ChangedReader, Reused, check_size
+from mover.pipeline.level import level_for
 from mover.pipeline.parallel import parallel_chunks
 from mover.pipeline.ranges import RangeList, allocated_pieces
 from mover.pipeline.sink import (
@@ -422,7 +423,8 @@ def run_backup(  # noqa: PLR0913
             max(INFLIGHT_BYTES, 2 * job.threads * (BATCH_BYTES + repo.config.chunker.max_size)),
             INFLIGHT_BATCHES,
         )
-        batches = Batches(workers, Encoder(repo, packer.known), consumer, limits)
+        level = level_for(repo.config.zstd_level, repo.config.adaptive_level)
+        batches = Batches(workers, Encoder(repo, packer.known, level), consumer, limits)
         checkpointer = Checkpointer(
             checkpoints, batches, consumer, stats.resumed_from, job.expected
         )

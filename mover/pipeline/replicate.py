@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mover.content import blob
 from mover.content.index import Location
@@ -41,7 +41,7 @@ from mover.crypto import KdfParams
 from mover.errors import IntegrityError, RepositoryError
 from mover.objects.locks import writer
 from mover.objects.packwriter import PackWriter, upload_threads
-from mover.objects.repository import CONFIG, RepoConfig, Repository
+from mover.objects.repository import CONFIG, Repository
 from mover.objects.snapshot import Snapshot
 from mover.objects.tree import leaf_chunks, nodes
 from mover.storage.base import Backend
@@ -87,7 +87,7 @@ def init_target(
     """A new replica of `source` on `backend`: same master key and config, its own password."""
     config = source.config
     if config.object_lock is not None and not backend.capabilities.object_lock:
-        config = RepoConfig(config.chunker, config.pack_size, config.zstd_level, None)
+        config = replace(config, object_lock=None)
     return Repository.init(backend, password, config, kdf, master=source.master)
 
 

@@ -25,6 +25,7 @@ from mover.objects.checkpoint import Checkpoints
 from mover.objects.packwriter import PackWriter
 from mover.objects.repository import Repository
 from mover.objects.tree import TreeBuilder
+from mover.pipeline.level import Level
 from mover.pipeline.source import Lease
 
 
@@ -117,15 +118,15 @@ class Encoder:
     reads `known` (the Packer's, which the consumer's thread grows; the consumer decides for
     good what is new). It releases the batch's read-buffer lease when done with the bytes."""
 
-    def __init__(self, repo: Repository, known: Callable[[bytes], bool]) -> None:
+    def __init__(self, repo: Repository, known: Callable[[bytes], bool], level: Level) -> None:
         self.master = repo.master
         self.sealer = repo.sealer
-        self.level = repo.config.zstd_level
+        self.level = level  # read once a batch: the batches steer it (mover.pipeline.level)
         self.known = known
 
     def __call__(self, batch: list[Chunk], lease: Lease | None) -> list[Result]:
         # Locals, not attributes: the loop runs once a chunk.
-        master, sealer, level, known = self.master, self.sealer, self.level, self.known
+        master, sealer, level, known = self.master, self.sealer, self.level.level, self.known
         try:
             results = []
             for chunk in batch:
@@ -227,6 +228,7 @@ class Batches:
     ) -> None:
         self.workers = workers
         self.encode = encode
+        self.level = encode.level
         self.consumer = consumer
         self.max_bytes, self.max_entries = limits.batch_bytes, limits.batch_entries
         self.window, self.max_batches = limits.window, limits.batches
@@ -251,6 +253,7 @@ class Batches:
         if not self.batch:
             return
         inflight = self.inflight
+        self.level.tick()  # `compression: auto` looks at how busy the CPUs are
         while inflight and (
             self.inflight_bytes >= self.window or len(inflight) >= self.max_batches
         ):

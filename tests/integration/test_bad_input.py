@@ -148,6 +148,15 @@ def test_bad_chunk_avg_at_init(tmp_path: Path) -> None:
     assert not target.exists()
 
 
+@pytest.mark.parametrize("value", ["fast", "23", "-1", ""])
+def test_bad_compression_at_init(tmp_path: Path, value: str) -> None:
+    target = tmp_path / "new-repo"
+    proc = mover("init", "--repo", target, "--kdf-memory", "8MiB", "--compression", value)
+    line = assert_one_error_line(proc, exit_code=2)
+    assert "use auto or a zstd level from 0 to 22" in line
+    assert not target.exists()
+
+
 @pytest.mark.parametrize("kind", ["missing", "directory", "unreadable"])
 def test_backup_of_bad_source(
     populated: tuple[Path, dict[str, Any]], tmp_path: Path, kind: str
