@@ -23,10 +23,10 @@ holes. Every checkpoint interval the pipeline drains, the index is flushed and a
 there.
 
 Memory is bounded by configuration: at most INFLIGHT_BYTES (or two batches a worker) of chunks
-in flight, which hold the read buffers they are views of (plus one being chunked), recycled
-pack buffers (one filling, one for each upload in flight: as many as the backend's
-capabilities allow, at most packwriter.MAX_UPLOADS: one on a local disk, four on an object
-store), and pending index entries flushed every INDEX_FLUSH chunks. The chunker,
+in flight, which hold the read buffers they are views of (plus one being chunked), the packs
+(none in memory on a local disk, which takes each pack as a stream; elsewhere recycled pack
+buffers: one filling, one for each upload in flight, at most packwriter.MAX_UPLOADS), and
+pending index entries flushed every INDEX_FLUSH chunks. The chunker,
 BLAKE3 and zstd release the GIL on large buffers, so the workers keep every core busy (py-spy:
 both workers >90% busy, in zstd, on a first backup). AES-GCM from `cryptography` holds the GIL,
 measured: it does not scale with threads, but at ~15 GB/s it costs a few percent of one core.
@@ -411,8 +411,9 @@ def run_backup(  # noqa: PLR0913
     with (
         ThreadPoolExecutor(job.threads, thread_name_prefix="mover-chunk") as workers,
         ThreadPoolExecutor(uploads, thread_name_prefix="mover-upload") as uploader,
+        PackWriter(repo, uploader, uploads) as packs,
     ):
-        packer = Packer(repo, stats, PackWriter(repo, uploader, uploads), INDEX_FLUSH)
+        packer = Packer(repo, stats, packs, INDEX_FLUSH)
         consumer = Consumer(restored_tree(packer.store_node, resume), packer, stats, progress)
         limits = Limits(
             BATCH_BYTES,
