@@ -123,10 +123,8 @@ def prune(
             blobs.forget_current()
             _delete_condemned(repo, blobs, named, grace, checkpoint_max_age, stats, say)
             lock.ensure_held()
-            _delete_unindexed(repo, named, unindexed_grace, stats)
-            remove_leftovers = getattr(repo.backend, "remove_leftovers", None)
-            if remove_leftovers is not None:  # temp files of writers that died mid-write
-                stats.leftovers_deleted = remove_leftovers(unindexed_grace)
+            live_since = _delete_unindexed(repo, named, unindexed_grace, stats)
+            _remove_leftovers(repo, unindexed_grace, live_since, stats)
         finally:
             repo.lock = None
     repo._index = None  # re-read on next use
@@ -451,7 +449,8 @@ class _Sweep:
 
 def _delete_unindexed(
     repo: Repository, named: Named, unindexed_grace: float, stats: PruneStats
-) -> None:
+) -> float:
+    """Returns when the oldest live writer started (inf: none is running)."""
     # Locks first, then the index files, then the packs: a backup that ended before the lock
     # listing has its index files in the second listing; one still running is protected by
     # its lock: whatever a live writer may have written since it started is its own, however
@@ -482,6 +481,19 @@ def _delete_unindexed(
         if _delete(repo, name, stats):
             stats.bytes_freed += size
             stats.unindexed_deleted += 1
+    return live_since
+
+
+def _remove_leftovers(
+    repo: Repository, unindexed_grace: float, live_since: float, stats: PruneStats
+) -> None:
+    """Temp files of writers that died mid-write. A live writer's are spared like its packs: a
+    pack it streams into a local directory (mover.objects.packwriter) is a temp file until it
+    is whole, and a slow source may keep one open longer than the grace."""
+    remove_leftovers = getattr(repo.backend, "remove_leftovers", None)
+    if remove_leftovers is not None:
+        older_than = max(unindexed_grace, time.time() - live_since + CLOCK_SKEW)
+        stats.leftovers_deleted = remove_leftovers(older_than)
 
 
 def _delete(repo: Repository, name: str, stats: PruneStats) -> bool:

@@ -356,8 +356,10 @@ def _repair_data(
                 only_in_damaged.setdefault(scan.pack_id, []).append(e)
 
     uploads = upload_threads(repo)
-    with ThreadPoolExecutor(uploads, thread_name_prefix="mover-repair") as uploader:
-        packs = PackWriter(repo, uploader, uploads)
+    with (
+        ThreadPoolExecutor(uploads, thread_name_prefix="mover-repair") as uploader,
+        PackWriter(repo, uploader, uploads) as packs,
+    ):
         for pack_id, entries in only_in_damaged.items():
             stats.blobs_copied += _copy_blobs(repo, pack_id, entries, packs)
         say("walking every snapshot for what is lost")

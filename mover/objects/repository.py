@@ -34,13 +34,13 @@ from mover.errors import (
 )
 from mover.objects.snapshot import Snapshot
 from mover.objects.tree import leaf_chunks, nodes
-from mover.storage.base import Backend
+from mover.storage.base import Backend, Stream
 from mover.storage.s3config import ObjectLock
 from mover.storage.stack import apply_object_lock
 
 FORMAT_VERSION = 1
 CONFIG = "config"
-DEFAULT_PACK_SIZE = 16 << 20  # restic's default too; two pack buffers bound backup memory
+DEFAULT_PACK_SIZE = 16 << 20  # restic's default too; pack buffers (S3) scale with it
 DEFAULT_ZSTD_LEVEL = 3
 # Entries per index file that maintenance writes: ~11 MiB sealed; a backup reads them all.
 INDEX_FILE_ENTRIES = 1 << 18
@@ -413,6 +413,14 @@ class Repository:
 
     def write_pack(self, pack_id: bytes, data: bytes | memoryview) -> None:
         self.backend.write(pack_name(pack_id), data)
+
+    def open_pack_stream(self) -> Stream | None:
+        """A stream for a pack whose name is not known yet (None: the backend offers none;
+        mover.storage.base); commit_pack names it."""
+        return self.backend.open_stream("data/")
+
+    def commit_pack(self, pack_id: bytes, stream: Stream) -> None:
+        stream.commit(pack_name(pack_id))
 
     def read_blob(self, chunk_id: bytes) -> bytes:
         location = self.index.get(chunk_id)

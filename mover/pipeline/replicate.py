@@ -300,8 +300,9 @@ def _replicate(
     with (
         ThreadPoolExecutor(threads, thread_name_prefix="mover-fetch") as fetchers,
         ThreadPoolExecutor(uploads, thread_name_prefix="mover-send") as uploader,
+        PackWriter(target, uploader, uploads) as packs,
     ):
-        sender = _Sender(PackWriter(target, uploader, uploads), stats, checkpoint_interval)
+        sender = _Sender(packs, stats, checkpoint_interval)
         for snapshot in wanted:
             if snapshot.id in present:
                 stats.snapshots_present.append(snapshot.id)

@@ -31,6 +31,13 @@ Contract:
 - capabilities: what the backend is, for callers to decide on (how many uploads to run, ...)
   instead of asking its type (restic's Properties). Wrappers pass their inner backend's through,
   except a wrapper that changes one (the limiting wrapper bounds `connections`).
+- open_stream(prefix): a Stream, for an object whose name is known only once its last byte is
+  written (a pack, named by the hash of its bytes), or None where the backend offers none (the
+  caller then keeps the bytes and calls write). A backend offers one where appending costs no
+  memory: a local directory appends to a temp file under `prefix`, so a writer holds no buffer.
+  An object store would have to keep the bytes itself (a PUT needs its length, multipart parts
+  5 MiB), so S3 and memory return None. A wrapper passes a stream through only where it says
+  how it treats one (mover.storage.wrapper.Wrapper.open_stream).
 """
 
 from __future__ import annotations
@@ -38,6 +45,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
+
+
+class Stream(Protocol):
+    """One object being written piece by piece (Backend.open_stream), named at the end.
+
+    - write(data): appends `data` (not kept after the call).
+    - commit(name): the bytes appended become the object `name`, with Backend.write's
+      guarantees: atomic, as durable as write makes an object, a no-op when `name` exists with
+      the same size, StorageError when it exists with another.
+    - abort(): discards the bytes; idempotent, and a no-op after commit.
+    - Until commit nothing is visible: list() never shows a stream, and a writer that dies
+      leaves at most a leftover that the backend's remove_leftovers finds.
+    - A failed write or commit has aborted the stream. Its errors are never retried: the
+      bytes appended are not kept anywhere else, so the caller fails the object.
+    - One thread at a time: one may fill it and another commit it.
+    """
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def commit(self, name: str) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -83,3 +112,5 @@ class Backend(Protocol):
     def exists(self, name: str) -> bool: ...
 
     def close(self) -> None: ...
+
+    def open_stream(self, prefix: str) -> Stream | None: ...

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from mover.storage.base import Backend, Capabilities
-from mover.storage.wrapper import Wrapper
+from mover.storage.base import Backend, Capabilities, Stream
+from mover.storage.wrapper import PassingStream, Wrapper
 
 
 class LimitingBackend(Wrapper):
@@ -30,6 +30,12 @@ class LimitingBackend(Wrapper):
     def write(self, name: str, data: bytes | memoryview) -> None:
         with self._slots:
             self.inner.write(name, data)
+
+    def open_stream(self, prefix: str) -> Stream | None:
+        """Each call on the stream takes a slot, as write does (an open stream holds none: it
+        may wait long for its next bytes)."""
+        stream = self.inner.open_stream(prefix)
+        return None if stream is None else _LimitedStream(stream, self._slots)
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         with self._slots:
@@ -50,3 +56,17 @@ class LimitingBackend(Wrapper):
     def exists(self, name: str) -> bool:
         with self._slots:
             return self.inner.exists(name)
+
+
+class _LimitedStream(PassingStream):
+    def __init__(self, inner: Stream, slots: threading.BoundedSemaphore) -> None:
+        super().__init__(inner)
+        self._slots = slots
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        with self._slots:
+            self.inner.write(data)
+
+    def commit(self, name: str) -> None:
+        with self._slots:
+            self.inner.commit(name)

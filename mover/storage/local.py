@@ -18,7 +18,8 @@ TMP_SUFFIX = ".tmp"
 
 
 class LocalBackend:
-    """Atomic writes by temp file + fsync + rename + directory fsync (see storage.base)."""
+    """Atomic writes by temp file + fsync + rename + directory fsync (see storage.base): write()
+    is a LocalStream filled at once."""
 
     # One connection: every pack write ends in fsync, and parallel pack writes to a local disk
     # gained nothing. Not conditional: a write checks for the name, then renames over it (two
@@ -38,26 +39,22 @@ class LocalBackend:
             if path.stat().st_size == len(data):
                 return
             raise StorageError(f"object {name} exists with a different size; refusing to replace")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+        stream = self._stream(path.parent, f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}", path)
+        stream.write(data)
+        stream.commit(name)
+
+    def open_stream(self, prefix: str) -> LocalStream:
+        """A temp file under `prefix`: a pack streams into it and is renamed into place, so a
+        writer holds no pack buffer (two 18 MiB buffers of a backup's peak RSS before)."""
+        directory = self._path(prefix)
+        return self._stream(directory, f".stream-{uuid.uuid4().hex}{TMP_SUFFIX}", directory)
+
+    def _stream(self, directory: Path, tmp_name: str, what: Path) -> LocalStream:
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            directory.mkdir(parents=True, exist_ok=True)
+            return LocalStream(self, directory / tmp_name, what)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+            raise StorageError(f"cannot write {what}: {exc.strerror}") from None
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
@@ -146,3 +143,62 @@ class LocalBackend:
                 if exc.errno != errno.ENOENT:
                     raise
         return removed
+
+
+class LocalStream:
+    """An object being written into a temp file (a dot name with TMP_SUFFIX, which list() skips
+    and leftovers() finds); commit fsyncs it, renames it to its name and fsyncs that directory,
+    so the object appears under its name only whole and durable."""
+
+    def __init__(self, backend: LocalBackend, tmp: Path, what: Path) -> None:
+        self.backend = backend
+        self.tmp = tmp
+        self.what = what  # for messages: the object's path, or the directory of a stream
+        self.size = 0
+        self.committed = False
+        self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        self.size += len(view)
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as exc:
+            self.abort()
+            raise StorageError(f"cannot write {self.what}: {exc.strerror}") from None
+
+    def commit(self, name: str) -> None:
+        path = self.backend._path(name)
+        try:
+            os.fsync(self.fd)
+            self._close()
+            if path.exists():  # another writer stored it meanwhile (content-addressed names)
+                if path.stat().st_size != self.size:
+                    raise StorageError(
+                        f"object {name} exists with a different size; refusing to replace"
+                    )
+                return  # the temp file goes in abort()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self.tmp, path)
+            self.committed = True
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror}") from None
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):  # discarding: a failed close loses nothing
+            self._close()
+        if not self.committed:
+            self.tmp.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)

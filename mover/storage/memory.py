@@ -87,3 +87,6 @@ class MemoryBackend:
 
     def close(self) -> None:
         """Nothing to release; the objects stay (a named store outlives its openings)."""
+
+    def open_stream(self, prefix: str) -> None:
+        """None: a stream would keep its bytes in memory, as the writer's own buffer does."""

@@ -11,8 +11,8 @@ import threading
 from collections.abc import Iterator
 
 from mover.errors import ObjectNotFound, StorageError
-from mover.storage.base import Backend
-from mover.storage.wrapper import Wrapper
+from mover.storage.base import Backend, Stream
+from mover.storage.wrapper import PassingStream, Wrapper
 
 FIELDS = ("requests", "bytes", "errors", "retries")
 
@@ -58,6 +58,11 @@ class MetricsBackend(Wrapper):
             raise
         self.metrics.count("write", requests=1, nbytes=len(data))
 
+    def open_stream(self, prefix: str) -> Stream | None:
+        """A stream counts as one write of all its bytes, when it commits (or fails)."""
+        stream = self.inner.open_stream(prefix)
+        return None if stream is None else _CountedStream(stream, self)
+
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         try:
             data = self.inner.read(name, offset, length)
@@ -90,3 +95,26 @@ class MetricsBackend(Wrapper):
     def exists(self, name: str) -> bool:
         self.metrics.count("head", requests=1)
         return self.inner.exists(name)
+
+
+class _CountedStream(PassingStream):
+    def __init__(self, inner: Stream, backend: MetricsBackend) -> None:
+        super().__init__(inner)
+        self._backend = backend
+        self._bytes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self.inner.write(data)
+        except StorageError as exc:
+            self._backend._failed("write", exc)
+            raise
+        self._bytes += len(data)
+
+    def commit(self, name: str) -> None:
+        try:
+            self.inner.commit(name)
+        except StorageError as exc:
+            self._backend._failed("write", exc)
+            raise
+        self._backend.metrics.count("write", requests=1, nbytes=self._bytes)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from mover.errors import StorageError
-from mover.storage.base import Backend
+from mover.storage.base import Backend, Stream
 from mover.storage.wrapper import Wrapper
 
 T = TypeVar("T")
@@ -71,6 +71,12 @@ class RetryingBackend(Wrapper):
 
     def write(self, name: str, data: bytes | memoryview) -> None:
         self._retry("write", lambda: self.inner.write(name, data))
+
+    def open_stream(self, prefix: str) -> Stream | None:
+        """Passed through unretried: a stream's bytes are kept nowhere to be sent again (see
+        Stream), and the backends that offer streams, local directories, report no error as
+        temporary."""
+        return self.inner.open_stream(prefix)
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         return self._retry("read", lambda: self.inner.read(name, offset, length))

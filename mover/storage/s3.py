@@ -251,6 +251,10 @@ class S3Backend:
         else:
             self._call(self._write_single(name, data if isinstance(data, bytes) else bytes(data)))
 
+    def open_stream(self, prefix: str) -> None:
+        """None: a PUT needs the whole body (its length and MD5) and a multipart upload holds
+        a part at a time, so a stream would keep the bytes as the writer's buffer does."""
+
     async def _existing(self, name: str, body: bytes | memoryview) -> None:
         """The name exists: a no-op when it holds these bytes (content-addressed names), an
         error when it does not, as far as size and ETag can tell."""

@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from mover.storage.base import Backend
-from mover.storage.wrapper import Wrapper
+from mover.storage.base import Backend, Stream
+from mover.storage.wrapper import PassingStream, Wrapper
 
 BURST_SECONDS = 1.0  # a bucket holds at most one second of its rate
 
@@ -80,6 +80,11 @@ class ThrottlingBackend(Wrapper):
         self.upload.take(len(data))
         self.inner.write(name, data)
 
+    def open_stream(self, prefix: str) -> Stream | None:
+        """A stream pays for each piece as it is appended."""
+        stream = self.inner.open_stream(prefix)
+        return None if stream is None else _ThrottledStream(stream, self.upload)
+
     def read(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         if length is not None:
             self.download.take(length)
@@ -87,3 +92,13 @@ class ThrottlingBackend(Wrapper):
         data = self.inner.read(name, offset, length)
         self.download.take(len(data))
         return data
+
+
+class _ThrottledStream(PassingStream):
+    def __init__(self, inner: Stream, bucket: TokenBucket) -> None:
+        super().__init__(inner)
+        self._bucket = bucket
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._bucket.take(len(data))
+        self.inner.write(data)

@@ -442,8 +442,8 @@ class FedBackup:
         self.log = log
         with open(log, "wb") as err:
             self.proc = subprocess.Popen(
-                # Two threads: 16 MiB in flight (mover.pipeline.backup.INFLIGHT_BYTES) on any
-                # machine.
+                # Two threads: the same bytes in flight (mover.pipeline.backup's window: two
+                # batches a worker, at least INFLIGHT_BYTES) on any machine.
                 [*MOVER, "backup", "--repo", str(repo), "-", "--threads", "2", "--json"],
                 env=mover_env(),
                 stdin=subprocess.PIPE,
