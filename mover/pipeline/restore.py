@@ -1,13 +1,15 @@
 """Restore a snapshot to a file or block device.
 
-Extents are fetched and verified (authenticated, keyed hash equal to the id) by worker threads
-and written at their offsets with pwrite, so order does not matter. Holes: a regular file is
+Extents are fetched and verified (authenticated, keyed hash equal to the id) by worker threads,
+a batch of consecutive chunks into one recycled buffer (pipeline/fetch.py), and written at their
+offsets with pwrite, so order does not matter. Holes: a regular file is
 truncated to the volume's size first and holes are left unwritten (a sparse file); on a block
 device they are written as zeros, since the device holds old data.
 
     _Fetches.plan (this thread: the tree walk, batches of consecutive chunks, a bounded window)
-    -> _Fetcher (worker threads: fetch, verify, decompress) -> _Target (this thread, in order:
-    writes, holes, bad ranges) -> _Flusher (a thread: fdatasync in the background)
+    -> _Fetcher (worker threads: fetch, verify, decompress into the batch's buffer) -> _Target
+    (this thread, in order: writes, holes, bad ranges) -> _Flusher (a thread: fdatasync in the
+    background)
 
 A partial restore (partial=True) goes on past damage: a chunk that cannot be read (no index
 entry, pack missing or truncated, blob failing authentication or its hash) or a subtree whose
@@ -29,15 +31,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from mover.errors import IntegrityError, MoverError, SourceError, StorageError, UsageError
+from mover.errors import MoverError, SourceError, StorageError, UsageError
 from mover.objects.locks import as_reader
 from mover.objects.repository import Repository
 from mover.objects.snapshot import Snapshot
 from mover.objects.tree import Extent, Unreadable, walk
+from mover.pipeline.fetch import Buffers, read_chunks
 
 ZERO_BLOCK = bytes(4 << 20)
 RESTORE_WINDOW = 64 << 20  # bytes of chunks fetched ahead of the writer
-RESTORE_BATCH = 2 << 20  # a worker's task: consecutive chunks of about this many bytes
+# A worker's task: consecutive chunks of at most this many bytes (or one larger chunk), in one
+# buffer that is written with one pwrite.
+RESTORE_BATCH = 2 << 20
 # Entries (batches and holes) queued at most: holes take no bytes of the window, so a run of
 # many small holes is bounded by count.
 MAX_QUEUED = 4096
@@ -84,11 +89,19 @@ class _Bad(NamedTuple):
     reason: str
 
 
-class _Damaged(NamedTuple):
-    """A batch fetched chunk by chunk after one of its chunks failed: per chunk, its bytes or
-    why it cannot be read."""
+class _Fetched(NamedTuple):
+    """A batch's chunks, verified, one after the other in `buffer` (recycled: given back to the
+    fetcher's Buffers once written)."""
 
-    items: list[bytes | _Bad]
+    buffer: bytearray
+
+
+class _Damaged(NamedTuple):
+    """A batch fetched chunk by chunk after one of its chunks failed: its buffer, where the
+    chunks that could be read are, and per chunk None (read) or why it cannot be read."""
+
+    buffer: bytearray
+    items: list[_Bad | None]
 
 
 def _is_damage(exc: MoverError) -> bool:
@@ -189,50 +202,43 @@ class _Flusher:
 
 
 class _Fetcher:
-    """The workers' step: fetches a batch of consecutive chunks (the pack ranges), verifies each
-    (authenticated, keyed hash equal to its id, length as the tree says) and decompresses it;
-    returns their bytes in order. With `partial`, a batch with damage is fetched again chunk
-    by chunk and comes back as _Damaged. Runs on the worker threads, several batches at once,
-    so it keeps no state; a temporary storage error, or any with partial off, is raised."""
+    """The workers' step: reads a batch of consecutive chunks into a buffer from `buffers`,
+    each verified (authenticated, keyed hash equal to its id, length as the tree says) and
+    decompressed (read_chunks). With `partial`, a batch with damage is read again chunk by
+    chunk and comes back as _Damaged. Runs on the worker threads, several batches at once, so
+    it keeps no state but the buffers; a temporary storage error, or any with partial off, is
+    raised."""
 
     def __init__(self, repo: Repository, partial: bool) -> None:
         self.repo = repo
         self.partial = partial
+        self.buffers = Buffers(RESTORE_BATCH)
 
-    def __call__(self, batch: list[Extent]) -> list[bytes] | _Damaged:
-        return self.fetch_partial(batch) if self.partial else self.fetch(batch)
-
-    def fetch(self, batch: list[Extent]) -> list[bytes]:
-        read_blob = self.repo.read_blob
-        datas = []
-        for extent in batch:
-            assert extent.chunk_id is not None
-            data = read_blob(extent.chunk_id)
-            if len(data) != extent.length:
-                raise IntegrityError(
-                    f"chunk {extent.chunk_id.hex()[:16]} has {len(data)} bytes, the tree says "
-                    f"{extent.length}"
-                )
-            datas.append(data)
-        return datas
-
-    def fetch_partial(self, batch: list[Extent]) -> list[bytes] | _Damaged:
+    def __call__(self, batch: list[Extent]) -> _Fetched | _Damaged:
+        buffer = self.buffers.take(sum(e.length for e in batch))
         try:
-            return self.fetch(batch)
+            read_chunks(self.repo, batch, memoryview(buffer))
         except MoverError as exc:
-            if not _is_damage(exc):
+            if not self.partial or not _is_damage(exc):
                 raise
-        # Damage in this batch (rare): again, chunk by chunk, keeping what can be read.
-        items: list[bytes | _Bad] = []
+            return self.fetch_damaged(batch, buffer)
+        return _Fetched(buffer)
+
+    def fetch_damaged(self, batch: list[Extent], buffer: bytearray) -> _Damaged:
+        """Damage in this batch (rare): again, chunk by chunk, keeping what can be read."""
+        items: list[_Bad | None] = []
+        at = 0
         for extent in batch:
             assert extent.chunk_id is not None
             try:
-                items.append(self.fetch([extent])[0])
+                read_chunks(self.repo, [extent], memoryview(buffer)[at : at + extent.length])
+                items.append(None)
             except MoverError as exc:
                 if not _is_damage(exc):
                     raise
                 items.append(_Bad(_chunk_reason(extent.chunk_id, exc)))
-        return _Damaged(items)
+            at += extent.length
+        return _Damaged(buffer, items)
 
 
 class _Target:
@@ -268,12 +274,12 @@ class _Target:
             self.stats.hole_bytes += extent.length
         self.report()
 
-    def chunks(self, extents: list[Extent], result: list[bytes] | _Damaged, length: int) -> None:
+    def chunks(self, extents: list[Extent], result: _Fetched | _Damaged, length: int) -> None:
         """A batch of consecutive chunks (`length` bytes), as fetched."""
         if isinstance(result, _Damaged):
             self.damaged(extents, result)
         else:
-            self.write_run(result, extents[0].offset)
+            self.write_run(memoryview(result.buffer)[:length], extents[0].offset)
             self.stats.bytes_written += length
             self.stats.chunks += len(extents)
         self.report()
@@ -282,24 +288,23 @@ class _Target:
         """A batch with damage: the chunks read are written (in runs), the others are left as
         zeros and recorded as bad ranges."""
         stats = self.stats
-        run: list[bytes] = []
-        run_at = 0
-        for extent, item in zip(extents, damaged.items, strict=True):
-            if isinstance(item, bytes):
-                if not run:
-                    run_at = extent.offset
-                run.append(item)
+        view = memoryview(damaged.buffer)
+        base = extents[0].offset  # the chunks are consecutive: buffer[i] is at base + i
+        run_at = run_end = 0  # the run of chunks read, not written yet: buffer[run_at:run_end]
+        for extent, bad in zip(extents, damaged.items, strict=True):
+            if bad is None:
+                run_end += extent.length
                 stats.bytes_written += extent.length
                 stats.chunks += 1
                 continue
-            if run:
-                self.write_run(run, run_at)
-                run = []
+            if run_end > run_at:
+                self.write_run(view[run_at:run_end], base + run_at)
+            run_at = run_end = run_end + extent.length
             if self.is_device:
                 self.write_zeros(extent.offset, extent.length)
-            stats.add_bad(extent.offset, extent.length, item.reason)
-        if run:
-            self.write_run(run, run_at)
+            stats.add_bad(extent.offset, extent.length, bad.reason)
+        if run_end > run_at:
+            self.write_run(view[run_at:run_end], base + run_at)
 
     def report(self) -> None:
         if self.progress:
@@ -317,28 +322,21 @@ class _Target:
             self.write_at(memoryview(ZERO_BLOCK)[:n], offset + start)
             self.flusher.wrote(n)
 
-    def write_run(self, datas: list[bytes], offset: int) -> None:
+    def write_run(self, data: memoryview, offset: int) -> None:
         """Consecutive chunks at offset, in one system call where the kernel takes them all."""
-        total = sum(len(d) for d in datas)
-        self.flusher.wrote(total)
-        written = os.pwritev(self.fd, datas, offset)
-        for data in datas:  # a short write (rare): the rest one by one
-            if written >= len(data):
-                written -= len(data)
-            else:
-                self.write_at(memoryview(data)[written:], offset + written)
-                written = 0
-            offset += len(data)
+        self.flusher.wrote(len(data))
+        self.write_at(data, offset)
 
 
 # A hole (future None: one extent) or a batch of consecutive chunks being fetched.
-_Entry = tuple[list[Extent], Future[list[bytes] | _Damaged] | None]
+_Entry = tuple[list[Extent], Future[_Fetched | _Damaged] | None]
 
 
 class _Fetches:
     """The plan in flight, on the caller's thread: plan() walks the snapshot's extents in offset
-    order, groups consecutive chunks into batches of about RESTORE_BATCH bytes for the workers
-    (a task and a thread wake-up per chunk cost ~15% of a restore of small chunks: perf), and
+    order, groups consecutive chunks into batches of at most RESTORE_BATCH bytes (the size of
+    a recycled buffer; a larger chunk is a batch alone) for the workers (a task and a thread
+    wake-up per chunk cost ~15% of a restore of small chunks: perf), and
     queues batches and holes in order, at most RESTORE_WINDOW bytes of chunks and MAX_QUEUED
     entries: when either is full, the oldest entry is waited for and written."""
 
@@ -361,11 +359,11 @@ class _Fetches:
                     batch, batch_bytes = [], 0
                 self.send(([extent], None))
                 continue
-            batch.append(extent)
-            batch_bytes += extent.length
-            if batch_bytes >= RESTORE_BATCH:
+            if batch and batch_bytes + extent.length > RESTORE_BATCH:
                 self.send_batch(batch, batch_bytes)
                 batch, batch_bytes = [], 0
+            batch.append(extent)
+            batch_bytes += extent.length
         if batch:
             self.send_batch(batch, batch_bytes)
         while self.inflight:
@@ -391,6 +389,7 @@ class _Fetches:
             length = sum(e.length for e in extents)
             self.inflight_bytes -= length
             self.target.chunks(extents, result, length)
+            self.fetch.buffers.give(result.buffer)  # written: the next batch may use it
 
 
 @as_reader
