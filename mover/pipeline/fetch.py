@@ -22,24 +22,31 @@ from mover.objects.tree import Extent
 
 
 class Buffers:
-    """Batch buffers, recycled: a buffer goes back once its batch is written. As many are alive
-    as batches are in flight (the caller bounds those), each of `size` bytes or, for a batch
-    larger than that (a single chunk), of the batch's size. Taken on the worker threads, given
-    back on the writer's: list.append and list.pop are atomic."""
+    """Batch buffers of `size` bytes, recycled: a buffer goes back once its batch is written. A
+    batch larger than that (one large chunk) gets a buffer of its own, not kept. Every batch in
+    flight holds a whole buffer however small it is, so the caller bounds memory by cost(): the
+    buffers alive are at most those in flight at once. Taken on the worker threads, given back
+    on the writer's: list.append and list.pop are atomic."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._free: list[bytearray] = []
 
+    def cost(self, length: int) -> int:
+        """The memory a batch of `length` bytes holds while in flight."""
+        return max(length, self.size)
+
     def take(self, length: int) -> bytearray:
+        if length > self.size:
+            return bytearray(length)
         try:
-            buffer = self._free.pop()
+            return self._free.pop()
         except IndexError:
-            return bytearray(max(length, self.size))
-        return buffer if len(buffer) >= length else bytearray(max(length, self.size))
+            return bytearray(self.size)
 
     def give(self, buffer: bytearray) -> None:
-        self._free.append(buffer)
+        if len(buffer) == self.size:
+            self._free.append(buffer)
 
 
 def read_chunks(repo: Repository, extents: Sequence[Extent], out: memoryview) -> None:

@@ -41,7 +41,9 @@ from mover.objects.tree import Extent, Unreadable, walk
 from mover.pipeline.fetch import Buffers, read_chunks
 
 ZERO_BLOCK = bytes(4 << 20)
-RESTORE_WINDOW = 64 << 20  # bytes of chunks fetched ahead of the writer
+# Bytes of chunks fetched ahead of the writer, counted as the buffers they hold (Buffers.cost:
+# a batch holds at least RESTORE_BATCH), so this bounds the restore's memory.
+RESTORE_WINDOW = 64 << 20
 # A worker's task: consecutive chunks of at most this many bytes (or one larger chunk), in one
 # buffer that is written with one pwrite.
 RESTORE_BATCH = 2 << 20
@@ -372,7 +374,7 @@ class _Fetches:
     order, groups consecutive chunks into batches of at most RESTORE_BATCH bytes (the size of
     a recycled buffer; a larger chunk is a batch alone) for the workers (a task and a thread
     wake-up per chunk cost ~15% of a restore of small chunks: perf), and
-    queues batches and holes in order, at most RESTORE_WINDOW bytes of chunks and MAX_QUEUED
+    queues batches and holes in order, at most RESTORE_WINDOW bytes of buffers and MAX_QUEUED
     entries: when either is full, the oldest entry is waited for and written."""
 
     def __init__(self, pool: ThreadPoolExecutor, fetch: _Fetcher, target: _Target) -> None:
@@ -406,7 +408,7 @@ class _Fetches:
 
     def send_batch(self, batch: list[Extent], batch_bytes: int) -> None:
         self.send((batch, self.pool.submit(self.fetch, batch)))
-        self.inflight_bytes += batch_bytes
+        self.inflight_bytes += self.fetch.buffers.cost(batch_bytes)
 
     def send(self, entry: _Entry) -> None:
         inflight = self.inflight
@@ -422,7 +424,7 @@ class _Fetches:
         else:
             result = future.result()
             length = sum(e.length for e in extents)
-            self.inflight_bytes -= length
+            self.inflight_bytes -= self.fetch.buffers.cost(length)
             self.target.chunks(extents, result, length)
             self.fetch.buffers.give(result.buffer)  # written: the next batch may use it
 

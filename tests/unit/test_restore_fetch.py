@@ -116,15 +116,18 @@ def test_a_chunk_of_another_length_than_the_tree_says(volume: Volume) -> None:
             read_chunks(volume.repo, [liar], memoryview(bytearray(wrong)))
 
 
-def test_buffers_are_recycled_and_grown() -> None:
+def test_buffers_are_recycled_and_bounded() -> None:
     buffers = Buffers(100)
     first = buffers.take(10)
-    assert len(first) == 100
+    assert len(first) == 100 and buffers.cost(10) == 100  # a small batch holds a whole one
     buffers.give(first)
     assert buffers.take(100) is first  # reused
     buffers.give(first)
-    bigger = buffers.take(150)  # a larger batch (one large chunk): a larger buffer
-    assert bigger is not first and len(bigger) == 150
+    large = buffers.take(150)  # a batch of one large chunk: its own buffer, not kept
+    assert len(large) == 150 and buffers.cost(150) == 150
+    buffers.give(large)
+    assert buffers.take(100) is first
+    assert buffers.take(100) is not large
 
 
 def test_restores_reusing_buffers_are_exact(volume: Volume, tmp_path: Path) -> None:
