@@ -84,6 +84,20 @@ class Sealer:
         except InvalidTag:
             raise IntegrityError(f"{what} failed authentication: damaged or altered") from None
 
+    def open_into(
+        self, sealed: bytes | memoryview, aad: bytes, what: str, out: bytearray | memoryview
+    ) -> None:
+        """open(), decrypting into `out` (exactly len(sealed) - OVERHEAD bytes): a restore reuses
+        one buffer instead of allocating (and page-faulting) a new one per chunk. On an error,
+        `out` holds garbage."""
+        if len(sealed) < OVERHEAD:
+            raise IntegrityError(f"{what} is truncated ({len(sealed)} bytes)")
+        try:
+            view = memoryview(sealed)
+            self._aead.decrypt_into(view[:NONCE], view[NONCE:], aad, out)
+        except InvalidTag:
+            raise IntegrityError(f"{what} failed authentication: damaged or altered") from None
+
 
 @dataclass(frozen=True)
 class MasterKey:

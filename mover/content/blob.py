@@ -6,7 +6,7 @@ import threading
 
 import zstandard
 
-from mover.crypto import MasterKey, Sealer
+from mover.crypto import OVERHEAD, MasterKey, Sealer
 from mover.errors import IntegrityError
 
 RAW = 0
@@ -80,3 +80,47 @@ def decode(master: MasterKey, sealer: Sealer, chunk_id: bytes, sealed: bytes) ->
     if master.chunk_id_of(body) != chunk_id:
         raise IntegrityError(f"{what} does not match its id: damaged or altered")
     return body
+
+
+def decode_into(
+    master: MasterKey, sealer: Sealer, chunk_id: bytes, sealed: memoryview, out: memoryview
+) -> None:
+    """decode() into `out`, which must be exactly the chunk's length (the tree says it): the
+    AEAD opens into a per-thread buffer and zstd decompresses straight into `out`, so a restore
+    allocates nothing per chunk (fresh buffers page-faulted: ~8% of a restore's CPU, perf).
+    Raises IntegrityError as decode() does; then `out` holds garbage, never to be written."""
+    what = f"chunk {chunk_id.hex()[:16]}"
+    size = len(sealed) - OVERHEAD
+    if size < 1:
+        raise IntegrityError(f"{what} is truncated ({len(sealed)} bytes)")
+    plain = _opened_buffer(size)
+    sealer.open_into(sealed, aad(chunk_id), what, plain)
+    flag = plain[0]
+    if flag == ZSTD:
+        try:
+            # Given the whole frame and room for all of it, zstd decodes in one pass (no
+            # window buffer, no extra copy).
+            reader = _decompressor().stream_reader(plain[1:], read_across_frames=False)
+            got = reader.readinto(out)
+            if got == len(out) and reader.read(1):
+                got += 1  # longer than the tree says
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{what} does not decompress: {exc}") from None
+    elif flag == RAW:
+        got = size - 1
+        if got == len(out):
+            out[:] = plain[1:]
+    else:
+        raise IntegrityError(f"{what} has unknown encoding {flag}")
+    if got != len(out):
+        raise IntegrityError(f"{what} is not the {len(out)} bytes long its tree says")
+    if master.chunk_id_of(out) != chunk_id:
+        raise IntegrityError(f"{what} does not match its id: damaged or altered")
+
+
+def _opened_buffer(size: int) -> memoryview:
+    """A per-thread buffer for an opened blob (flag and payload), reused chunk after chunk."""
+    buffer: bytearray | None = getattr(_local, "opened", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _local.opened = bytearray(max(size, 1 << 20))
+    return memoryview(buffer)[:size]

@@ -60,3 +60,35 @@ def test_seal_into_opens_like_seal() -> None:
         assert sealer.open(sealer.seal(plain, b"aad"), b"aad", "test") == plain
         with pytest.raises(IntegrityError):
             sealer.open(bytes(into), b"other aad", "test")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"x", os.urandom(300_000), b"text " * 60_000, bytes(70_000)],
+    ids=["one", "random", "text", "zeros"],
+)
+def test_decode_into_is_decode_into_a_buffer(data: bytes) -> None:
+    """Raw and compressed blobs decode into a buffer as decode() gives them; into a buffer of
+    another length than the chunk's (the tree lies, or the blob does), never."""
+    sealer = KEY.sealer()
+    chunk_id = KEY.chunk_id_of(data)
+    sealed = memoryview(bytes(blob.encode(sealer, chunk_id, data, 3)))
+    out = bytearray(len(data) + 2)  # a recycled buffer: larger, with old bytes
+    out[:] = b"\xaa" * len(out)
+    blob.decode_into(KEY, sealer, chunk_id, sealed, memoryview(out)[1 : 1 + len(data)])
+    assert out[1 : 1 + len(data)] == data and out[0] == out[-1] == 0xAA
+    for wrong in (len(data) - 1, len(data) + 1):
+        with pytest.raises(IntegrityError, match="bytes long its tree says"):
+            blob.decode_into(KEY, sealer, chunk_id, sealed, memoryview(bytearray(wrong)))
+    with pytest.raises(IntegrityError, match="authentication"):  # the id is bound in
+        blob.decode_into(KEY, sealer, KEY.chunk_id_of(b"other"), sealed, memoryview(out))
+    other = KEY.chunk_id_of(b"other")  # sealed under another id: opens, fails the hash
+    liar = memoryview(bytes(blob.encode(sealer, other, data, 3)))
+    with pytest.raises(IntegrityError, match="does not match its id"):
+        blob.decode_into(KEY, sealer, other, liar, memoryview(bytearray(len(data))))
+    with pytest.raises(IntegrityError, match="authentication"):
+        damaged = bytearray(sealed)
+        damaged[len(damaged) // 2] ^= 1
+        blob.decode_into(
+            KEY, sealer, chunk_id, memoryview(damaged), memoryview(bytearray(len(data)))
+        )
