@@ -42,7 +42,6 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
@@ -76,7 +75,7 @@ from mover.pipeline.sink import (
     Progress,
     Result,
 )
-from mover.pipeline.source import ReadBuffers, pieces, read_ahead, source_size
+from mover.pipeline.source import ReadBuffers, pieces, source_size
 
 READ_SIZE = 4 << 20
 BATCH_BYTES = 2 << 20  # a worker's task: the chunks of about this many bytes
@@ -221,24 +220,23 @@ class _SerialSource(_Source):
             source_pieces = allocated_pieces(
                 job.source, buffers, ZEROS, job.allocated, job.expected, self.start
             )
-        with closing(read_ahead(source_pieces, buffers)) as ahead:
-            for piece, lease in ahead:
-                batches.lease = lease
-                base = stats.bytes_read
-                stats.bytes_read += len(piece)
-                # A hole (pieces() hands holes out as views of ZEROS) longer than a few minimum
-                # chunks: only its head goes through the chunker, see skip_hole.
-                head = len(piece)
-                if piece.obj is ZEROS and len(piece) > self.hole_head + 2 * self.min_size:
-                    head = self.hole_head
-                begin = self.cut(piece, base, 0, self.chunker.feed(piece[:head]))
-                if head < len(piece) and begin > 0:
-                    self.skip_hole(piece, base, begin)
-                    continue
-                if head < len(piece):  # no cut in the head (HOLE_HEAD set too small): go on
-                    begin = self.cut(piece, base, begin, self.chunker.feed(piece[head:]))
-                self.pending += piece[begin:]
-                batches.end_piece()
+        for piece, lease in source_pieces:
+            batches.lease = lease
+            base = stats.bytes_read
+            stats.bytes_read += len(piece)
+            # A hole (pieces() hands holes out as views of ZEROS) longer than a few minimum
+            # chunks: only its head goes through the chunker, see skip_hole.
+            head = len(piece)
+            if piece.obj is ZEROS and len(piece) > self.hole_head + 2 * self.min_size:
+                head = self.hole_head
+            begin = self.cut(piece, base, 0, self.chunker.feed(piece[:head]))
+            if head < len(piece) and begin > 0:
+                self.skip_hole(piece, base, begin)
+                continue
+            if head < len(piece):  # no cut in the head (HOLE_HEAD set too small): go on
+                begin = self.cut(piece, base, begin, self.chunker.feed(piece[head:]))
+            self.pending += piece[begin:]
+            batches.end_piece()
         if self.chunker.finish():
             batches.submit(bytes(self.pending))
 

@@ -20,7 +20,7 @@ import os
 import queue
 import stat
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import BinaryIO
 
 SEEK_DATA = getattr(os, "SEEK_DATA", None)
@@ -37,10 +37,6 @@ def source_size(fd: int) -> int | None:
     return None
 
 
-class Cancelled(Exception):
-    """The reading was given up (read_ahead's caller stopped): raised in the reading thread."""
-
-
 class ReadBuffers:
     """At most `count` buffers of `size` bytes, made when first needed and then recycled."""
 
@@ -48,12 +44,9 @@ class ReadBuffers:
         self.size = size
         self._unmade = count
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        # Set when the reader must stop waiting for a buffer: its consumer is gone, and the
-        # leases it held may never come back.
-        self.cancelled = threading.Event()
 
     def take(self) -> Lease:
-        """A free buffer, waiting for one when all are held (Cancelled once cancelled)."""
+        """A free buffer, waiting for one when all are held."""
         try:
             buffer = self._free.get_nowait()
         except queue.Empty:
@@ -61,21 +54,8 @@ class ReadBuffers:
                 self._unmade -= 1
                 buffer = bytearray(self.size)
             else:
-                buffer = self._wait()
+                buffer = self._free.get()
         return Lease(self, buffer)
-
-    @property
-    def idle(self) -> int:
-        """Buffers no lease holds (made or not yet made)."""
-        return self._free.qsize() + self._unmade
-
-    def _wait(self) -> bytearray:
-        while True:
-            try:
-                return self._free.get(timeout=0.1)
-            except queue.Empty:
-                if self.cancelled.is_set():
-                    raise Cancelled from None
 
     def give_back(self, buffer: bytearray) -> None:
         """For Lease: the buffer's last holder let go."""
@@ -107,58 +87,6 @@ class Lease:
 
 
 Piece = tuple[memoryview, Lease | None]
-_END = object()
-
-
-def read_ahead(
-    source_pieces: Iterator[Piece], buffers: ReadBuffers
-) -> Generator[Piece, None, None]:
-    """`source_pieces` (drawing on `buffers`), read by a thread of their own while the caller
-    cuts and sends what came before: reading from the page cache is a copy of every byte
-    (~15% of a day-2 backup's CPU, perf) that otherwise stalls the one thread that feeds the
-    workers. The buffers bound how far ahead it reads. An error reading is raised here, in
-    order; when the caller stops early, the thread is stopped and its unread pieces released."""
-    handed: queue.Queue[object] = queue.Queue(maxsize=2)
-
-    def put(item: object) -> bool:
-        while not buffers.cancelled.is_set():
-            try:
-                handed.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for piece in source_pieces:
-                if not put(piece):
-                    if piece[1] is not None:
-                        piece[1].release()
-                    return
-            put(_END)
-        except Cancelled:
-            return
-        except BaseException as exc:  # raised in the caller's thread, where it belongs
-            put(exc)
-
-    reader = threading.Thread(target=read, name="mover-read", daemon=True)
-    reader.start()
-    try:
-        while (item := handed.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        buffers.cancelled.set()
-        reader.join()
-        while True:  # pieces read but never taken
-            try:
-                item = handed.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, tuple) and item[1] is not None:
-                item[1].release()
 
 
 def _read(source: BinaryIO, buffers: ReadBuffers, want: int) -> Piece | None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mover.pipeline.source import Lease, ReadBuffers, pieces, read_ahead, source_size
+from mover.pipeline.source import Lease, ReadBuffers, pieces, source_size
 
 MIB = 1 << 20
 
@@ -99,57 +98,3 @@ def test_a_lease_cannot_be_held_after_its_last_release() -> None:
     lease.release()
     with pytest.raises(RuntimeError, match="after its last release"):
         lease.hold()
-
-
-def _reader_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "mover-read"]
-
-
-def test_read_ahead_gives_the_same_pieces_in_order(tmp_path: Path) -> None:
-    path = tmp_path / "sparse.img"
-    data = os.urandom(3 * MIB)
-    with open(path, "wb") as f:
-        f.write(data)
-        f.seek(8 * MIB)
-        f.write(data)
-    buffers = ReadBuffers(3, MIB)
-    with open(path, "rb") as f:
-        got = _joined(read_ahead(pieces(f, buffers, bytes(2 * MIB)), buffers))
-    assert got == data + bytes(5 * MIB) + data
-    assert buffers.idle == 3
-    assert not _reader_threads()
-
-
-def test_a_read_error_reaches_the_caller_after_the_pieces_before_it(tmp_path: Path) -> None:
-    def failing() -> Iterator[tuple[memoryview, Lease | None]]:
-        yield memoryview(b"first"), None
-        yield memoryview(b"second"), None
-        raise OSError(5, "Input/output error")
-
-    buffers = ReadBuffers(2, MIB)
-    got = []
-    with pytest.raises(OSError, match="Input/output error"):
-        for view, _ in read_ahead(failing(), buffers):
-            got.append(bytes(view))
-    assert got == [b"first", b"second"]
-    assert not _reader_threads()
-
-
-def test_stopping_early_stops_the_reader_and_releases_what_it_read(tmp_path: Path) -> None:
-    # The caller keeps the first lease and stops: the reader, ahead of it, holds the other
-    # buffers or waits for one; closing must not hang and must give back every unread piece.
-    path = tmp_path / "data.img"
-    path.write_bytes(os.urandom(16 * MIB))
-    buffers = ReadBuffers(3, MIB)
-    with open(path, "rb") as f:
-        ahead = read_ahead(pieces(f, buffers, bytes(MIB)), buffers)
-        _, lease = next(ahead)
-        deadline = time.monotonic() + 10
-        while buffers.idle and time.monotonic() < deadline:  # the reader fills the others
-            time.sleep(0.01)
-        assert buffers.idle == 0
-        ahead.close()
-    assert not _reader_threads()
-    assert lease is not None
-    lease.release()
-    assert buffers.idle == 3
