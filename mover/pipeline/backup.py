@@ -41,12 +41,13 @@ import dataclasses
 import os
 import socket
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from mover.chunking import make_chunker
+from mover.chunking import is_zero, make_chunker
 from mover.errors import SourceError, UsageError
 from mover.objects.checkpoint import (
     DEFAULT_INTERVAL,
@@ -75,7 +76,7 @@ from mover.pipeline.sink import (
     Progress,
     Result,
 )
-from mover.pipeline.source import ReadBuffers, pieces, source_size
+from mover.pipeline.source import Piece, ReadBuffers, pieces, source_size
 
 READ_SIZE = 4 << 20
 BATCH_BYTES = 2 << 20  # a worker's task: the chunks of about this many bytes
@@ -84,6 +85,7 @@ BATCH_BYTES = 2 << 20  # a worker's task: the chunks of about this many bytes
 # None: 2 x min_size.
 HOLE_HEAD: int | None = None
 ZEROS = bytes(8 << 20)
+ZERO_VIEW = memoryview(ZEROS)
 INDEX_FLUSH = 65536
 # The floor of the window of chunks in flight (two batches a worker, below, sets it from 3
 # threads up). 8 rather than 16 MiB: on 2 threads the window is 12 MiB instead of 16, one read
@@ -185,6 +187,20 @@ class _ParallelSource(_Source):
             at_cut(offset + len(chunk))
 
 
+def _zeros_as_holes(source_pieces: Iterator[Piece]) -> Iterator[Piece]:
+    """Pieces read as all zeros (a block device's free space, a dense image's) handed on as
+    holes are: views of ZEROS, which the source step cuts arithmetically (skip_hole) instead of
+    sending their minimum-size chunks through the chunker and the batches one by one. The same
+    chunks; an unchanged backup of the dense 1 GiB fs image of benchmarks.peers (half of it free
+    space) took 0.60-0.64 s instead of 0.64-0.81 s (3 alternating runs)."""
+    for piece, lease in source_pieces:
+        if lease is not None and is_zero(piece):  # 38 GB/s, and exits at the first non-zero byte
+            lease.release()
+            yield ZERO_VIEW[: len(piece)], None
+        else:
+            yield piece, lease
+
+
 class _SerialSource(_Source):
     """One stream (a file, a device or a pipe; with --allocated-ranges, only the allocated
     ranges) read in pieces into recycled buffers (mover.pipeline.source.pieces) and chunked as
@@ -220,7 +236,7 @@ class _SerialSource(_Source):
             source_pieces = allocated_pieces(
                 job.source, buffers, ZEROS, job.allocated, job.expected, self.start
             )
-        for piece, lease in source_pieces:
+        for piece, lease in _zeros_as_holes(source_pieces):
             batches.lease = lease
             base = stats.bytes_read
             stats.bytes_read += len(piece)
@@ -259,13 +275,21 @@ class _SerialSource(_Source):
         return begin
 
     def skip_hole(self, piece: memoryview, base: int, begin: int) -> None:
-        """The head of the hole `piece` was cut at `begin`: the rest of the hole enters the tree
-        as zero chunks without being chunked, and the chunker starts afresh at the last of them
-        (as it does after every cut) with what is left of the hole (less than min_size)."""
-        self.batches.drain()  # in order: what came before goes first
-        begin = self.consumer.skip_hole(begin, len(piece), self.min_size)
+        """The head of the hole `piece` was cut at `begin`: the rest of the hole goes to the tree
+        as zero chunks of min_size without being chunked (one entry through the batches, in
+        order, so nothing waits for the workers), and the chunker starts afresh at the last of
+        them (as it does after every cut) with what is left of the hole (less than min_size).
+
+        Exact, not an approximation: in a run of zeros every window hashes to 0 (gear[0] = 0,
+        docs/format.md), so a chunk that starts in the run and would end inside it is cut at
+        exactly min_size. The last such cut leaves less than min_size of zeros, which the
+        chunker takes up again with what follows: the same chunks as if it had seen every
+        byte."""
+        count = (len(piece) - begin) // self.min_size
+        if count:
+            self.batches.submit(Result(self.min_size, None, None, count))
+        begin += count * self.min_size
         self.checkpointer.at_cut(self.start + base + begin)
-        self.consumer.report()
         self.chunker = make_chunker(self.params)
         self.origin = base + begin
         # Fed outside the assert: under `python -O` an assert's expression is not run at all.

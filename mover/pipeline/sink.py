@@ -151,10 +151,10 @@ class Encoder:
 @dataclass
 class Consumer:
     """The in-order end of the pipeline, on the caller's thread. Owns the snapshot's tree:
-    every chunk enters it here, in source order (the batches' results as they come back, and
-    the zero runs of holes that the source step does not chunk: skip_hole). Packs what is new
-    through the packer (which decides for good, against this backup and the index), counts
-    every chunk in the stats and reports progress after each batch."""
+    every chunk enters it here, in source order (the batches' results as they come back,
+    including the zero runs of holes that the source step does not chunk, as Results with a
+    count). Packs what is new through the packer (which decides for good, against this backup
+    and the index), counts every chunk in the stats and reports progress after each batch."""
 
     tree: TreeBuilder
     packer: Packer
@@ -179,21 +179,6 @@ class Consumer:
                 stats.new_bytes += result.length
                 stats.new_chunks += 1
         self.report()
-
-    def skip_hole(self, begin: int, end: int, min_size: int) -> int:
-        """Zero chunks from `begin` (a cut inside a hole) towards `end` (the hole's end, relative
-        to the same piece), added without chunking them; returns where the chunker must start
-        again. The caller has drained the batches: everything before `begin` is in the tree.
-
-        Exact, not an approximation: in a run of zeros every window hashes to 0 (gear[0] = 0,
-        docs/format.md), so a chunk that starts in the run and would end inside it is cut at
-        exactly min_size. The last such cut leaves less than min_size of zeros, which the
-        chunker takes up again with what follows: the same chunks as if it had seen every
-        byte."""
-        count = (end - begin) // min_size
-        self.tree.add_holes(min_size, count)
-        self.stats.zero_bytes += count * min_size
-        return begin + count * min_size
 
     def report(self) -> None:
         if self.progress:
