@@ -99,3 +99,65 @@ def test_holes_are_skipped_the_same_with_python_optimizations(tmp_path: Path) ->
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
         trees.append(json.loads(proc.stdout)["tree"])
     assert trees[0] == trees[1]
+
+
+def expected_root(repo: Repository, data: bytes) -> str:
+    """The root a backup that chunks every byte would write: the native chunker fed the whole
+    of `data` at once, each chunk added to a tree as a hole (all zeros) or by its id."""
+    from mover.chunking import is_zero, make_chunker
+    from mover.objects.tree import TreeBuilder
+
+    chunker = make_chunker(repo.config.chunker)
+    cuts = chunker.feed(data) + chunker.finish()
+    tree = TreeBuilder(repo.master.chunk_id_of)
+    begin = 0
+    for cut in cuts:
+        chunk = data[begin:cut]
+        tree.add(len(chunk), None if is_zero(chunk) else repo.master.chunk_id_of(chunk))
+        begin = cut
+    return tree.finish().hex()
+
+
+def zero_runs(rng: random.Random) -> bytes:
+    """Data with zero runs written as data: read buffers (4 MiB) wholly zero, runs that start or
+    end inside a buffer, ones shorter than a minimum chunk, and zeros at both ends."""
+    out = bytearray(9 * MiB + 11)  # zeros first: a whole buffer, then some
+    for length, zeros in [
+        (300 * KiB, 3),
+        (2 * MiB + 5, 12 * MiB + 7),
+        (7, 5 * KiB),
+        (1 * MiB, 4 * MiB),
+        (64 * KiB, 8 * MiB - 1),
+    ]:
+        out += rng.randbytes(length)
+        out += bytes(zeros)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("source", ["file", "pipe"])
+def test_zeros_read_as_data_cut_as_if_every_byte_was_chunked(tmp_path: Path, source: str) -> None:
+    """A dense file's (or a stream's) zero runs are cut arithmetically, like holes; the tree
+    must be the one the chunker makes when it sees every byte."""
+    import subprocess
+
+    data = zero_runs(random.Random(5))
+    repo = Repository.init(
+        LocalBackend(tmp_path / "repo"),
+        PASSWORD.encode(),
+        RepoConfig(PARAMS),
+        KdfParams(8192, 1, 1),
+    )
+    path = tmp_path / "dense.img"
+    path.write_bytes(data)
+    if source == "file":
+        with open(path, "rb") as f:
+            snap = run_backup(repo, f, "dense", checkpoint_interval=None)
+    else:
+        with subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE) as cat:
+            assert cat.stdout is not None
+            snap = run_backup(repo, cat.stdout, "stream", checkpoint_interval=None)
+    assert snap.tree == expected_root(repo, data)
+    assert snap.stats["zero_bytes"] > len(data) // 2
+    target = tmp_path / "restored.img"
+    run_restore(repo, snap, str(target))
+    assert target.read_bytes() == data
