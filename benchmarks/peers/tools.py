@@ -226,7 +226,7 @@ class Mover(Tool):
     label = "mover"
     source_dir: Path | None = None  # set by pin_mover(): run mover from there
     settings = (
-        "defaults: `mover init` (Argon2id 64 MiB, FastCDC 64 KiB / 256 KiB / 1 MiB, zstd 3, "
+        "defaults: `mover init` (Argon2id 64 MiB, FastCDC 64 KiB / 256 KiB / 1 MiB, zstd auto 1-3, "
         "16 MiB packs, AES-256-GCM), `mover backup FILE`, `mover restore ID FILE` (fsyncs)"
     )
 
