@@ -84,7 +84,7 @@ BATCH_BYTES = 2 << 20  # a worker's task: the chunks of about this many bytes
 # comes at most min_size in; the rest is cut arithmetically (skip_hole in mover.pipeline.sink).
 # None: 2 x min_size.
 HOLE_HEAD: int | None = None
-ZEROS = bytes(8 << 20)
+ZEROS = bytes(max(8 << 20, READ_SIZE))  # at least a read: _zeros_as_holes hands out views
 ZERO_VIEW = memoryview(ZEROS)
 INDEX_FLUSH = 65536
 # The floor of the window of chunks in flight (two batches a worker, below, sets it from 3

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,7 +68,9 @@ class AdaptiveLevel:
         self.cpus = cpus if cpus is not None else usable_cpus()
         self._wall, self._cpu = wall, cpu
         self._since = (wall(), cpu())
-        self.levels: list[int] = []  # the level after each decision (stats, tests)
+        # The level after each of the last decisions (tests, debugging): bounded, since a
+        # backup of hours decides ten times a second.
+        self.levels: deque[int] = deque(maxlen=64)
 
     def tick(self) -> None:
         wall, cpu = self._wall(), self._cpu()
@@ -88,7 +91,7 @@ class FixedLevel:
 
     def __init__(self, level: int) -> None:
         self.level = level
-        self.levels: list[int] = []
+        self.levels: deque[int] = deque(maxlen=64)
 
     def tick(self) -> None:
         return None

@@ -40,8 +40,11 @@ class LocalBackend:
                 return
             raise StorageError(f"object {name} exists with a different size; refusing to replace")
         stream = self._stream(path.parent, f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}", path)
-        stream.write(data)
-        stream.commit(name)
+        try:
+            stream.write(data)
+            stream.commit(name)
+        finally:
+            stream.abort()  # a no-op once committed; an interrupt leaves no temp file behind
 
     def open_stream(self, prefix: str) -> LocalStream:
         """A temp file under `prefix`: a pack streams into it and is renamed into place, so a
@@ -166,7 +169,9 @@ class LocalStream:
                 view = view[os.write(self.fd, view) :]
         except OSError as exc:
             self.abort()
-            raise StorageError(f"cannot write {self.what}: {exc.strerror}") from None
+            raise StorageError(
+                f"cannot write {self.what} (temp file {self.tmp.name}): {exc.strerror}"
+            ) from None
 
     def commit(self, name: str) -> None:
         path = self.backend._path(name)
