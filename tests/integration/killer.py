@@ -7,9 +7,10 @@ repair-data: repair_data from the replica --other, prune: mover.maintenance.prun
 --repack-below 100 and --unindexed-grace 0, replicate: mover.pipeline.replicate.replicate to the
 target --other; replicate-init: the same, the target created first as `replicate --init-target`
 does) on repositories opened through KillAfter, a storage wrapper that counts calls: mutating ones
-(write, delete) and reading ones (read, list, size, mtime, exists), over both repositories
-together. With --kill write:7:before the process SIGKILLs itself just before the 7th mutating
-call; `after` kills just after that call returned; `read:N:...` counts reading calls instead.
+(write, delete, a pack stream's commit) and reading ones (read, list, size, mtime, exists), over
+both repositories together. With --kill write:7:before the process SIGKILLs itself just before
+the 7th mutating call; `after` kills just after that call returned; `read:N:...` counts reading
+calls instead.
 Without --kill the verb runs to its end and the counts are printed as JSON on stdout, so that
 a test learns how many kill points a run has. The password is $MOVER_PASSWORD.
 """
@@ -31,9 +32,9 @@ from mover.maintenance.prune import prune
 from mover.maintenance.repair import rebuild_index, repair_data
 from mover.objects.repository import Repository
 from mover.pipeline.replicate import open_target, replicate
-from mover.storage.base import Backend
+from mover.storage.base import Backend, Stream
 from mover.storage.local import LocalBackend
-from mover.storage.wrapper import Wrapper
+from mover.storage.wrapper import PassingStream, Wrapper
 
 T = TypeVar("T")
 KINDS = ("write", "read")
@@ -115,6 +116,25 @@ class KillAfter(Wrapper):
 
     def exists(self, name: str) -> bool:
         return self.counter.call("read", lambda: self.inner.exists(name))
+
+    def open_stream(self, prefix: str) -> Stream | None:
+        # Passed through, so that packs take the path they take in production (a local
+        # directory streams them), with each commit a kill point like a write.
+        inner = self.inner.open_stream(prefix)
+        return None if inner is None else CountedStream(inner, self.counter)
+
+
+class CountedStream(PassingStream):
+    """A stream whose commit is a mutating call of the counter's: a kill before it leaves the
+    temp file (a leftover), after it a stored pack that no index names yet. Its appends are not
+    counted: until the commit nothing of them is visible."""
+
+    def __init__(self, inner: Stream, counter: Counter) -> None:
+        super().__init__(inner)
+        self.counter = counter
+
+    def commit(self, name: str) -> None:
+        self.counter.call("write", lambda: self.inner.commit(name))
 
 
 def run(verb: str, repo_path: str, other_path: str | None, kill: KillPoint | None) -> Counter:
