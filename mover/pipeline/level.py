@@ -33,22 +33,32 @@ PERIOD = 0.1  # seconds between decisions: from 3 to 1 in 0.2 s of a busy start
 BUSY = 0.75  # of the usable CPUs: compressing is what bounds the backup
 IDLE = 0.5
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+CFS_DIR = Path("/sys/fs/cgroup/cpu")  # cgroup v1: cpu.cfs_quota_us (-1: none), cpu.cfs_period_us
 
 
 def usable_cpus() -> float:
-    """CPUs this process may use: its affinity, lowered by a cgroup v2 quota ("max" or absent:
-    none)."""
+    """CPUs this process may use: its affinity, lowered by its cgroup's CPU quota (a pod's CPU
+    limit): cgroup v2's cpu.max, else cgroup v1's CFS quota; none when neither says one."""
     try:
         cpus = float(len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         cpus = float(os.cpu_count() or 1)
+    quota = _cgroup_quota()
+    return cpus if quota is None else min(cpus, max(quota, 0.1))
+
+
+def _cgroup_quota() -> float | None:
     try:
         quota, period = CPU_MAX.read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(int(quota) / int(period), 0.1))
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
-    return cpus
+    try:
+        quota_us = int((CFS_DIR / "cpu.cfs_quota_us").read_text())
+        period_us = int((CFS_DIR / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 class AdaptiveLevel:

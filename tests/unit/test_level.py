@@ -99,18 +99,35 @@ def test_fixed_levels_and_no_compression_never_move() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cpu_max", "expected"),
-    [("50000 100000\n", 0.5), ("max 100000\n", None), ("garbage\n", None), (None, None)],
+    ("cpu_max", "cfs", "expected"),
+    [
+        ("50000 100000\n", None, 0.5),
+        ("max 100000\n", ("25000", "100000"), None),  # v2 says none: v1's files are not read
+        ("garbage\n", None, None),
+        (None, None, None),
+        (None, ("150000\n", "100000\n"), 1.5),  # cgroup v1
+        (None, ("-1\n", "100000\n"), None),
+    ],
 )
 def test_usable_cpus_follow_the_cgroup_quota(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu_max: str | None, expected: float | None
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cpu_max: str | None,
+    cfs: tuple[str, str] | None,
+    expected: float | None,
 ) -> None:
     path = tmp_path / "cpu.max"
     if cpu_max is not None:
         path.write_text(cpu_max)
+    cfs_dir = tmp_path / "cpu"
+    cfs_dir.mkdir()
+    if cfs is not None:
+        (cfs_dir / "cpu.cfs_quota_us").write_text(cfs[0])
+        (cfs_dir / "cpu.cfs_period_us").write_text(cfs[1])
     monkeypatch.setattr(level, "CPU_MAX", path)
+    monkeypatch.setattr(level, "CFS_DIR", cfs_dir)
     unlimited = float(len(os.sched_getaffinity(0)))
-    assert usable_cpus() == (expected if expected is not None else unlimited)
+    assert usable_cpus() == (min(expected, unlimited) if expected is not None else unlimited)
 
 
 def test_config_says_auto_and_older_configs_stay_fixed() -> None:
