@@ -66,5 +66,5 @@ def benchmark(size: str, threads: int | None, min_time: float, as_json: bool) ->
     level, reason = result.preferred_zstd_level()
     click.echo(
         f"preferred here: `mover init --compression {level}` with the {result.kernels[-1]} "
-        f"chunker kernel ({reason})"
+        f"chunker kernel ({reason}); the default, auto, picks 1 to 3 while it backs up"
     )
