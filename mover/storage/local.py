@@ -54,7 +54,7 @@ class LocalBackend:
 
     def _stream(self, directory: Path, tmp_name: str, what: Path) -> LocalStream:
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            _make_dirs(directory)
             return LocalStream(self, directory / tmp_name, what)
         except OSError as exc:
             raise StorageError(f"cannot write {what}: {exc.strerror}") from None
@@ -184,14 +184,10 @@ class LocalStream:
                         f"object {name} exists with a different size; refusing to replace"
                     )
                 return  # the temp file goes in abort()
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_dirs(path.parent)
             os.rename(self.tmp, path)
             self.committed = True
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(path.parent)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror}") from None
         finally:
@@ -207,3 +203,25 @@ class LocalStream:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
+
+
+def _make_dirs(directory: Path) -> None:
+    """mkdir -p, each directory it makes fsynced into its parent: an object renamed into a new
+    data/xx/ must not vanish with that directory after a power loss while an index file,
+    fsynced later, names it."""
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+            new.mkdir()
+        _fsync_dir(new.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
