@@ -119,8 +119,7 @@ def init(
         chunk_avg=sizes[1],
         chunk_max=sizes[2],
         pack_size=pack,
-        zstd_level=level,
-        adaptive_level=level is None,
+        zstd_level=level,  # None: auto (InitOptions' default)
         kdf=KdfParams(memory_kib=memory_kib),
         object_lock=lock,
     )

@@ -48,18 +48,20 @@ def encode(
         packed = _compressor(level).compress(data)
         if len(packed) <= len(data) * (1 - MIN_SAVING):
             payload, flag = packed, ZSTD
-    plain = _plain_buffer(1 + len(payload))
+    plain = _thread_buffer("plain", 1 + len(payload))
     plain[0] = flag
     plain[1:] = payload
     return sealer.seal_into(plain, aad(chunk_id))
 
 
-def _plain_buffer(size: int) -> memoryview:
-    """A per-thread buffer of `size` bytes for the flag and payload, reused chunk after chunk
-    (a new one each time would be a fresh allocation and page faults per chunk)."""
-    buffer: bytearray | None = getattr(_local, "plain", None)
+def _thread_buffer(name: str, size: int) -> memoryview:
+    """A per-thread buffer `name` of at least `size` bytes (a view of exactly `size`), reused
+    chunk after chunk: a new one each time would be a fresh allocation and page faults per
+    chunk. "plain": encode's flag and payload; "opened": decode_into's opened blob."""
+    buffer: bytearray | None = getattr(_local, name, None)
     if buffer is None or len(buffer) < size:
-        buffer = _local.plain = bytearray(max(size, 1 << 20))
+        buffer = bytearray(max(size, 1 << 20))
+        setattr(_local, name, buffer)
     return memoryview(buffer)[:size]
 
 
@@ -93,7 +95,7 @@ def decode_into(
     size = len(sealed) - OVERHEAD
     if size < 1:
         raise IntegrityError(f"{what} is truncated ({len(sealed)} bytes)")
-    plain = _opened_buffer(size)
+    plain = _thread_buffer("opened", size)
     sealer.open_into(sealed, aad(chunk_id), what, plain)
     flag = plain[0]
     if flag == ZSTD:
@@ -116,11 +118,3 @@ def decode_into(
         raise IntegrityError(f"{what} is not the {len(out)} bytes long its tree says")
     if master.chunk_id_of(out) != chunk_id:
         raise IntegrityError(f"{what} does not match its id: damaged or altered")
-
-
-def _opened_buffer(size: int) -> memoryview:
-    """A per-thread buffer for an opened blob (flag and payload), reused chunk after chunk."""
-    buffer: bytearray | None = getattr(_local, "opened", None)
-    if buffer is None or len(buffer) < size:
-        buffer = _local.opened = bytearray(max(size, 1 << 20))
-    return memoryview(buffer)[:size]

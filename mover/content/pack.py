@@ -22,8 +22,8 @@ from mover.storage.base import Backend, Stream
 MAGIC = b"MVPK\x01"
 _ENTRY = struct.Struct("<32sIIB")
 KIND_DATA = 0
-WRITE_SIZE = 1 << 20  # StreamedPack: bytes gathered for one write
 KIND_TREE = 1
+WRITE_SIZE = 1 << 20  # StreamedPack: bytes gathered for one write
 
 
 @dataclass(frozen=True)

@@ -422,10 +422,15 @@ class Repository:
     def commit_pack(self, pack_id: bytes, stream: Stream) -> None:
         stream.commit(pack_name(pack_id))
 
-    def read_blob(self, chunk_id: bytes) -> bytes:
+    def locate(self, chunk_id: bytes) -> Location:
+        """Where the blob `chunk_id` is stored; IntegrityError when no index names it."""
         location = self.index.get(chunk_id)
         if location is None:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is in no index: repository damaged")
+        return location
+
+    def read_blob(self, chunk_id: bytes) -> bytes:
+        location = self.locate(chunk_id)
         sealed = self.backend.read(pack_name(location.pack_id), location.offset, location.length)
         return blob.decode(self.master, self.sealer, chunk_id, sealed)
 

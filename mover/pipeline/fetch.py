@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from mover.content import blob
 from mover.content.index import Location
 from mover.content.pack import pack_name
-from mover.errors import IntegrityError
 from mover.objects.repository import Repository
 from mover.objects.tree import Extent
 
@@ -57,15 +56,11 @@ def read_chunks(repo: Repository, extents: Sequence[Extent], out: memoryview) ->
     Raises IntegrityError (no index entry, a blob failing a check) and the storage's errors (a
     pack missing or shorter than the index says) for the first chunk that fails; `out` then
     holds garbage."""
-    index = repo.index
     located: list[tuple[bytes, int, Location]] = []
     for extent in extents:
         chunk_id = extent.chunk_id
         assert chunk_id is not None
-        location = index.get(chunk_id)
-        if location is None:
-            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is in no index: repository damaged")
-        located.append((chunk_id, extent.length, location))
+        located.append((chunk_id, extent.length, repo.locate(chunk_id)))
     at = 0
     first = 0
     while first < len(located):

@@ -213,7 +213,6 @@ class Batches:
     ) -> None:
         self.workers = workers
         self.encode = encode
-        self.level = encode.level
         self.consumer = consumer
         self.max_bytes, self.max_entries = limits.batch_bytes, limits.batch_entries
         self.window, self.max_batches = limits.window, limits.batches
@@ -238,7 +237,7 @@ class Batches:
         if not self.batch:
             return
         inflight = self.inflight
-        self.level.tick()  # `compression: auto` looks at how busy the CPUs are
+        self.encode.level.tick()  # `compression: auto` looks at how busy the CPUs are
         while inflight and (
             self.inflight_bytes >= self.window or len(inflight) >= self.max_batches
         ):

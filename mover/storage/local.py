@@ -35,10 +35,8 @@ class LocalBackend:
 
     def write(self, name: str, data: bytes | memoryview) -> None:
         path = self._path(name)
-        if path.exists():
-            if path.stat().st_size == len(data):
-                return
-            raise StorageError(f"object {name} exists with a different size; refusing to replace")
+        if _stored(path, len(data), name):
+            return
         stream = self._stream(path.parent, f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}", path)
         try:
             stream.write(data)
@@ -178,11 +176,7 @@ class LocalStream:
         try:
             os.fsync(self.fd)
             self._close()
-            if path.exists():  # another writer stored it meanwhile (content-addressed names)
-                if path.stat().st_size != self.size:
-                    raise StorageError(
-                        f"object {name} exists with a different size; refusing to replace"
-                    )
+            if _stored(path, self.size, name):  # another writer stored it meanwhile
                 return  # the temp file goes in abort()
             _make_dirs(path.parent)
             os.rename(self.tmp, path)
@@ -203,6 +197,16 @@ class LocalStream:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
+
+
+def _stored(path: Path, size: int, name: str) -> bool:
+    """Whether object `name` is stored already: names are content-addressed, so one of the same
+    size is these bytes (a write of it is a no-op); one of another size is refused."""
+    if not path.exists():
+        return False
+    if path.stat().st_size != size:
+        raise StorageError(f"object {name} exists with a different size; refusing to replace")
+    return True
 
 
 def _make_dirs(directory: Path) -> None:

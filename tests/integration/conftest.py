@@ -6,6 +6,7 @@ Every repository is created with `--kdf-memory 8MiB` so that opening one costs m
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -157,6 +158,32 @@ def assert_same_file(a: Path, b: Path) -> None:
             if not x:
                 return
             offset += len(x)
+
+
+class FailingFile:
+    """A real file whose reads fail with EIO from the `fail_at`-th on, as a dying disk does;
+    each read gives at most `read_size` bytes, so that the failure falls where a test wants."""
+
+    def __init__(self, path: Path, fail_at: int, read_size: int) -> None:
+        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by close()
+        self.fail_at = fail_at
+        self.read_size = read_size
+        self.reads = 0
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.file.seek(offset, whence)
+
+    def readinto(self, buffer: Any) -> int | None:
+        self.reads += 1
+        if self.reads >= self.fail_at:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return self.file.readinto(memoryview(buffer)[: self.read_size])
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def write_image(path: Path, seed: int, size: int) -> Path:

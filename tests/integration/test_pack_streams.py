@@ -5,14 +5,12 @@ nothing left behind by a failed backup, and a killed one's temp file for the lef
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import blake3
 import pytest
@@ -31,6 +29,7 @@ from mover.storage.wrapper import PassingStream, Wrapper
 from tests.integration.conftest import (
     MOVER,
     PASSWORD,
+    FailingFile,
     MiB,
     init_repo,
     mover,
@@ -149,30 +148,6 @@ class Ending(PassingStream):
             self.ended.append("aborted")
 
 
-class FailingFile:
-    """A real file whose reads fail with EIO from the `fail_at`-th on, as a dying disk does."""
-
-    def __init__(self, path: Path, fail_at: int) -> None:
-        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by close()
-        self.fail_at = fail_at
-        self.reads = 0
-
-    def fileno(self) -> int:
-        return self.file.fileno()
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self.file.seek(offset, whence)
-
-    def readinto(self, buffer: Any) -> int | None:
-        self.reads += 1
-        if self.reads >= self.fail_at:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return self.file.readinto(memoryview(buffer)[: 256 << 10])
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def test_a_failed_backup_leaves_no_stream_and_indexes_only_stored_packs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,7 +159,8 @@ def test_a_failed_backup_leaves_no_stream_and_indexes_only_stored_packs(
     root = tmp_path / "repo"
     watched = Watched(LocalBackend(root))
     repo = Repository.init(watched, b"pw", SMALL, KdfParams(8 << 10, 1, 1))
-    failing = FailingFile(source, fail_at=57)  # after 14 MiB: packs stored, one filling
+    # Reads of 256 KiB failing at the 57th, after 14 MiB: packs stored, one filling.
+    failing = FailingFile(source, fail_at=57, read_size=256 << 10)
     try:
         with pytest.raises(SourceError, match="Input/output error"):
             # A checkpoint at 8 MiB: an index file is written along the way.

@@ -8,11 +8,8 @@ chunks) interior levels."""
 
 from __future__ import annotations
 
-import errno
-import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,36 +22,12 @@ from mover.objects.repository import RepoConfig, Repository
 from mover.objects.tree import walk
 from mover.pipeline.backup import run_backup
 from mover.storage.local import LocalBackend
+from tests.integration.conftest import FailingFile
 from tests.native.data import random_bytes, structured
 
 PASSWORD = b"resume points"
 SIZE = 3 << 20
 READ = 8 << 20  # mover.pipeline.backup.READ_SIZE: one readinto per 8 MiB (or per data extent)
-
-
-class FailingFile:
-    """A real file whose reads fail with EIO from the `fail_at`-th on."""
-
-    def __init__(self, path: Path, fail_at: int) -> None:
-        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 -- closed by close()
-        self.fail_at = fail_at
-        self.reads = 0
-
-    def fileno(self) -> int:
-        return self.file.fileno()
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self.file.seek(offset, whence)
-
-    def readinto(self, buffer: Any) -> int | None:
-        self.reads += 1
-        if self.reads >= self.fail_at:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        # Small reads, so that a failure can fall between any two checkpoints.
-        return self.file.readinto(memoryview(buffer)[:65536])
-
-    def close(self) -> None:
-        self.file.close()
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +61,8 @@ def test_resume_after_a_failure_anywhere(
     path = tmp_path_factory.mktemp("run") / "repo"
     shutil.copytree(empty, path)
     repo = Repository.open(LocalBackend(path), PASSWORD)
-    failing = FailingFile(source, fail_at)
+    # Small reads, so that a failure can fall between any two checkpoints.
+    failing = FailingFile(source, fail_at, read_size=65536)
     try:
         with pytest.raises(SourceError, match="Input/output error"):
             run_backup(repo, failing, str(source), threads=2, checkpoint_interval=interval)  # type: ignore[arg-type]
